@@ -1,0 +1,114 @@
+"""The one settings loader shared by every service and command.
+
+Environment variables use the prefix ``MMSEARCH_`` and ``__`` between sections, e.g.
+``MMSEARCH_MODEL_SERVER__PORT=50001`` or ``MMSEARCH_MILVUS__URI=http://milvus:19530``. Command-line
+flags override the environment; each service reads only its own section plus the shared ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+
+
+class TokenizerSettings(BaseModel):
+    host: str = LOOPBACK
+    port: int = 60051
+    metrics_port: int = 9101
+    max_message_mb: int = 32
+    max_batch: int = 256  # texts or images per call
+    max_image_mb: int = 20
+    # Largest decoded image (pixels); bigger images are refused, not decoded (decompression bombs).
+    max_image_pixels: int = 50_000_000
+    workers: int = 8
+    grace_seconds: float = 5.0
+
+
+class ModelServerSettings(BaseModel):
+    host: str = LOOPBACK
+    port: int = 50000
+    metrics_port: int = 9102
+    max_message_mb: int = 64
+    # "auto" picks CUDA when onnxruntime offers it, else CPU; or name providers explicitly.
+    providers: list[str] = Field(default_factory=lambda: ["auto"])
+    cuda_device_id: int = 0
+    cuda_arena_extend_strategy: Literal["kNextPowerOfTwo", "kSameAsRequested"] = "kNextPowerOfTwo"
+    cuda_mem_limit_gb: float = 0.0  # 0: no limit
+    intra_op_threads: int = 0  # 0: onnxruntime's default (all cores)
+    inter_op_threads: int = 0
+    batching: bool = True
+    no_batching_models: list[str] = Field(default_factory=list)
+    max_batch_size: int = 32
+    max_queue_delay_ms: float = 2.0
+    max_queue_size: int = 512
+    warmup: bool = True
+    # How often the repository folder is rescanned for new models (0: only on LoadModel).
+    rescan_seconds: float = 10.0
+    workers: int = 32
+    grace_seconds: float = 5.0
+
+
+class MilvusSettings(BaseModel):
+    # A local Milvus Lite file (embedded) or a server URI such as http://127.0.0.1:19530.
+    uri: str = "var/milvus.db"
+    token: str = ""
+    db_name: str = ""
+    timeout_seconds: float = 10.0
+
+
+class MongoSettings(BaseModel):
+    uri: str = "mongodb://127.0.0.1:27017"
+    database: str = "mmsearch"
+    timeout_ms: int = 3000
+
+
+class SearchSettings(BaseModel):
+    host: str = LOOPBACK
+    port: int = 8080
+    tokenizer_target: str = f"{LOOPBACK}:60051"
+    model_server_target: str = f"{LOOPBACK}:50000"
+    config_source: Literal["file", "consul"] = "file"
+    config_file: Path = Path("deploy/ab-config.yaml")
+    consul_host: str = LOOPBACK
+    consul_port: int = 8500
+    consul_scheme: str = "http"
+    consul_token: str = ""
+    consul_key: str = "config/test/multimodal-config"
+    # Where the last config that passed validation is kept, to start when Consul is unreachable.
+    last_good_config: Path = Path("var/search/last-good-config.yaml")
+    max_query_chars: int = 512
+    max_top_k: int = 200
+    max_upload_mb: int = 8
+    stage_timeout_seconds: float = 3.0
+
+
+class WebSettings(BaseModel):
+    host: str = LOOPBACK
+    port: int = 8090
+    search_url: str = f"http://{LOOPBACK}:8080"
+    max_upload_mb: int = 8
+    request_timeout_seconds: float = 15.0
+    threads: int = 8
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_", env_nested_delimiter="__", extra="ignore", frozen=True)
+
+    model_repo: Path = Path("models")
+    log_level: str = "INFO"
+    log_json: bool = False
+    tokenizer: TokenizerSettings = Field(default_factory=TokenizerSettings)
+    model_server: ModelServerSettings = Field(default_factory=ModelServerSettings)
+    milvus: MilvusSettings = Field(default_factory=MilvusSettings)
+    mongo: MongoSettings = Field(default_factory=MongoSettings)
+    search: SearchSettings = Field(default_factory=SearchSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+
+
+def load_settings() -> Settings:
+    return Settings()
