@@ -1,0 +1,68 @@
+"""Texts to the token tensors a model's ONNX graph takes, from the tokenizer.json in its repository folder."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from tokenizers import Tokenizer
+
+from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
+
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
+
+
+@dataclass(frozen=True)
+class TextBatch:
+    tensors: dict[str, npt.NDArray[np.int64]]  # named exactly as the model's ONNX inputs
+    truncated: list[bool]
+
+
+class TextPreprocessor:
+    def __init__(self, tokenizer: Tokenizer, manifest: ModelManifest) -> None:
+        unknown = [n for n in manifest.input_names if n not in TOKEN_INPUTS]
+        if unknown:
+            raise ModelRepoError(f"model {manifest.key!r} takes {unknown}, which a text tokenizer cannot produce")
+        self.manifest = manifest
+        self.names = manifest.input_names
+        self._tok = tokenizer
+        # The exported tokenizer.json may carry its own padding/truncation; ours must follow the manifest.
+        self._tok.no_padding()
+        if manifest.max_seq_len:
+            self._tok.enable_truncation(max_length=manifest.max_seq_len)
+        else:
+            self._tok.no_truncation()
+        pad_token = _pad_token(tokenizer, manifest)
+        pad_id = tokenizer.token_to_id(pad_token)
+        self._tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
+
+    @classmethod
+    def from_repo(cls, repo: ModelRepository, key: str) -> TextPreprocessor:
+        manifest = repo.manifest(key)
+        if not manifest.tokenizer_file:
+            raise ModelRepoError(f"model {key!r} ({manifest.kind}) has no tokenizer; it does not take text")
+        return cls(Tokenizer.from_file(str(repo.path(key) / manifest.tokenizer_file)), manifest)
+
+    def prep(self, texts: list[str]) -> TextBatch:
+        if not texts:
+            raise ValueError("no texts to tokenize")
+        encodings = self._tok.encode_batch(texts)
+        columns = {
+            "input_ids": [e.ids for e in encodings],
+            "attention_mask": [e.attention_mask for e in encodings],
+            "token_type_ids": [e.type_ids for e in encodings],
+        }
+        tensors = {name: np.asarray(columns[name], dtype=np.int64) for name in self.names}
+        return TextBatch(tensors=tensors, truncated=[bool(e.overflowing) for e in encodings])
+
+
+def _pad_token(tokenizer: Tokenizer, manifest: ModelManifest) -> str:
+    configured = tokenizer.padding
+    if configured and configured.get("pad_token"):
+        return str(configured["pad_token"])
+    for candidate in _PAD_CANDIDATES:
+        if tokenizer.token_to_id(candidate) is not None:
+            return candidate
+    raise ModelRepoError(f"model {manifest.key!r}: cannot tell its padding token from {manifest.tokenizer_file}")
