@@ -44,7 +44,8 @@ def test_matches_clip_image_processor_on_real_photos() -> None:
     photos = [skdata.astronaut(), skdata.chelsea(), skdata.coffee(), skdata.rocket(), skdata.camera()]
     ours = ImagePreprocessor(_manifest()).prep([_png(p) for p in photos])
     processor = CLIPImageProcessor.from_pretrained(str(CLIP_DIR))
-    ref = processor(images=[Image.open(io.BytesIO(_png(p))) for p in photos], return_tensors="np")["pixel_values"]
+    pil: list[Image.Image] = [Image.open(io.BytesIO(_png(p))) for p in photos]
+    ref = processor(images=pil, return_tensors="np")["pixel_values"]
     assert ours.shape == ref.shape == (5, 3, 224, 224)
     assert ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=1e-5)
