@@ -1,0 +1,39 @@
+"""The `mmsearch` entry point: lists every action and stays light (no torch in online processes)."""
+
+import subprocess
+import sys
+
+from click.testing import CliRunner
+
+from mmsearch.cli.main import cli
+
+TOP_LEVEL = ["config", "export", "index", "ingest", "local", "models", "preprocess", "push", "serve"]
+
+
+def test_help_lists_every_command() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert result.exit_code == 0, result.output
+    for name in TOP_LEVEL:
+        assert f"  {name} " in result.output
+
+
+def test_serve_help_lists_the_four_services() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"])
+    assert result.exit_code == 0, result.output
+    for name in ["model", "search", "tokenizer", "web"]:
+        assert f"  {name} " in result.output
+
+
+def test_help_imports_no_heavy_offline_dependency() -> None:
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from mmsearch.cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "r = CliRunner().invoke(cli, ['serve', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'onnx') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
