@@ -1,0 +1,1 @@
+"""Export sentence-transformers and CLIP models to ONNX in the model repository (`mmsearch export`)."""

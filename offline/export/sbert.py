@@ -1,0 +1,293 @@
+"""Sentence-transformers model -> one ONNX graph (transformer + pooling [+ dense] [+ normalise]).
+
+Inputs are exactly the tokenizer's model inputs (int64 [batch, sequence]); outputs are `sentence_embedding`
+[batch, dim] and `token_embeddings` [batch, sequence, hidden]. The tokenizer.json goes beside the graph, and
+the parity inputs are made by the same `mmsearch.runtime.text.TextPreprocessor` the online side uses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from mmsearch.model_repo import (
+    ModelKind,
+    ModelManifest,
+    ModelRepository,
+    TensorSpec,
+    validate_key,
+    write_manifest,
+)
+from offline.export.errors import ExportError
+from offline.export.graph_io import declare_output_shapes
+from offline.export.parity import PARITY_TEXTS, ParityCase, enforce_fp32
+from offline.export.settings import OPSET, export_record
+from offline.export.source import WEIGHT_FILES, require_files, resolve_source
+from offline.export.variants import VariantRequest, write_variants
+
+log = logging.getLogger(__name__)
+
+TOKENIZER_FILE = "tokenizer.json"
+EXPORT_SAMPLE = ["tracing sample", "a second, somewhat longer sample text"]
+PARITY_DESCRIPTION = f"{len(PARITY_TEXTS)} texts of mixed length, English and Chinese, one padded batch"
+
+
+@dataclass(frozen=True)
+class SbertFolder:
+    root: Path
+    transformer_dir: Path  # where config.json, the weights and the tokenizer files live
+    module_types: list[str]
+    do_lower_case: bool
+    max_seq_len: int | None
+
+
+def inspect_folder(folder: Path) -> SbertFolder:
+    """Check that `folder` is a sentence-transformers model; name the first missing file if not."""
+    require_files(folder, "sentence-transformers model", [("modules.json",)])
+    try:
+        modules = json.loads((folder / "modules.json").read_text(encoding="utf-8"))
+        types = [str(m["type"]) for m in modules]
+        first = modules[0]
+    except (ValueError, KeyError, IndexError, TypeError) as exc:
+        raise ExportError(f"{folder / 'modules.json'} is not a sentence-transformers modules list: {exc}") from exc
+    if not types[0].endswith(".Transformer"):
+        raise ExportError(f"{folder}: the first module is {types[0]}, expected a sentence_transformers Transformer")
+    tdir = folder / str(first.get("path", ""))
+    require_files(
+        tdir,
+        "sentence-transformers model",
+        [
+            ("config.json",),
+            (*WEIGHT_FILES, "model.safetensors.index.json"),
+            ("tokenizer.json", "vocab.txt", "vocab.json"),
+        ],
+    )
+    st_config: dict[str, Any] = {}
+    for name in ("sentence_bert_config.json", "sentence_transformers_config.json"):
+        if (tdir / name).is_file():
+            st_config = json.loads((tdir / name).read_text(encoding="utf-8"))
+            break
+    max_len = st_config.get("max_seq_length")
+    return SbertFolder(
+        root=folder,
+        transformer_dir=tdir,
+        module_types=types,
+        do_lower_case=bool(st_config.get("do_lower_case", False)),
+        max_seq_len=int(max_len) if max_len else None,
+    )
+
+
+def export_sbert(
+    source: str,
+    repo: ModelRepository,
+    key: str,
+    *,
+    force: bool = False,
+    variants: VariantRequest | None = None,
+    pairs_with: str | None = None,
+    revision: str | None = None,
+) -> ModelManifest:
+    """Export, check parity and publish `key`; raises ExportError (nothing published) on any problem."""
+    validate_key(key)
+    if key in repo and not force:
+        raise ExportError(f"model {key!r} already exists in {repo.root}; pass --force to replace it")
+    paired = _check_pairing(repo, pairs_with)
+    resolved = resolve_source(source, revision=revision)
+    info = inspect_folder(resolved.folder)
+
+    from sentence_transformers import SentenceTransformer
+
+    log.info("loading sentence-transformers model from %s", resolved.folder)
+    model = SentenceTransformer(str(resolved.folder), device="cpu")
+    model.eval()
+    names = list(model.tokenizer.model_input_names)
+    max_seq_len = int(model.max_seq_length) if model.max_seq_length else info.max_seq_len
+
+    with repo.writer(key, force=force) as staging:
+        lowercase_in_tokenizer = _write_tokenizer(model, info, staging / TOKENIZER_FILE)
+        draft = ModelManifest(
+            key=key,
+            kind=ModelKind.TEXT_EMBEDDING,
+            inputs=[TensorSpec(name=n, dtype="int64", shape=["batch", "sequence"]) for n in names],
+            outputs=[],
+            embedding_dim=0,
+            normalized=any(t.endswith(".Normalize") for t in info.module_types),
+            max_seq_len=max_seq_len,
+            do_lower_case=info.do_lower_case or lowercase_in_tokenizer,
+            tokenizer_file=TOKENIZER_FILE,
+            pairs_with=pairs_with,
+            source=resolved.record,
+        )
+        inputs = _tokenize(staging / TOKENIZER_FILE, draft, PARITY_TEXTS)
+        _check_tokenizer_agrees(model, inputs)
+
+        graph = SbertGraph(model, names)
+        # Reference first: the legacy exporter leaves the in-memory model giving different outputs afterwards.
+        reference, tokens = graph.reference(inputs)
+        dim, hidden = int(reference.shape[1]), int(tokens.shape[2])
+        if paired is not None and paired.embedding_dim != dim:
+            raise ExportError(
+                f"--pairs-with {pairs_with!r}: that model's embeddings are {paired.embedding_dim}-d, this one's {dim}-d"
+            )
+        onnx_path = staging / "model.onnx"
+        # Traced on other shapes than the parity batch, so a shape frozen into the graph cannot pass unnoticed.
+        graph.export(onnx_path, _tokenize(staging / TOKENIZER_FILE, draft, EXPORT_SAMPLE))
+        outputs = [
+            TensorSpec(name="sentence_embedding", dtype="float32", shape=["batch", dim]),
+            TensorSpec(name="token_embeddings", dtype="float32", shape=["batch", "sequence", hidden]),
+        ]
+        declare_output_shapes(onnx_path, outputs)
+        case = ParityCase(inputs, reference, "sentence_embedding", PARITY_DESCRIPTION)
+        parity = case.check("fp32", onnx_path)
+        log.info("parity fp32: max abs diff %.2e, min cosine %.7f", parity.max_abs_diff, parity.min_cosine)
+        enforce_fp32(parity, key)
+        extra = write_variants(onnx_path, variants or VariantRequest(), case)
+        manifest = draft.model_copy(
+            update={
+                "outputs": outputs,
+                "embedding_dim": dim,
+                "variants": {v.name: v.file for v in extra},
+                "parity": [parity, *(v.parity for v in extra)],
+                "export": export_record(
+                    modules=info.module_types,
+                    lowercase_before_tokenizer=info.do_lower_case,
+                    lowercase_in_tokenizer=lowercase_in_tokenizer,
+                    variant_settings={v.name: v.settings for v in extra},
+                ),
+            }
+        )
+        write_manifest(staging, ModelManifest.model_validate(manifest.model_dump()))
+    log.info("published %s (%d-d, normalized=%s) in %s", key, dim, manifest.normalized, repo.root)
+    return manifest
+
+
+class SbertGraph:
+    """The SentenceTransformer as a function of positional token tensors, for tracing."""
+
+    def __init__(self, model: Any, names: list[str]) -> None:
+        import torch
+
+        class _Module(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.st = model
+
+            def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                out = self.st(dict(zip(names, tensors, strict=True)))
+                return out["sentence_embedding"], out["token_embeddings"]
+
+        self.module = _Module().eval()
+        self.names = names
+
+    def _args(self, inputs: dict[str, npt.NDArray[np.int64]]) -> tuple[Any, ...]:
+        import torch
+
+        return tuple(torch.from_numpy(inputs[n]) for n in self.names)
+
+    def reference(self, inputs: dict[str, npt.NDArray[np.int64]]) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any]]:
+        import torch
+
+        with torch.inference_mode():
+            emb, tokens = self.module(*self._args(inputs))
+        return emb.float().numpy(), tokens.float().numpy()
+
+    def export(self, path: Path, inputs: dict[str, npt.NDArray[np.int64]]) -> None:
+        import torch
+
+        axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in self.names}
+        axes["sentence_embedding"] = {0: "batch"}
+        axes["token_embeddings"] = {0: "batch", 1: "sequence"}
+        log.info("exporting ONNX graph (opset %d) to %s", OPSET, path.name)
+        with torch.no_grad(), warnings.catch_warnings():
+            # The tracer warns about Python control flow it freezes; the parity check on other shapes is the
+            # real test of that, so these warnings would only be noise (and errors under pytest).
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
+            # The TorchScript exporter is deprecated but still the one that exports these models exactly.
+            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
+            torch.onnx.export(
+                self.module,
+                self._args(inputs),
+                str(path),
+                input_names=self.names,
+                output_names=["sentence_embedding", "token_embeddings"],
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                do_constant_folding=True,
+                dynamo=False,
+            )
+
+
+def _write_tokenizer(model: Any, info: SbertFolder, dest: Path) -> bool:
+    """Copy tokenizer.json (or build it from the fast tokenizer); return whether it lower-cases itself.
+
+    When the model lower-cases before tokenising (sentence-transformers `do_lower_case`) and its tokenizer does
+    not, a Lowercase normaliser is added, so the file alone reproduces the model's text preprocessing.
+    """
+    from tokenizers import Tokenizer, normalizers
+
+    src = info.transformer_dir / TOKENIZER_FILE
+    if src.is_file():
+        shutil.copyfile(src, dest)
+    else:
+        backend = getattr(model.tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise ExportError(f"{info.transformer_dir}: no tokenizer.json and the tokenizer is not a fast tokenizer")
+        backend.save(str(dest))
+    tok = Tokenizer.from_file(str(dest))
+    lowercases = _normalizer_lowercases(json.loads(dest.read_text(encoding="utf-8")).get("normalizer"))
+    if info.do_lower_case and not lowercases:
+        steps = [normalizers.Lowercase()] + ([tok.normalizer] if tok.normalizer is not None else [])
+        tok.normalizer = normalizers.Sequence(steps)
+        tok.save(str(dest))
+        lowercases = True
+    return lowercases
+
+
+def _normalizer_lowercases(spec: Any) -> bool:
+    if not isinstance(spec, dict):
+        return False
+    if spec.get("type") == "Lowercase" or (spec.get("type") == "BertNormalizer" and spec.get("lowercase")):
+        return True
+    return any(_normalizer_lowercases(s) for s in spec.get("normalizers", []) or [])
+
+
+def _tokenize(tokenizer_file: Path, manifest: ModelManifest, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
+    from tokenizers import Tokenizer
+
+    from mmsearch.runtime.text import TextPreprocessor
+
+    return TextPreprocessor(Tokenizer.from_file(str(tokenizer_file)), manifest).prep(texts).tensors
+
+
+def _check_tokenizer_agrees(model: Any, inputs: dict[str, npt.NDArray[np.int64]]) -> None:
+    """The runtime's tokenisation of the parity texts must equal sentence-transformers' own."""
+    # `preprocess` replaced `tokenize` in sentence-transformers 6.
+    theirs = model.preprocess(PARITY_TEXTS) if hasattr(model, "preprocess") else model.tokenize(PARITY_TEXTS)
+    for name, ours in inputs.items():
+        expected = theirs[name].numpy()
+        if expected.shape != ours.shape or not np.array_equal(expected, ours):
+            raise ExportError(
+                f"the exported tokenizer.json tokenises differently from the model's tokenizer ({name}: "
+                f"{ours.shape} vs {expected.shape}); the online side would not reproduce the model"
+            )
+
+
+def _check_pairing(repo: ModelRepository, pairs_with: str | None) -> ModelManifest | None:
+    if pairs_with is None:
+        return None
+    if pairs_with not in repo:
+        raise ExportError(
+            f"--pairs-with {pairs_with!r}: no such model in {repo.root}; export the image tower it pairs with first"
+        )
+    paired = repo.manifest(pairs_with)
+    if paired.kind != ModelKind.CLIP_IMAGE:
+        raise ExportError(f"--pairs-with {pairs_with!r} is a {paired.kind} model; name a CLIP image tower")
+    return paired
