@@ -1,0 +1,180 @@
+"""Async client of the model server, for the search service.
+
+    async with ModelServerClient("127.0.0.1:50000", timeout=3.0) as models:
+        vectors = await models.embed("minilm", batch.tensors)      # float32 [n, dim], L2-normalised
+        outputs = await models.predict("minilm", batch.tensors)     # every output, raw, by name
+        infos = await models.list_models()                          # [ModelStatus(key, kind, state, ...)]
+
+`embed_texts` / `embed_images` below chain the tokenizer and the model server. Every failure raises
+ServiceCallError carrying the gRPC status code (`.unavailable` -> HTTP 503).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from grpc import aio
+
+from mmsearch.api.v1 import model_server_pb2, model_server_pb2_grpc, tensor_pb2
+from mmsearch.grpc_common.client import ServiceCallError, call, check_health, insecure_channel
+from mmsearch.tensors import map_from_proto, map_to_proto
+from services.tokenizer.client import TokenizerClient
+
+__all__ = ["ModelServerClient", "ModelStatus", "ServiceCallError", "TensorInfo", "embed_images", "embed_texts"]
+
+SERVICE = "ModelServer"
+EMBEDDING_OUTPUT = "sentence_embedding"
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: str
+    shape: list[int]  # -1: dynamic (batch, sequence)
+
+
+@dataclass(frozen=True)
+class ModelStatus:
+    key: str
+    kind: str  # "text_embedding", "clip_text" or "clip_image"
+    state: str  # "loaded", "loading", "unloaded" or "failed"
+    error: str  # why it failed, when state == "failed"
+    embedding_dim: int
+    inputs: list[TensorInfo]
+    outputs: list[TensorInfo]
+
+    @classmethod
+    def from_proto(cls, info: model_server_pb2.ModelInfo) -> ModelStatus:
+        return cls(
+            key=info.key,
+            kind=info.kind,
+            state=info.state,
+            error=info.error,
+            embedding_dim=info.embedding_dim,
+            inputs=[_spec(s) for s in info.inputs],
+            outputs=[_spec(s) for s in info.outputs],
+        )
+
+
+def _spec(spec: tensor_pb2.TensorSpec) -> TensorInfo:
+    return TensorInfo(name=spec.name, dtype=spec.dtype, shape=[int(d) for d in spec.shape])
+
+
+class ModelServerClient:
+    """One channel to the model server; create and use it inside the running event loop."""
+
+    def __init__(self, target: str, *, timeout: float = 3.0, max_message_mb: int = 64) -> None:
+        self.target = target
+        self.timeout = timeout
+        self.max_message_mb = max_message_mb
+        self._channel: aio.Channel | None = None
+        self._stub: model_server_pb2_grpc.ModelServerAsyncStub | None = None
+
+    def _get_stub(self) -> model_server_pb2_grpc.ModelServerAsyncStub:
+        # grpc.aio channels bind to the event loop that is running when they are made: create them lazily.
+        if self._stub is None:
+            self._channel = insecure_channel(self.target, max_message_mb=self.max_message_mb)
+            self._stub = model_server_pb2_grpc.ModelServerStub(self._channel)
+        return self._stub
+
+    async def predict(
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        output_names: Sequence[str] = (),
+        *,
+        timeout: float | None = None,
+    ) -> dict[str, npt.NDArray[Any]]:
+        """Run `model` on named input arrays; returns the requested outputs (all when none named)."""
+        stub = self._get_stub()
+        request = model_server_pb2.PredictRequest(
+            model_name=model, inputs=map_to_proto(inputs), output_names=list(output_names)
+        )
+        reply = await call(SERVICE, "Predict", lambda: stub.Predict(request, timeout=timeout or self.timeout))
+        return map_from_proto(reply.outputs)
+
+    async def embed(
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        *,
+        output: str = EMBEDDING_OUTPUT,
+        timeout: float | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """The model's embedding output as float32 [n, dim], L2-normalised (as the index stores vectors)."""
+        out = (await self.predict(model, inputs, [output], timeout=timeout))[output]
+        emb = np.asarray(out, dtype=np.float32)
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        normalized: npt.NDArray[np.float32] = (emb / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+        return normalized
+
+    async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
+        stub = self._get_stub()
+        reply = await call(
+            SERVICE,
+            "ListModels",
+            lambda: stub.ListModels(model_server_pb2.ListModelsRequest(), timeout=timeout or self.timeout),
+        )
+        return [ModelStatus.from_proto(m) for m in reply.models]
+
+    async def load_model(self, model: str, *, timeout: float = 120.0) -> ModelStatus:
+        """Load or reload `model` from the repository (slow: loads and warms up); returns its state."""
+        stub = self._get_stub()
+        request = model_server_pb2.LoadModelRequest(model_name=model)
+        reply = await call(SERVICE, "LoadModel", lambda: stub.LoadModel(request, timeout=timeout))
+        return ModelStatus.from_proto(reply.model)
+
+    async def unload_model(self, model: str, *, timeout: float | None = None) -> None:
+        stub = self._get_stub()
+        request = model_server_pb2.UnloadModelRequest(model_name=model)
+        await call(SERVICE, "UnloadModel", lambda: stub.UnloadModel(request, timeout=timeout or self.timeout))
+
+    async def health(self, model: str | None = None, *, timeout: float | None = None) -> bool:
+        """True when the server (or, with `model`, that model) reports SERVING."""
+        self._get_stub()
+        assert self._channel is not None
+        return await check_health(self._channel, SERVICE, model, timeout or self.timeout)
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close(None)
+        self._channel, self._stub = None, None
+
+    async def __aenter__(self) -> ModelServerClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+async def embed_texts(
+    tokenizer: TokenizerClient,
+    models: ModelServerClient,
+    model: str,
+    texts: Sequence[str],
+    *,
+    timeout: float | None = None,
+) -> npt.NDArray[np.float32]:
+    """Texts -> unit vectors [n, dim]: tokenize, then forward the tensors unchanged to the model."""
+    batch = await tokenizer.tokenize(model, texts, timeout=timeout)
+    return await models.embed(model, batch.tensors, timeout=timeout)
+
+
+async def embed_images(
+    tokenizer: TokenizerClient,
+    models: ModelServerClient,
+    model: str,
+    images: Sequence[bytes],
+    *,
+    timeout: float | None = None,
+) -> npt.NDArray[np.float32]:
+    """Encoded images -> unit vectors [n, dim] with a CLIP image tower."""
+    pixels = await tokenizer.preprocess_images(model, images, timeout=timeout)
+    return await models.embed(model, pixels, timeout=timeout)
