@@ -1,0 +1,166 @@
+"""`mmsearch export sbert|clip` and `mmsearch models`.
+
+Heavy imports (torch, transformers) happen inside the commands, so `--help` and `models` stay light.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.settings import load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _repo_option(fn: F) -> F:
+    return click.option(
+        "--repo",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=None,
+        help="Model repository folder (default: settings model_repo, env MMSEARCH_MODEL_REPO, else ./models).",
+    )(fn)
+
+
+def _common_export_options(fn: F) -> F:
+    for option in reversed(
+        [
+            click.option(
+                "--source",
+                required=True,
+                help="A local model folder, or a Hugging Face hub id (needs network; else download it and pass "
+                "the folder).",
+            ),
+            click.option("--key", required=True, help="Name of the model in the repository (letters, digits, . _ -)."),
+            _repo_option,
+            click.option("--force", is_flag=True, help="Replace an existing model of the same key."),
+            click.option("--int8", is_flag=True, help="Also write an int8 variant (dynamic quantisation, for CPU)."),
+            click.option("--fp16", is_flag=True, help="Also write an fp16 variant (for GPU)."),
+            click.option("--revision", default=None, help="Hub revision (branch, tag or commit); hub ids only."),
+        ]
+    ):
+        fn = option(fn)
+    return fn
+
+
+def _open_repo(repo: Path | None) -> ModelRepository:
+    return ModelRepository(repo if repo is not None else load_settings().model_repo)
+
+
+@click.group("export")
+def export() -> None:
+    """Export a model to ONNX in the model repository, checked against PyTorch.
+
+    Every export runs ONNX Runtime and PyTorch on fixed inputs (English and Chinese texts of mixed length in
+    one padded batch; real photos for image towers) and records max abs difference and minimum cosine in the
+    manifest. An fp32 graph below 0.99999 cosine fails and nothing is published; writes are atomic.
+    """
+
+
+@export.command("sbert")
+@_common_export_options
+@click.option(
+    "--pairs-with",
+    default=None,
+    metavar="KEY",
+    help="Key of the CLIP image tower whose embedding space this text model was trained into (e.g. a "
+    "multilingual CLIP query tower); it must already be in the repository.",
+)
+def export_sbert_command(
+    *,
+    source: str,
+    key: str,
+    repo: Path | None,
+    force: bool,
+    int8: bool,
+    fp16: bool,
+    revision: str | None,
+    pairs_with: str | None,
+) -> None:
+    """A sentence-transformers model (transformer + pooling [+ dense] [+ normalise] in one graph).
+
+    Output `sentence_embedding` [batch, dim] (and `token_embeddings`), dynamic batch and sequence axes;
+    tokenizer.json is written beside it. Example:
+
+      mmsearch export sbert --source ./all-MiniLM-L6-v2 --key minilm --int8
+    """
+    from offline.export.errors import ExportError
+    from offline.export.sbert import export_sbert
+    from offline.export.variants import VariantRequest
+
+    try:
+        manifest = export_sbert(
+            source,
+            _open_repo(repo),
+            key,
+            force=force,
+            variants=VariantRequest(int8=int8, fp16=fp16),
+            pairs_with=pairs_with,
+            revision=revision,
+        )
+    except (ExportError, ModelRepoError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report([manifest])
+
+
+@export.command("clip")
+@_common_export_options
+def export_clip_command(
+    *, source: str, key: str, repo: Path | None, force: bool, int8: bool, fp16: bool, revision: str | None
+) -> None:
+    """Both towers of a CLIP model, as KEY-text and KEY-image sharing one embedding space.
+
+    KEY-text: input_ids, attention_mask -> normalised `sentence_embedding`; KEY-image: pixel_values ->
+    normalised `sentence_embedding`; the image preprocessing (resize, crop, mean, std) is recorded. Example:
+
+      mmsearch export clip --source ./clip-vit-base-patch32 --key clip-b32
+    """
+    from offline.export.clip import export_clip
+    from offline.export.errors import ExportError
+    from offline.export.variants import VariantRequest
+
+    try:
+        manifests = export_clip(
+            source, _open_repo(repo), key, force=force, variants=VariantRequest(int8=int8, fp16=fp16), revision=revision
+        )
+    except (ExportError, ModelRepoError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    _report(manifests)
+
+
+def _report(manifests: list[Any]) -> None:
+    for m in manifests:
+        figures = ", ".join(f"{p.variant} min cosine {p.min_cosine:.6f}" for p in m.parity)
+        click.echo(f"exported {m.key} ({m.kind}, {m.embedding_dim}-d): {figures}")
+
+
+@click.command("models")
+@_repo_option
+@click.option("--json", "as_json", is_flag=True, help="Print the manifests as JSON instead of a table.")
+def models(repo: Path | None, as_json: bool) -> None:
+    """List the models in the model repository: key, kind, dimension, variants and parity."""
+    repository = _open_repo(repo)
+    try:
+        manifests = repository.manifests()
+    except ModelRepoError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps([m.model_dump(mode="json") for m in manifests], indent=2, ensure_ascii=False))
+        return
+    if not manifests:
+        click.echo(f"no models in {repository.root} (export one with `mmsearch export sbert|clip`)")
+        return
+    rows = [("KEY", "KIND", "DIM", "VARIANTS", "PARITY (min cosine)", "PAIRS WITH")]
+    for m in manifests:
+        parity = " ".join(f"{p.variant}={p.min_cosine:.6f}" for p in m.parity) or "-"
+        rows.append(
+            (m.key, str(m.kind), str(m.embedding_dim), ",".join(["fp32", *m.variants]), parity, m.pairs_with or "-")
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
