@@ -27,6 +27,8 @@ class TokenizerSettings(BaseModel):
     max_image_pixels: int = 50_000_000
     workers: int = 8
     grace_seconds: float = 5.0
+    # How often the repository folder is rescanned for new or re-exported models (0: only on demand).
+    rescan_seconds: float = 10.0
 
 
 class ModelServerSettings(BaseModel):
@@ -94,6 +96,13 @@ class WebSettings(BaseModel):
     max_upload_mb: int = 8
     request_timeout_seconds: float = 15.0
     threads: int = 8
+    # A local photo folder served at /images/<name> (the local stack's demo photos); None: not served.
+    image_dir: Path | None = None
+    # Extra sources allowed for result images in the page's Content-Security-Policy img-src
+    # ('self', data: and blob: are always allowed). Narrow this to your image host in production.
+    image_sources: list[str] = Field(default_factory=lambda: ["https:", "http:"])
+    # Mark the user-id cookie Secure (set when the UI is served over HTTPS behind a proxy).
+    secure_cookies: bool = False
 
 
 class Settings(BaseSettings):

@@ -1,0 +1,67 @@
+"""The web UI's app factory: one page (static HTML, JS and CSS) and a few JSON endpoints that proxy to the
+search service.
+
+The browser only ever talks to this origin (CSP connect-src 'self'); this process talks to the search
+service over HTTP and holds no search logic. Routes live in web_ui/routes.py, the HTTP client in
+web_ui/search_client.py, the response headers in web_ui/security.py.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from mmsearch.settings import Settings, load_settings
+from web_ui.routes import MULTIPART_SLACK_BYTES, UiState, api_error, bp
+from web_ui.search_client import SearchClient
+from web_ui.security import add_security_headers, content_security_policy
+
+log = logging.getLogger(__name__)
+
+__all__ = ["MULTIPART_SLACK_BYTES", "create_app"]
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or load_settings()
+    web = settings.web
+    app = Flask(__name__)
+    state = UiState.from_settings(web, SearchClient(web.search_url, timeout_seconds=web.request_timeout_seconds))
+    app.extensions["mmsearch_ui"] = state
+    # Werkzeug refuses bodies over this before parsing them; the photo's own limit is checked exactly later.
+    app.config["MAX_CONTENT_LENGTH"] = state.max_upload_bytes + MULTIPART_SLACK_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.register_blueprint(bp)
+    if state.image_dir is not None and not state.image_dir.is_dir():
+        log.warning("web.image_dir %s is not a folder: /images/ will answer 404", state.image_dir)
+    log.info(
+        "web UI: search service %s, timeout %.1fs, photos %s",
+        web.search_url,
+        web.request_timeout_seconds,
+        state.image_dir or "not served",
+    )
+    csp = content_security_policy(web.image_sources)
+
+    @app.after_request
+    def _headers(response: Response) -> Response:
+        return add_security_headers(response, csp)
+
+    # Errors: JSON for the API, plain pages elsewhere, never a stack trace.
+    @app.errorhandler(RequestEntityTooLarge)
+    def _too_large(_: RequestEntityTooLarge) -> tuple[Response, int]:
+        return api_error(413, "too_large", f"The upload is larger than {web.max_upload_mb} MB.")
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Any:
+        if request.path.startswith("/api/"):
+            return api_error(exc.code or 500, "http_error", exc.description or exc.name)
+        return exc
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unexpected error on %s %s", request.method, request.path)
+        return api_error(500, "internal", "The web UI failed unexpectedly; the error is in its log.")
+
+    return app

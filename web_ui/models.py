@@ -1,0 +1,228 @@
+"""Typed shapes at the UI's two boundaries: what the page sends, and what the search service answers.
+
+The page gets a flattened, already-checked view (`ResultView`): scores as numbers, text as plain strings
+(the page renders them with textContent), and image URLs only when they are http(s) or a same-origin path.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+USER_ID_RULE = "1 to 64 letters, digits or . _ @ -"
+MAX_QUERY_CHARS = 512
+MAX_PINS = 32
+
+
+def valid_user_id(value: str) -> bool:
+    return bool(USER_ID_PATTERN.fullmatch(value))
+
+
+class UiSearchRequest(BaseModel):
+    """The body of POST /api/search/<scene> from the page."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS)
+    user_id: str | None = Field(default=None, alias="userId")
+    debug: bool = False
+    pins: dict[str, str] = Field(default_factory=dict)
+    top_k: int | None = Field(default=None, ge=1, le=200, alias="topK")
+    category: str | None = Field(default=None, max_length=100)
+
+    @field_validator("query")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("type something to search for")
+        return value.strip()
+
+    @field_validator("pins")
+    @classmethod
+    def _pins(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > MAX_PINS:
+            raise ValueError(f"at most {MAX_PINS} pinned layers")
+        cleaned = {k.strip(): v.strip() for k, v in value.items() if k.strip() and v.strip()}
+        for key, val in cleaned.items():
+            if len(key) > 100 or len(val) > 100:
+                raise ValueError("layer and experiment names are at most 100 characters")
+        return cleaned
+
+    @field_validator("category")
+    @classmethod
+    def _category(cls, value: str | None) -> str | None:
+        return value.strip() or None if value is not None else None
+
+
+# --- the search service's response (the reference's shape plus additive fields) ------------------
+
+
+class SearchItem(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | int
+    score: float | None = None
+    finalRetrievalScore: float | None = None  # noqa: N815 - the reference's field names
+    finalRankingScore: float | None = None  # noqa: N815
+    originalRetrievalScoreMap: dict[str, float | None] = Field(default_factory=dict)  # noqa: N815
+    originalRankingScoreMap: dict[str, float | None] = Field(default_factory=dict)  # noqa: N815
+    summary: dict[str, Any] | None = None
+
+
+class SearchResponse(BaseModel):
+    # Additive fields (which experiment served each layer, time per stage) are read by `experiments()` and
+    # `timings()`; unknown fields are kept so a newer service does not break an older UI.
+    model_config = ConfigDict(extra="allow")
+
+    queryModel: dict[str, Any] = Field(default_factory=dict)  # noqa: N815
+    searchItemModels: list[list[SearchItem]] = Field(default_factory=list)  # noqa: N815
+
+    def items(self) -> list[SearchItem]:
+        return self.searchItemModels[0] if self.searchItemModels else []
+
+    def extras(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+# --- what the page receives ----------------------------------------------------------------------
+
+
+class ItemView(BaseModel):
+    id: str
+    score: float | None
+    finalRetrievalScore: float | None  # noqa: N815
+    finalRankingScore: float | None  # noqa: N815
+    retrievalScores: dict[str, float | None]  # noqa: N815
+    rankingScores: dict[str, float | None]  # noqa: N815
+    # Text results
+    question: str | None = None
+    answer: str | None = None
+    category: list[str] = Field(default_factory=list)
+    # Image results
+    name: str | None = None
+    url: str | None = None
+    missingSummary: bool = False  # noqa: N815 - the document was not found in the store
+
+
+class ResultView(BaseModel):
+    scene: str
+    query: str
+    userId: str  # noqa: N815
+    items: list[ItemView]
+    experiments: dict[str, str]
+    timings: dict[str, float]
+    uiMs: float  # noqa: N815 - the round trip to the search service as the UI saw it
+
+
+def safe_image_url(url: object) -> str | None:
+    """Only http(s) URLs and same-origin absolute paths may reach an <img src>; javascript:, data: and
+    protocol-relative (//host) URLs are dropped."""
+    if not isinstance(url, str) or not url or len(url) > 2048 or any(c in url for c in "\r\n\t\\"):
+        return None
+    if url.startswith("/") and not url.startswith("//"):
+        return url
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https") and parts.netloc:
+        return url
+    return None
+
+
+def _text(value: object) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _categories(value: object) -> list[str]:
+    if isinstance(value, list):
+        return [str(v) for v in value if v is not None and str(v)]
+    if isinstance(value, str) and value:
+        return [value]
+    return []
+
+
+def item_view(item: SearchItem) -> ItemView:
+    summary = item.summary or {}
+    return ItemView(
+        id=str(item.id),
+        score=item.score,
+        finalRetrievalScore=item.finalRetrievalScore,
+        finalRankingScore=item.finalRankingScore,
+        retrievalScores=item.originalRetrievalScoreMap,
+        rankingScores=item.originalRankingScoreMap,
+        question=_text(summary.get("question")),
+        answer=_text(summary.get("answer")),
+        category=_categories(summary.get("category")),
+        name=_text(summary.get("name")),
+        url=safe_image_url(summary.get("url")),
+        missingSummary=not summary,
+    )
+
+
+def _str_map(value: object) -> dict[str, str]:
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items() if v is not None and not isinstance(v, dict | list)}
+    if isinstance(value, list):  # [{"layer": .., "experiment": ..}]
+        out: dict[str, str] = {}
+        for entry in value:
+            if isinstance(entry, dict) and "layer" in entry and "experiment" in entry:
+                out[str(entry["layer"])] = str(entry["experiment"])
+        return out
+    return {}
+
+
+def _ms_map(value: object) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(value, dict):
+        for key, ms in value.items():
+            if isinstance(ms, int | float) and not isinstance(ms, bool):
+                out[str(key)] = float(ms)
+    elif isinstance(value, list):  # [{"stage": .., "ms": ..}]
+        for entry in value:
+            if isinstance(entry, dict):
+                name = entry.get("stage") or entry.get("name") or entry.get("layer")
+                ms = entry.get("ms", entry.get("millis", entry.get("elapsedMs")))
+                if name is not None and isinstance(ms, int | float):
+                    out[str(name)] = float(ms)
+    return out
+
+
+# The search service's additive fields, by the names it has used; the first one present wins.
+EXPERIMENT_KEYS = ("experiments", "servedExperiments", "layerExperiments", "experimentByLayer")
+TIMING_KEYS = ("timingsMs", "stageTimingsMs", "timings", "stageTimes", "latencyMs")
+
+
+def experiments_of(response: SearchResponse) -> dict[str, str]:
+    extras = response.extras()
+    for holder in (extras, extras.get("debug"), response.queryModel):
+        if isinstance(holder, dict):
+            for key in EXPERIMENT_KEYS:
+                if key in holder:
+                    return _str_map(holder[key])
+    return {}
+
+
+def timings_of(response: SearchResponse) -> dict[str, float]:
+    extras = response.extras()
+    for holder in (extras, extras.get("debug"), response.queryModel):
+        if isinstance(holder, dict):
+            for key in TIMING_KEYS:
+                if key in holder:
+                    return _ms_map(holder[key])
+    return {}
+
+
+def result_view(scene: str, query: str, user_id: str, response: SearchResponse, ui_ms: float) -> ResultView:
+    return ResultView(
+        scene=scene,
+        query=query,
+        userId=user_id,
+        items=[item_view(item) for item in response.items()],
+        experiments=experiments_of(response),
+        timings=timings_of(response),
+        uiMs=round(ui_ms, 1),
+    )

@@ -1,0 +1,195 @@
+"""The web UI's only way to the search service: HTTP with a timeout, errors mapped to what a person can act on.
+
+The UI holds no search logic. It forwards the query, parses the service's answer into typed models at this
+boundary, and turns every failure (nothing listening, a timeout, a 5xx, a scene without a model) into a
+`SearchError` with the HTTP status the UI's own API answers and a message that says what to do.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import ValidationError
+
+from web_ui.models import SearchResponse, UiSearchRequest
+
+log = logging.getLogger(__name__)
+
+# The scenes of the reference's HTTP API, by the short name the UI uses in its own routes.
+TEXT_SCENES = {"qa": "questionAnswer", "t2i": "textToImage"}
+IMAGE_SCENE = "i2i"
+SCENE_TITLES = {"qa": "question answering", "t2i": "text-to-image", "i2i": "search by image"}
+
+CLIP_HINT = (
+    "Text-to-image and search by image need a CLIP model in the model repository: run "
+    "`mmsearch export clip --source <hub id|folder> --key clip`, ingest your photos with "
+    "`mmsearch ingest`, then restart the search service (or `mmsearch local up --clip <hub id|folder>`)."
+)
+
+
+@dataclass(frozen=True)
+class SearchError(Exception):
+    """A search that could not be answered; `status` is what the UI's API returns to the page."""
+
+    status: int
+    code: str
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return self.message
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        return {"error": body}
+
+
+class SearchClient:
+    """A small synchronous client; one pooled httpx.Client shared by the UI's worker threads."""
+
+    def __init__(self, base_url: str, *, timeout_seconds: float) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            # Connecting to a loopback or cluster service is fast; a long connect means it is gone.
+            timeout=httpx.Timeout(timeout_seconds, connect=min(3.0, timeout_seconds)),
+            follow_redirects=False,
+            headers={"User-Agent": "mmsearch-web-ui"},
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- the scenes -------------------------------------------------------------------------------
+
+    def search_text(self, scene: str, user_id: str, request: UiSearchRequest) -> SearchResponse:
+        body: dict[str, Any] = {
+            "query": request.query,
+            "useDebug": request.debug,
+            "specifiedLayerAndExperiment": dict(request.pins) if request.debug else {},
+        }
+        if request.top_k is not None:
+            body["topK"] = request.top_k
+        if request.category:
+            body["filters"] = {"category": request.category}
+        return self._post(scene, f"/{scene}/user/{quote(user_id, safe='')}", json_body=body)
+
+    def search_image(
+        self, user_id: str, image: bytes, filename: str, content_type: str, *, debug: bool, pins: dict[str, str]
+    ) -> SearchResponse:
+        data = {
+            "useDebug": "true" if debug else "false",
+            "specifiedLayerAndExperiment": json.dumps(pins if debug else {}),
+        }
+        files = {"image": (filename, image, content_type)}
+        return self._post(IMAGE_SCENE, f"/{IMAGE_SCENE}/user/{quote(user_id, safe='')}", data=data, files=files)
+
+    def ready(self) -> dict[str, Any]:
+        """The service's /ready body (whatever its status code says), or a SearchError if it can't be had."""
+        try:
+            response = self._http.get("/ready")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "status") from exc
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise SearchError(
+                502,
+                "bad_gateway",
+                f"The search service's /ready answered {response.status_code} with something that is not JSON.",
+            ) from exc
+        if not isinstance(body, dict):
+            raise SearchError(502, "bad_gateway", "The search service's /ready answered an unexpected shape.")
+        body.setdefault("ready", response.status_code == 200)
+        return body
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def _post(self, scene: str, path: str, **kwargs: Any) -> SearchResponse:
+        json_body = kwargs.pop("json_body", None)
+        try:
+            response = self._http.post(path, json=json_body, **kwargs)
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, SCENE_TITLES.get(scene, scene)) from exc
+        if response.status_code >= 400:
+            raise self._service_error(scene, response)
+        try:
+            return SearchResponse.model_validate_json(response.content)
+        except ValidationError as exc:
+            log.warning("search service answered %s with an unexpected body: %s", path, exc)
+            raise SearchError(
+                502,
+                "bad_gateway",
+                "The search service answered with a response this UI does not understand "
+                "(is search_url pointing at the mmsearch search service?).",
+            ) from exc
+
+    def _transport_error(self, exc: httpx.HTTPError, what: str) -> SearchError:
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            log.warning("search service timed out after %.1fs (%s)", self.timeout_seconds, what)
+            return SearchError(
+                504,
+                "timeout",
+                f"The search service did not answer within {self.timeout_seconds:g} seconds. "
+                "It may be overloaded or one of its dependencies is slow; try again shortly.",
+            )
+        log.warning("search service at %s unreachable: %s", self.base_url, exc)
+        return SearchError(
+            503,
+            "unreachable",
+            "The search service cannot be reached. Start it with `mmsearch serve search` (or `mmsearch local up`), "
+            "or point the web UI at it with MMSEARCH_WEB__SEARCH_URL.",
+        )
+
+    def _service_error(self, scene: str, response: httpx.Response) -> SearchError:
+        detail = _error_detail(response)
+        status = response.status_code
+        if _says_not_configured(status, detail):
+            title = SCENE_TITLES.get(scene, scene)
+            return SearchError(
+                503, "not_configured", f"{title.capitalize()} is not configured. {detail}".strip(), hint=CLIP_HINT
+            )
+        if status in (400, 404, 413, 415, 422):
+            # The service refused the request: its reason is for the person who typed it.
+            return SearchError(400 if status == 404 else status, "rejected", detail or f"Rejected ({status}).")
+        if status == 429:
+            return SearchError(503, "busy", "The search service is busy right now; try again in a moment.")
+        if status in (502, 503, 504):
+            return SearchError(503, "unavailable", f"The search service cannot answer: {detail or status}.")
+        return SearchError(502, "bad_gateway", f"The search service failed ({status}): {detail or 'no detail'}.")
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The reason a FastAPI-style service gives: {"detail": str | [{"msg": ..}]} or {"error": {"message"}}."""
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].strip()
+    detail: Any = body.get("detail", body.get("error", body.get("message", ""))) if isinstance(body, dict) else body
+    if isinstance(detail, dict):
+        detail = detail.get("message") or detail.get("msg") or json.dumps(detail)[:300]
+    if isinstance(detail, list):
+        parts = []
+        for entry in detail[:5]:
+            if isinstance(entry, dict):
+                where = ".".join(str(x) for x in entry.get("loc", []) if x != "body")
+                parts.append(f"{where}: {entry.get('msg', '')}" if where else str(entry.get("msg", "")))
+            else:
+                parts.append(str(entry))
+        detail = "; ".join(parts)
+    return str(detail)[:500]
+
+
+def _says_not_configured(status: int, detail: str) -> bool:
+    lowered = detail.lower()
+    return status in (404, 409, 501, 503) and (
+        "not configured" in lowered or "not enabled" in lowered or "mmsearch export clip" in lowered
+    )

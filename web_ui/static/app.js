@@ -1,0 +1,508 @@
+// mmsearch web UI. Every piece of data from the search service is put on the page with textContent or
+// as an attribute value: never innerHTML. The page talks only to its own origin (/api/...).
+"use strict";
+
+(function () {
+  const body = document.body;
+  const MAX_UPLOAD_BYTES = Number(body.dataset.maxUploadBytes) || 8 * 1024 * 1024;
+  const MAX_UPLOAD_MB = body.dataset.maxUploadMb || "8";
+  const CLIENT_TIMEOUT_MS = Number(body.dataset.clientTimeoutMs) || 20000;
+  const PINS_KEY = "mmsearch.pins";
+  const CLIP_COMMAND = "mmsearch export clip --source <hub id|folder> --key clip";
+
+  // ---- small DOM helpers --------------------------------------------------------------------------
+
+  function el(tag, props, children) {
+    const node = document.createElement(tag);
+    if (props) {
+      for (const [key, value] of Object.entries(props)) {
+        if (value === undefined || value === null) continue;
+        if (key === "text") node.textContent = String(value);
+        else if (key === "class") node.className = value;
+        else node.setAttribute(key, String(value));
+      }
+    }
+    for (const child of children || []) {
+      if (child) node.append(child);
+    }
+    return node;
+  }
+
+  function clear(node) {
+    node.replaceChildren();
+  }
+
+  function formatScore(value) {
+    return typeof value === "number" && Number.isFinite(value) ? value.toFixed(3) : "–";
+  }
+
+  // Only http(s) URLs and same-origin paths may become an <img src> (the server checks this too).
+  function safeImageUrl(url) {
+    if (typeof url !== "string" || url === "") return null;
+    if (url.startsWith("/") && !url.startsWith("//")) return url;
+    try {
+      const parsed = new URL(url);
+      return parsed.protocol === "http:" || parsed.protocol === "https:" ? parsed.href : null;
+    } catch (_) {
+      return null;
+    }
+  }
+
+  // ---- tabs -----------------------------------------------------------------------------------------
+
+  const tabs = Array.from(document.querySelectorAll('[role="tab"]'));
+  const panels = {};
+  for (const panel of document.querySelectorAll(".panel")) panels[panel.dataset.scene] = panel;
+
+  function selectTab(scene, focus) {
+    for (const tab of tabs) {
+      const selected = tab.dataset.scene === scene;
+      tab.setAttribute("aria-selected", selected ? "true" : "false");
+      tab.tabIndex = selected ? 0 : -1;
+      if (selected && focus) tab.focus();
+    }
+    for (const [name, panel] of Object.entries(panels)) panel.hidden = name !== scene;
+    const input = panels[scene].querySelector('input[type="search"]');
+    if (input && !focus) input.focus({ preventScroll: true });
+  }
+
+  tabs.forEach((tab, index) => {
+    tab.addEventListener("click", () => selectTab(tab.dataset.scene, false));
+    tab.addEventListener("keydown", (event) => {
+      const step = event.key === "ArrowRight" ? 1 : event.key === "ArrowLeft" ? -1 : 0;
+      if (!step) return;
+      event.preventDefault();
+      selectTab(tabs[(index + step + tabs.length) % tabs.length].dataset.scene, true);
+    });
+  });
+
+  // ---- user id (kept in a cookie by the server) -------------------------------------------------------
+
+  const userInput = document.getElementById("user-id");
+  const USER_ID_RE = /^[A-Za-z0-9_.@-]{1,64}$/;
+
+  function currentUserId() {
+    const value = userInput.value.trim();
+    return USER_ID_RE.test(value) ? value : null;
+  }
+
+  async function saveUserId() {
+    const userId = currentUserId();
+    userInput.setCustomValidity(userId ? "" : "1 to 64 letters, digits or . _ @ -");
+    userInput.classList.toggle("invalid", !userId);
+    if (!userId) {
+      userInput.reportValidity();
+      return;
+    }
+    try {
+      await fetch("/api/user", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ userId }),
+      });
+    } catch (_) {
+      // The next search sets the cookie too; nothing to tell the user here.
+    }
+  }
+
+  userInput.addEventListener("change", saveUserId);
+  document.getElementById("user-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    saveUserId();
+  });
+
+  // ---- debug panel ------------------------------------------------------------------------------------
+
+  const debugToggle = document.getElementById("debug-toggle");
+  const debugPanel = document.getElementById("debug-panel");
+  const pinsBox = document.getElementById("pins");
+  const layerNames = document.getElementById("layer-names");
+  const experimentNames = document.getElementById("experiment-names");
+  const knownLayers = new Set();
+  const knownExperiments = new Set();
+
+  function debugOn() {
+    return !debugPanel.hidden;
+  }
+
+  debugToggle.addEventListener("click", () => {
+    debugPanel.hidden = !debugPanel.hidden;
+    debugToggle.setAttribute("aria-expanded", debugPanel.hidden ? "false" : "true");
+    body.classList.toggle("with-debug", !debugPanel.hidden);
+  });
+
+  function readPins() {
+    const pins = {};
+    for (const row of pinsBox.querySelectorAll(".pin")) {
+      const layer = row.querySelector(".pin-layer").value.trim();
+      const experiment = row.querySelector(".pin-experiment").value.trim();
+      if (layer && experiment) pins[layer] = experiment;
+    }
+    return pins;
+  }
+
+  function storePins() {
+    try {
+      localStorage.setItem(PINS_KEY, JSON.stringify(readPins()));
+    } catch (_) {
+      // Private mode: pins just don't survive a reload.
+    }
+  }
+
+  function addPinRow(layer, experiment) {
+    const layerInput = el("input", {
+      class: "pin-layer", placeholder: "layer, e.g. match.qa", "aria-label": "Layer", list: "layer-names",
+      maxlength: 100, spellcheck: "false",
+    });
+    const experimentInput = el("input", {
+      class: "pin-experiment", placeholder: "experiment", "aria-label": "Experiment", list: "experiment-names",
+      maxlength: 100, spellcheck: "false",
+    });
+    layerInput.value = layer || "";
+    experimentInput.value = experiment || "";
+    const remove = el("button", { type: "button", class: "ghost small", "aria-label": "Remove pin", text: "×" });
+    const row = el("div", { class: "pin" }, [layerInput, experimentInput, remove]);
+    remove.addEventListener("click", () => {
+      row.remove();
+      storePins();
+    });
+    layerInput.addEventListener("change", storePins);
+    experimentInput.addEventListener("change", storePins);
+    pinsBox.append(row);
+    return row;
+  }
+
+  document.getElementById("add-pin").addEventListener("click", () => {
+    addPinRow("", "").querySelector("input").focus();
+  });
+
+  try {
+    const saved = JSON.parse(localStorage.getItem(PINS_KEY) || "{}");
+    for (const [layer, experiment] of Object.entries(saved)) {
+      if (typeof experiment === "string") addPinRow(layer, experiment);
+    }
+  } catch (_) {
+    // Ignore a corrupt or unavailable store.
+  }
+
+  function remember(set, list, values) {
+    for (const value of values) {
+      if (set.has(value)) continue;
+      set.add(value);
+      list.append(el("option", { value }));
+    }
+  }
+
+  function showDebug(result) {
+    const served = result.experiments || {};
+    const servedTable = document.getElementById("served-by");
+    const servedBody = servedTable.querySelector("tbody");
+    clear(servedBody);
+    const layers = Object.keys(served);
+    for (const layer of layers) {
+      servedBody.append(el("tr", null, [el("td", { text: layer }), el("td", { text: served[layer] })]));
+    }
+    servedTable.hidden = layers.length === 0;
+    const servedEmpty = document.getElementById("served-empty");
+    servedEmpty.hidden = layers.length > 0;
+    servedEmpty.textContent = "The search service did not say which experiments served this search.";
+    remember(knownLayers, layerNames, layers);
+    remember(knownExperiments, experimentNames, Object.values(served));
+
+    const timings = Object.assign({}, result.timings || {});
+    const list = document.getElementById("timings");
+    clear(list);
+    const entries = Object.entries(timings);
+    if (typeof result.uiMs === "number") entries.push(["round trip (web UI → search)", result.uiMs]);
+    const longest = Math.max(1, ...entries.map(([, ms]) => ms));
+    for (const [stage, ms] of entries) {
+      const bar = el("span", { class: "bar" });
+      bar.style.width = `${Math.max(2, (100 * ms) / longest)}%`;
+      list.append(
+        el("li", null, [
+          el("span", { class: "stage", text: stage }),
+          el("span", { class: "ms", text: `${ms.toFixed(1)} ms` }),
+          el("span", { class: "track" }, [bar]),
+        ]),
+      );
+    }
+    list.hidden = entries.length === 0;
+    const timingsEmpty = document.getElementById("timings-empty");
+    timingsEmpty.hidden = entries.length > 0;
+  }
+
+  // ---- states: searching, errors, nothing found, not configured ---------------------------------------
+
+  function setState(panel, kind, message, detail) {
+    const state = panel.querySelector('[data-role="state"]');
+    clear(state);
+    state.className = `state ${kind || ""}`;
+    if (!kind) return;
+    if (kind === "loading") state.append(el("span", { class: "spinner", "aria-hidden": "true" }));
+    state.append(el("span", { class: "state-text", text: message }));
+    if (detail) state.append(el("p", { class: "state-detail", text: detail }));
+  }
+
+  function showNotConfigured(panel, message) {
+    const notice = panel.querySelector('[data-role="notice"]');
+    clear(notice);
+    notice.append(
+      el("h3", { text: "Image search is not configured yet" }),
+      el("p", {
+        text: message || "The search service has no CLIP model, so text-to-image and search by image are off.",
+      }),
+      el("p", { text: "To turn it on, export a CLIP model into the model repository:" }),
+      el("pre", null, [el("code", { text: CLIP_COMMAND })]),
+      el("p", {
+        text: "then ingest your photos with `mmsearch ingest` and restart the search service " +
+          "(with the local stack: `mmsearch local up --clip <hub id|folder>`).",
+      }),
+    );
+    notice.hidden = false;
+  }
+
+  function showBanner(message) {
+    const banner = document.getElementById("banner");
+    if (!message) {
+      banner.hidden = true;
+      clear(banner);
+      return;
+    }
+    clear(banner);
+    banner.append(el("strong", { text: "Search is unavailable. " }), el("span", { text: message }));
+    banner.hidden = false;
+  }
+
+  // ---- rendering results --------------------------------------------------------------------------------
+
+  function scoreDetails(item) {
+    const parts = [];
+    const add = (label, map) => {
+      for (const [name, value] of Object.entries(map || {})) parts.push(`${label} ${name} ${formatScore(value)}`);
+    };
+    add("retrieval", item.retrievalScores);
+    add("ranking", item.rankingScores);
+    parts.push(`final retrieval ${formatScore(item.finalRetrievalScore)}`);
+    parts.push(`final ranking ${formatScore(item.finalRankingScore)}`);
+    return parts.join(" · ");
+  }
+
+  function renderQa(list, items) {
+    items.forEach((item, index) => {
+      const chips = el("ul", { class: "chips", "aria-label": "Categories" });
+      for (const category of item.category || []) chips.append(el("li", { class: "chip", text: category }));
+      const header = el("div", { class: "qa-head" }, [
+        el("span", { class: "rank", text: String(index + 1) }),
+        el("h3", { class: "question", text: item.question || (item.missingSummary ? `Document ${item.id} (not found in the store)` : "(no question)") }),
+        el("span", { class: "score", title: "score", text: formatScore(item.score) }),
+      ]);
+      const card = el("li", { class: "qa-card", "data-id": item.id }, [
+        header,
+        el("p", { class: "answer", text: item.answer || "" }),
+        item.category && item.category.length ? chips : null,
+        debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null,
+      ]);
+      list.append(card);
+    });
+  }
+
+  const lightbox = document.getElementById("lightbox");
+  const lightboxImg = document.getElementById("lightbox-img");
+  const lightboxCaption = document.getElementById("lightbox-caption");
+
+  function openLightbox(url, caption) {
+    lightboxImg.src = url;
+    lightboxImg.alt = caption;
+    lightboxCaption.textContent = caption;
+    if (typeof lightbox.showModal === "function") lightbox.showModal();
+    else lightbox.setAttribute("open", "");
+  }
+
+  document.getElementById("lightbox-close").addEventListener("click", () => lightbox.close());
+  lightbox.addEventListener("click", (event) => {
+    if (event.target === lightbox) lightbox.close();
+  });
+  lightbox.addEventListener("close", () => lightboxImg.removeAttribute("src"));
+
+  function renderImages(list, items) {
+    for (const item of items) {
+      const name = item.name || `image ${item.id}`;
+      const url = safeImageUrl(item.url);
+      let media;
+      if (url) {
+        const img = el("img", { src: url, alt: name, loading: "lazy", decoding: "async" });
+        img.addEventListener("error", () => {
+          media.classList.add("broken");
+          img.replaceWith(el("span", { class: "placeholder", text: "image unavailable" }));
+        });
+        media = el("button", { type: "button", class: "thumb", "aria-label": `Enlarge ${name}` }, [img]);
+        media.addEventListener("click", () => openLightbox(url, `${name} · score ${formatScore(item.score)}`));
+      } else {
+        media = el("div", { class: "thumb broken" }, [el("span", { class: "placeholder", text: "no image URL" })]);
+      }
+      const caption = el("figcaption", null, [
+        el("span", { class: "name", text: name, title: name }),
+        el("span", { class: "score", text: formatScore(item.score) }),
+      ]);
+      const details = debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null;
+      list.append(el("li", { class: "image-card", "data-id": item.id }, [el("figure", null, [media, caption]), details]));
+    }
+  }
+
+  function render(panel, result) {
+    const list = panel.querySelector('[data-role="results"]');
+    clear(list);
+    const items = result.items || [];
+    if (items.length === 0) {
+      setState(panel, "empty", "No results.", "Nothing in the index matched well enough. Try other words.");
+    } else {
+      const noun = items.length === 1 ? "result" : "results";
+      setState(panel, "done", `${items.length} ${noun} in ${Math.round(result.uiMs)} ms`);
+      if (panel.dataset.scene === "qa") renderQa(list, items);
+      else renderImages(list, items);
+    }
+    showDebug(result);
+  }
+
+  // ---- talking to the UI's API -----------------------------------------------------------------------------
+
+  async function callApi(url, init) {
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), CLIENT_TIMEOUT_MS);
+    try {
+      const response = await fetch(url, Object.assign({ signal: controller.signal }, init));
+      let payload = null;
+      try {
+        payload = await response.json();
+      } catch (_) {
+        payload = null;
+      }
+      if (!response.ok) {
+        const error = (payload && payload.error) || {};
+        return { error: { status: response.status, code: error.code || "http_error", message: error.message || `The web UI answered ${response.status}.`, hint: error.hint } };
+      }
+      return { result: payload };
+    } catch (err) {
+      if (err && err.name === "AbortError") {
+        return { error: { code: "client_timeout", message: `No answer after ${Math.round(CLIENT_TIMEOUT_MS / 1000)} seconds. The search service may be overloaded; try again.` } };
+      }
+      return { error: { code: "offline", message: "The web UI cannot be reached. Check your connection or whether the UI is still running." } };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  const busy = new Set();
+
+  async function runSearch(panel, init) {
+    const scene = panel.dataset.scene;
+    if (busy.has(scene)) return;
+    busy.add(scene);
+    const button = panel.querySelector('button[type="submit"]');
+    button.disabled = true;
+    panel.setAttribute("aria-busy", "true");
+    setState(panel, "loading", "Searching…");
+    try {
+      const { result, error } = await callApi(`/api/search/${scene}`, init);
+      if (error) {
+        const list = panel.querySelector('[data-role="results"]');
+        clear(list);
+        if (error.code === "not_configured") {
+          showNotConfigured(panel, error.message);
+          setState(panel, "");
+        } else {
+          const title = error.code === "unreachable" || error.code === "unavailable" ? "Search service unavailable" : "Search failed";
+          setState(panel, "error", title, error.message);
+        }
+        if (error.code === "unreachable") showBanner(error.message);
+        return;
+      }
+      showBanner(null);
+      panel.querySelector('[data-role="notice"]').hidden = true;
+      render(panel, result);
+    } finally {
+      busy.delete(scene);
+      button.disabled = false;
+      panel.removeAttribute("aria-busy");
+    }
+  }
+
+  for (const form of document.querySelectorAll("form.search")) {
+    const panel = form.closest(".panel");
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const userId = currentUserId();
+      if (!userId) {
+        userInput.setCustomValidity("1 to 64 letters, digits or . _ @ -");
+        userInput.reportValidity();
+        return;
+      }
+      if (panel.dataset.scene === "i2i") {
+        const file = form.querySelector('input[type="file"]').files[0];
+        if (!file) {
+          setState(panel, "error", "Choose a photo first.");
+          return;
+        }
+        if (file.size > MAX_UPLOAD_BYTES) {
+          setState(panel, "error", `That photo is larger than ${MAX_UPLOAD_MB} MB.`);
+          return;
+        }
+        const data = new FormData();
+        data.append("image", file, file.name);
+        data.append("userId", userId);
+        data.append("debug", debugOn() ? "true" : "false");
+        data.append("pins", JSON.stringify(debugOn() ? readPins() : {}));
+        runSearch(panel, { method: "POST", body: data });
+        return;
+      }
+      const query = form.querySelector('input[name="query"]').value.trim();
+      if (!query) {
+        setState(panel, "error", "Type something to search for.");
+        return;
+      }
+      runSearch(panel, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ query, userId, debug: debugOn(), pins: debugOn() ? readPins() : {} }),
+      });
+    });
+  }
+
+  // Preview the chosen photo (a blob: URL, allowed by the CSP's img-src) and search right away.
+  const fileInput = document.getElementById("image-file");
+  const preview = panels.i2i.querySelector('[data-role="preview"]');
+  const dropzoneText = panels.i2i.querySelector('[data-role="dropzone-text"]');
+  let previewUrl = null;
+  fileInput.addEventListener("change", () => {
+    const file = fileInput.files[0];
+    if (previewUrl) URL.revokeObjectURL(previewUrl);
+    previewUrl = null;
+    if (!file) {
+      preview.hidden = true;
+      return;
+    }
+    previewUrl = URL.createObjectURL(file);
+    preview.src = previewUrl;
+    preview.alt = file.name;
+    preview.hidden = false;
+    dropzoneText.textContent = `${file.name} · choose another photo`;
+    panels.i2i.querySelector("form").requestSubmit();
+  });
+
+  // ---- what the search service can do, before anyone searches -----------------------------------------
+
+  async function loadStatus() {
+    const { result } = await callApi("/api/status", { method: "GET" });
+    if (!result) return;
+    if (!result.search || !result.search.reachable) {
+      showBanner((result.search && result.search.message) || "The search service cannot be reached.");
+      return;
+    }
+    for (const scene of ["t2i", "i2i"]) {
+      const state = (result.scenes || {})[scene];
+      if (state && state.enabled === false) showNotConfigured(panels[scene], state.message);
+    }
+  }
+
+  loadStatus();
+})();
