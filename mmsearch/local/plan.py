@@ -1,0 +1,162 @@
+"""One typed record of a local stack: ports, folders, models and corpora, written to var/local/plan.json.
+
+`mmsearch local up` computes it once; the setup process, `mmsearch local status` and the test fixture read
+it back, so nobody re-derives a port or a path on their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK = "127.0.0.1"
+PLAN_FILE = "plan.json"
+READY_FILE = "ready.json"
+DATA_READY_FILE = "data-ready"
+
+
+class LocalSettings(BaseSettings):
+    """Flags of `mmsearch local up`, also read from env MMSEARCH_LOCAL__<NAME> (e.g. MMSEARCH_LOCAL__CLIP_SOURCE)."""
+
+    model_config = SettingsConfigDict(env_prefix="MMSEARCH_LOCAL__", extra="ignore", frozen=True)
+
+    var_dir: Path = Path("var")
+    clip_source: str | None = None
+    milvus_port: int = 19530
+    mongo_port: int = 27017
+    tokenizer_port: int = 60051
+    tokenizer_metrics_port: int = 9101
+    model_port: int = 50000
+    model_metrics_port: int = 9102
+    search_port: int = 8080
+    web_port: int = 8090
+    ready_timeout_seconds: float = 600.0
+
+
+class Ports(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    milvus: int
+    mongo: int
+    tokenizer: int
+    tokenizer_metrics: int
+    model: int
+    model_metrics: int
+    search: int
+    web: int
+
+    def by_role(self) -> dict[str, tuple[int, str]]:
+        """Port, and the flag that changes it, per role (for messages that say what to do)."""
+        return {
+            "Milvus Lite server": (self.milvus, "--milvus-port"),
+            "SecantusDB (MongoDB)": (self.mongo, "--mongo-port"),
+            "tokenizer service": (self.tokenizer, "--tokenizer-port"),
+            "tokenizer metrics": (self.tokenizer_metrics, "--tokenizer-metrics-port"),
+            "model server": (self.model, "--model-port"),
+            "model server metrics": (self.model_metrics, "--model-metrics-port"),
+            "search service": (self.search, "--search-port"),
+            "web UI": (self.web, "--web-port"),
+        }
+
+
+class Corpus(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str  # the Milvus alias and MongoDB collection
+    kind: str  # "qa" or "images"
+    source: Path  # jsonl (qa) or a folder of photos (images)
+    model_key: str  # the model whose vectors go into Milvus
+
+
+class StackPlan(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    root: Path  # the checkout: cwd of every process
+    var_dir: Path
+    model_repo: Path
+    ab_config: Path
+    ports: Ports
+    text_model: str
+    clip_text_model: str | None  # None: text-to-image is off
+    clip_image_model: str | None
+    corpora: list[Corpus]
+    bin_dir: Path  # where mmsearch, milvus-lite and secantusd-py are installed
+    ready_timeout_seconds: float
+
+    @property
+    def host(self) -> str:
+        return LOOPBACK
+
+    @property
+    def run_dir(self) -> Path:
+        return self.var_dir / "local"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.var_dir / "logs"
+
+    @property
+    def milvus_dir(self) -> Path:
+        return self.var_dir / "milvus"
+
+    @property
+    def mongo_dir(self) -> Path:
+        return self.var_dir / "mongo"
+
+    @property
+    def demo_dir(self) -> Path:
+        return self.var_dir / "demo"
+
+    @property
+    def photos_dir(self) -> Path:
+        return self.demo_dir / "photos"
+
+    @property
+    def milvus_uri(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.milvus}"
+
+    @property
+    def mongo_uri(self) -> str:
+        return f"mongodb://{LOOPBACK}:{self.ports.mongo}"
+
+    @property
+    def search_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.search}"
+
+    @property
+    def web_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.ports.web}"
+
+    @property
+    def text_to_image(self) -> bool:
+        return self.clip_text_model is not None and self.clip_image_model is not None
+
+    def save(self) -> Path:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / PLAN_FILE
+        path.write_text(self.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, var_dir: Path) -> StackPlan:
+        path = var_dir / "local" / PLAN_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} does not exist: start the stack with `mmsearch local up` first")
+        return cls.model_validate_json(path.read_text(encoding="utf-8"))
+
+
+class ReadyReport(BaseModel):
+    """Written to var/local/ready.json once every process answers its readiness check."""
+
+    model_config = ConfigDict(frozen=True)
+
+    search_url: str
+    web_url: str
+    tokenizer_target: str
+    model_server_target: str
+    milvus_uri: str
+    mongo_uri: str
+    text_to_image: bool
+    loaded: dict[str, int]  # corpus -> documents
