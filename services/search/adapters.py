@@ -1,0 +1,244 @@
+"""The real dependencies behind the pipeline's ports: tokenizer + model server (B's async gRPC clients), Milvus
+(pymilvus) and MongoDB (pymongo). The blocking pymilvus/pymongo calls run on a bounded thread pool, never on the
+event loop; every call has a deadline and failures become DependencyUnavailableError naming the dependency.
+Clients are (re)created lazily after a failure, so the service recovers by itself when a dependency returns."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from mmsearch.collection_meta import from_properties
+from mmsearch.grpc_common.client import ServiceCallError
+from mmsearch.settings import Settings
+from services.search.config_checks import CollectionStatus
+from services.search.errors import Dependency, DependencyUnavailableError, InvalidQueryError
+from services.search.metrics import SearchMetrics
+from services.search.ports import AnnHit, AnnSearch
+from services.serving.client import ModelServerClient
+from services.tokenizer.client import TokenizerClient
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+async def _bounded(dep: Dependency, make: Awaitable[T], timeout: float, metrics: SearchMetrics | None) -> T:
+    try:
+        return await asyncio.wait_for(make, timeout)
+    except TimeoutError as exc:
+        if metrics:
+            metrics.dependency_errors.labels(dep).inc()
+        raise DependencyUnavailableError(dep, f"no answer within {timeout:g}s") from exc
+
+
+class GrpcQueryModels:
+    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None) -> None:
+        s = settings.search
+        self.timeout = s.stage_timeout_seconds
+        self.metrics = metrics
+        self.tokenizer = TokenizerClient(s.tokenizer_target, timeout=self.timeout)
+        self.models = ModelServerClient(s.model_server_target, timeout=self.timeout)
+
+    async def _call(self, dep: Dependency, make: Awaitable[T]) -> T:
+        try:
+            return await _bounded(dep, make, self.timeout, self.metrics)
+        except ServiceCallError as exc:
+            if exc.code == grpc.StatusCode.INVALID_ARGUMENT and exc.method == "PreprocessImages":
+                raise InvalidQueryError(f"the image could not be used: {exc.details}") from exc
+            if self.metrics:
+                self.metrics.dependency_errors.labels(dep).inc()
+            raise DependencyUnavailableError(dep, f"{exc.code.name}: {exc.details}") from exc
+
+    async def tokenize(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        batch = await self._call("tokenizer", self.tokenizer.tokenize(model, texts))
+        return batch.tensors
+
+    async def preprocess_images(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]:
+        return await self._call("tokenizer", self.tokenizer.preprocess_images(model, images))
+
+    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
+        return await self._call("model server", self.models.embed(model, inputs, output=output))
+
+    async def ping_tokenizer(self) -> None:
+        if not await self._call("tokenizer", self.tokenizer.health()):
+            raise DependencyUnavailableError("tokenizer", "health check says NOT_SERVING")
+
+    async def ping_model_server(self) -> None:
+        if not await self._call("model server", self.models.health()):
+            raise DependencyUnavailableError("model server", "health check says NOT_SERVING")
+
+    async def close(self) -> None:
+        await self.tokenizer.close()
+        await self.models.close()
+
+
+class _Blocking:
+    """A lazily created blocking client used from a thread pool; dropped after a failure so the next call
+    reconnects."""
+
+    dep: Dependency
+
+    def __init__(self, timeout: float, metrics: SearchMetrics | None, workers: int) -> None:
+        self.timeout = timeout
+        self.metrics = metrics
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"search-{self.dep.replace(' ', '-')}")
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _get(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = self._connect()
+            return self._client
+
+    def _drop(self, client: Any) -> None:
+        with self._lock:
+            if self._client is client:
+                self._client = None
+        try:
+            client.close()
+        except Exception:
+            log.debug("closing the %s client failed", self.dep, exc_info=True)
+
+    def _is_unavailable(self, exc: Exception) -> bool:
+        raise NotImplementedError
+
+    async def run(self, fn: Callable[[Any], T]) -> T:
+        def work() -> T:
+            client = self._get()
+            try:
+                return fn(client)
+            except Exception as exc:
+                if self._is_unavailable(exc):
+                    self._drop(client)
+                raise
+
+        loop = asyncio.get_running_loop()
+        try:
+            return await _bounded(self.dep, loop.run_in_executor(self.pool, work), self.timeout, self.metrics)
+        except DependencyUnavailableError:
+            raise
+        except Exception as exc:
+            if not self._is_unavailable(exc):
+                raise
+            if self.metrics:
+                self.metrics.dependency_errors.labels(self.dep).inc()
+            raise DependencyUnavailableError(self.dep, f"{type(exc).__name__}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class MilvusVectorStore(_Blocking):
+    dep: Dependency = "milvus"
+
+    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None, workers: int = 8) -> None:
+        self.settings = settings.milvus
+        super().__init__(min(settings.search.stage_timeout_seconds, settings.milvus.timeout_seconds), metrics, workers)
+
+    def _connect(self) -> Any:
+        from pymilvus import MilvusClient
+
+        m = self.settings
+        kwargs: dict[str, Any] = {"uri": m.uri, "timeout": m.timeout_seconds}
+        if m.token:
+            kwargs["token"] = m.token
+        if m.db_name:
+            kwargs["db_name"] = m.db_name
+        return MilvusClient(**kwargs)
+
+    def _is_unavailable(self, exc: Exception) -> bool:
+        from pymilvus.exceptions import MilvusException
+
+        # A search that Milvus refuses for a reason of the request (bad expression) is still Milvus' answer;
+        # everything that is not an answer (connection refused, gRPC unavailable, timeout) is unavailability.
+        return not isinstance(exc, MilvusException) or exc.code in (-1, 1, 2, 4) or "connect" in str(exc).lower()
+
+    async def search(self, req: AnnSearch) -> list[AnnHit]:
+        out_fields = [req.vector_field] if req.with_vectors else []
+        params: dict[str, Any] = {"params": dict(req.search_params)}
+        if req.metric_type:
+            params["metric_type"] = req.metric_type
+
+        def go(client: Any) -> list[AnnHit]:
+            res = client.search(
+                req.collection,
+                data=[list(req.vector)],
+                anns_field=req.vector_field,
+                limit=req.limit,
+                filter=req.expression,
+                output_fields=out_fields,
+                search_params=params,
+                timeout=self.timeout,
+            )
+            hits = []
+            for h in res[0]:
+                vec = None
+                if req.with_vectors:
+                    vec = np.asarray(h["entity"][req.vector_field], dtype=np.float32)
+                hits.append(AnnHit(id=str(h["id"]), distance=float(h["distance"]), vector=vec))
+            return hits
+
+        return await self.run(go)
+
+    async def describe(self, collection: str) -> CollectionStatus:
+        def go(client: Any) -> CollectionStatus:
+            if not client.has_collection(collection, timeout=self.timeout):
+                return CollectionStatus(exists=False)
+            info = client.describe_collection(collection, timeout=self.timeout)
+            return CollectionStatus(exists=True, meta=from_properties(info.get("properties")))
+
+        return await self.run(go)
+
+    async def ping(self) -> None:
+        await self.run(lambda client: client.list_collections(timeout=self.timeout))
+
+
+class MongoDocumentStore(_Blocking):
+    dep: Dependency = "mongodb"
+
+    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None, workers: int = 8) -> None:
+        self.settings = settings.mongo
+        super().__init__(min(settings.search.stage_timeout_seconds, settings.mongo.timeout_ms / 1000), metrics, workers)
+
+    def _connect(self) -> Any:
+        from pymongo import MongoClient
+
+        ms = self.settings.timeout_ms
+        return MongoClient(
+            self.settings.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms, tz_aware=True
+        )
+
+    def _is_unavailable(self, exc: Exception) -> bool:
+        from pymongo.errors import ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
+
+        return isinstance(exc, ConnectionFailure | ServerSelectionTimeoutError | ExecutionTimeout | OSError)
+
+    async def fetch(self, collection: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]:
+        projection = {f: 1 for f in fields} | {"queryid": 1, "_id": 0}
+        wanted = list(ids)
+
+        def go(client: Any) -> dict[str, dict[str, Any]]:
+            coll = client[self.settings.database][collection]
+            # One round trip for every hit (the reference's contract: queryid in [...]).
+            cursor = coll.find({"queryid": {"$in": wanted}}, projection, max_time_ms=int(self.timeout * 1000))
+            return {str(d["queryid"]): d for d in cursor}
+
+        return await self.run(go)
+
+    async def ping(self) -> None:
+        await self.run(lambda client: client.admin.command("ping"))

@@ -1,0 +1,56 @@
+"""HTTP request and response bodies: the reference's shape, plus additive fields (topK, filters, experiments, debug)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from services.search.filters import FilterValue
+
+
+class SearchRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    query: str = Field(description="The query text; required, not blank, at most search.max_query_chars characters.")
+    use_debug: bool = Field(default=False, alias="useDebug", description="Return per-stage timings; allow pinning.")
+    specified_layer_and_experiment: dict[str, str] = Field(
+        default_factory=dict,
+        alias="specifiedLayerAndExperiment",
+        description="{layer: experiment}; honoured only with useDebug.",
+    )
+    top_k: int | None = Field(default=None, alias="topK", gt=0, description="At most this many hits (capped).")
+    filters: dict[str, FilterValue | list[FilterValue]] = Field(
+        default_factory=dict, description='Field filters, e.g. {"category": "Permits"}; fields the scene allows only.'
+    )
+
+
+class SearchItemModel(BaseModel):
+    id: str
+    originalRetrievalScoreMap: dict[str, float]  # noqa: N815 - the reference's wire names
+    finalRetrievalScore: float  # noqa: N815
+    originalRankingScoreMap: dict[str, float]  # noqa: N815
+    finalRankingScore: float  # noqa: N815
+    score: float
+    summary: dict[str, Any]
+
+
+class DebugInfo(BaseModel):
+    stageMs: dict[str, float]  # noqa: N815 - per layer, milliseconds
+    totalMs: float  # noqa: N815
+    buckets: dict[str, int] = Field(default_factory=dict)
+    configDigest: str  # noqa: N815
+    configOrigin: str  # noqa: N815
+
+
+class SearchResponse(BaseModel):
+    queryModel: dict[str, Any]  # noqa: N815
+    searchItemModels: list[list[SearchItemModel]]  # noqa: N815 - one list per query, as the reference
+    experiments: dict[str, str] = Field(description="Which experiment served each layer (layer -> experiment).")
+    debug: DebugInfo | None = None
+
+
+class ErrorBody(BaseModel):
+    error: str  # short kind: invalid_query, unknown_scene, scene_disabled, dependency_unavailable, not_ready
+    message: str
+    dependency: str | None = None

@@ -1,0 +1,71 @@
+"""`mmsearch serve search`: the FastAPI search service under uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from mmsearch.settings import load_settings
+
+
+@click.command("search")
+@click.option("--host", default=None, help="Bind address (default search.host, 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port (default search.port, 8080).")
+@click.option("--config-source", type=click.Choice(["file", "consul"]), default=None, help="Where the A/B YAML lives.")
+@click.option("--config-file", type=click.Path(path_type=Path), default=None, help="A/B YAML file (source 'file').")
+@click.option("--consul", "consul_addr", default=None, help="Consul host:port (source 'consul').")
+@click.option("--consul-key", default=None, help="Consul KV key (default config/test/multimodal-config).")
+@click.option("--tokenizer", default=None, help="Tokenizer service target host:port.")
+@click.option("--model-server", default=None, help="Model server target host:port.")
+@click.option("--milvus-uri", default=None, help="Milvus URI: a Milvus Lite file or http://host:19530.")
+@click.option("--mongo-uri", default=None, help="MongoDB URI.")
+@click.option("--model-repo", type=click.Path(path_type=Path), default=None, help="Model repository folder.")
+def command(  # noqa: PLR0917 - one parameter per click option
+    host: str | None,
+    port: int | None,
+    config_source: str | None,
+    config_file: Path | None,
+    consul_addr: str | None,
+    consul_key: str | None,
+    tokenizer: str | None,
+    model_server: str | None,
+    milvus_uri: str | None,
+    mongo_uri: str | None,
+    model_repo: Path | None,
+) -> None:
+    """Serve POST /qa|/t2i|/i2i/user/{user_id}, /health, /ready, /metrics and /docs.
+
+    Settings come from MMSEARCH_SEARCH__* (and MMSEARCH_MILVUS__*, MMSEARCH_MONGO__*); flags override them.
+    """
+    import uvicorn
+
+    from services.search.app import create_app
+
+    base = load_settings()
+    search: dict[str, object] = {}
+    for key, value in {
+        "host": host,
+        "port": port,
+        "config_source": config_source,
+        "config_file": config_file,
+        "consul_key": consul_key,
+        "tokenizer_target": tokenizer,
+        "model_server_target": model_server,
+    }.items():
+        if value is not None:
+            search[key] = value
+    if consul_addr:
+        h, _, p = consul_addr.rpartition(":")
+        search.update(consul_host=h or consul_addr, consul_port=int(p) if p.isdigit() else 8500)
+    update: dict[str, object] = {"search": base.search.model_copy(update=search)}
+    if milvus_uri:
+        update["milvus"] = base.milvus.model_copy(update={"uri": milvus_uri})
+    if mongo_uri:
+        update["mongo"] = base.mongo.model_copy(update={"uri": mongo_uri})
+    if model_repo:
+        update["model_repo"] = model_repo
+    settings = base.model_copy(update=update)
+    s = settings.search
+    click.echo(f"search service on http://{s.host}:{s.port} (config: {s.config_source})", err=True)
+    uvicorn.run(create_app(settings), host=s.host, port=s.port, log_config=None, access_log=False)

@@ -1,0 +1,50 @@
+"""Domain errors of the search service; the HTTP layer maps each to one status and one JSON error shape."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Dependency = Literal["tokenizer", "model server", "milvus", "mongodb", "config"]
+
+
+class SearchError(Exception):
+    status_code = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidQueryError(SearchError):
+    """The request is malformed in a way the client must fix (422)."""
+
+    status_code = 422
+
+
+class SceneNotFoundError(SearchError):
+    status_code = 404
+
+
+class SceneDisabledError(SearchError):
+    """The scene is configured but cannot serve (a model or collection is missing); the message says how to fix it."""
+
+    status_code = 503
+
+
+class DependencyUnavailableError(SearchError):
+    """A backing service is down or too slow: 503 naming it."""
+
+    status_code = 503
+
+    def __init__(self, dependency: Dependency, reason: str) -> None:
+        super().__init__(f"{dependency} unavailable: {reason}")
+        self.dependency = dependency
+        self.reason = reason
+
+
+class ConfigError(Exception):
+    """An A/B config that must not be applied; `problems` lists every reason found."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems

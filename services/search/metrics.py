@@ -1,0 +1,55 @@
+"""Prometheus metrics of one search app (own registry, so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_STAGE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class SearchMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.stage_seconds = Histogram(
+            "mmsearch_search_stage_seconds",
+            "Time per pipeline stage.",
+            ["scene", "stage", "experiment"],
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "mmsearch_search_request_seconds", "End-to-end search time.", ["scene"], buckets=_STAGE_BUCKETS, registry=r
+        )
+        self.requests = Counter("mmsearch_search_requests", "Search requests.", ["scene", "status"], registry=r)
+        self.experiment_requests = Counter(
+            "mmsearch_search_experiment_requests",
+            "Requests served per layer experiment.",
+            ["scene", "layer", "experiment"],
+            registry=r,
+        )
+        self.experiment_errors = Counter(
+            "mmsearch_search_experiment_errors",
+            "Failed requests per layer experiment.",
+            ["scene", "layer", "experiment"],
+            registry=r,
+        )
+        self.dependency_errors = Counter(
+            "mmsearch_search_dependency_errors",
+            "Calls that failed or timed out, per dependency.",
+            ["dependency"],
+            registry=r,
+        )
+        self.missing_summaries = Counter(
+            "mmsearch_search_missing_summaries", "Hits whose MongoDB document was missing.", ["scene"], registry=r
+        )
+        self.config_reloads = Counter("mmsearch_search_config_reloads", "A/B configs applied.", ["source"], registry=r)
+        self.config_rejections = Counter(
+            "mmsearch_search_config_rejections",
+            "A/B configs refused (the last good one kept serving).",
+            ["source"],
+            registry=r,
+        )
+        self.config_source_up = Gauge(
+            "mmsearch_search_config_source_up", "1 while the config source (file or Consul) answers.", registry=r
+        )

@@ -1,0 +1,65 @@
+"""What the pipeline needs from the outside world, as protocols: the adapters (services/search/adapters/) speak to the
+real tokenizer, model server, Milvus and MongoDB; each call is bounded by a timeout and raises
+DependencyUnavailableError naming the dependency."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.search.config_checks import CollectionStatus
+
+
+class QueryModels(Protocol):
+    async def tokenize(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]: ...
+
+    async def preprocess_images(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]: ...
+
+    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray: ...
+
+    async def ping_tokenizer(self) -> None: ...
+
+    async def ping_model_server(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AnnSearch:
+    collection: str
+    vector_field: str
+    vector: tuple[float, ...]
+    limit: int
+    search_params: Mapping[str, Any]
+    metric_type: str | None
+    expression: str
+    with_vectors: bool
+
+
+@dataclass(frozen=True)
+class AnnHit:
+    id: str
+    distance: float
+    vector: np.ndarray | None = None
+
+
+class VectorStore(Protocol):
+    async def search(self, req: AnnSearch) -> list[AnnHit]: ...
+
+    async def describe(self, collection: str) -> CollectionStatus: ...
+
+    async def ping(self) -> None: ...
+
+
+class DocumentStore(Protocol):
+    async def fetch(self, collection: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]: ...
+
+    async def ping(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Deps:
+    models: QueryModels
+    vectors: VectorStore
+    documents: DocumentStore

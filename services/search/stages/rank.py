@@ -1,0 +1,102 @@
+"""Ranking: the reference's dummy ranker, maximal marginal relevance (diversity), and score blending."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Protocol
+
+import numpy as np
+
+from services.search.config_model import RankArgs, StageArgs
+from services.search.ports import Deps
+from services.search.state import Item, State
+
+
+class Ranker(Protocol):
+    key: str
+    needs_vectors: bool  # the matchers return the documents' vectors when the chosen ranker needs them
+
+    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]: ...
+
+
+def _scored(item: Item, key: str, value: float) -> Item:
+    return dataclasses.replace(item, ranking_scores={key: value}, final_ranking_score=value, score=value, vector=None)
+
+
+class DummyRanker:
+    """The reference's: copies the retrieval score. Works with any number of hits (the reference crashed below
+    maxReservation)."""
+
+    key = "dummy"
+    needs_vectors = False
+
+    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]:
+        out = [_scored(it, self.key, it.final_retrieval_score) for it in items]
+        out.sort(key=lambda i: (-(i.score or 0.0), i.id))
+        return tuple(out[: args.max_reservation])
+
+
+class BlendRanker:
+    """Weighted sum of the matchers' raw scores (blendWeights: {matcher key: weight}; a missing weight is 1.0, a
+    matcher that did not find the item contributes 0)."""
+
+    key = "blend"
+    needs_vectors = False
+
+    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]:
+        out = []
+        for it in items:
+            value = sum(args.blend_weights.get(k, 1.0) * v for k, v in it.retrieval_scores.items())
+            out.append(_scored(it, self.key, value))
+        out.sort(key=lambda i: (-(i.score or 0.0), i.id))
+        return tuple(out[: args.max_reservation])
+
+
+def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lam: float, k: int) -> list[tuple[int, float]]:
+    """Greedy maximal marginal relevance: each pick maximises lam*rel - (1-lam)*max cosine to the picks so far.
+
+    Returns (index, mmr value) in pick order."""
+    n = len(relevance)
+    if n == 0:
+        return []
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    unit = vectors / np.where(norms == 0, 1.0, norms)
+    sim = unit @ unit.T
+    max_sim = np.full(n, -np.inf)
+    chosen = np.zeros(n, dtype=bool)
+    out: list[tuple[int, float]] = []
+    for _ in range(min(k, n)):
+        penalty = np.where(np.isfinite(max_sim), max_sim, 0.0)
+        value = lam * relevance - (1 - lam) * penalty
+        value[chosen] = -np.inf
+        i = int(np.argmax(value))
+        out.append((i, float(value[i])))
+        chosen[i] = True
+        max_sim = np.maximum(max_sim, sim[i])
+    return out
+
+
+class MmrRanker:
+    """Diversity: maximal marginal relevance over the documents' vectors (the reference's unused useDiversify)."""
+
+    key = "mmr"
+    needs_vectors = True
+
+    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]:
+        usable = [it for it in items if it.vector is not None]
+        if len(usable) != len(items) or not items:
+            # Without vectors there is nothing to diversify on: keep the retrieval order, named honestly.
+            return DummyRanker().rank(items, args)
+        rel = np.array([it.raw_score for it in items], dtype=np.float64)
+        vecs = np.stack([np.asarray(it.vector, dtype=np.float64) for it in items])
+        picks = mmr_order(rel, vecs, args.mmr_lambda, args.max_reservation)
+        return tuple(_scored(items[i], self.key, v) for i, v in picks)
+
+
+RANKERS: dict[str, Ranker] = {r.key: r for r in (DummyRanker(), MmrRanker(), BlendRanker())}
+
+
+class RankStage:
+    async def run(self, state: State, args: StageArgs, deps: Deps) -> State:
+        assert isinstance(args, RankArgs)
+        return dataclasses.replace(state, items=RANKERS[args.ranker_name].rank(state.items, args))

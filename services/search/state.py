@@ -1,0 +1,50 @@
+"""The per-request state passed from stage to stage. Frozen: a stage returns a new state, it never mutates one,
+and nothing request-specific lives on a shared object (the reference mutated a singleton's Milvus arguments per
+request, so concurrent QA and image queries could search each other's collection)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+
+from services.search.config_model import Experiment, StageKind
+from services.search.filters import FilterValue
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Query:
+    scene: str
+    user_id: str
+    text: str | None = None
+    image: bytes | None = None
+    top_k: int | None = None
+    filters: Mapping[str, FilterValue | tuple[FilterValue, ...]] = field(default_factory=lambda: _EMPTY)
+    debug: bool = False
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    retrieval_scores: Mapping[str, float]
+    final_retrieval_score: float
+    ranking_scores: Mapping[str, float] = field(default_factory=lambda: _EMPTY)
+    final_ranking_score: float | None = None
+    score: float | None = None
+    summary: Mapping[str, Any] | None = None
+    raw_score: float = 0.0  # the matcher's raw similarity (before the score rule), for rankers that need it
+    vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class State:
+    query: Query
+    experiments: Mapping[StageKind, Experiment]  # the experiment chosen for each stage's layer
+    model_inputs: Mapping[str, np.ndarray] | None = None
+    items: tuple[Item, ...] = ()
+    missing_summaries: int = 0
