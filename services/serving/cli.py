@@ -1,0 +1,72 @@
+"""`mmsearch serve model`: flags override MMSEARCH_MODEL_SERVER__* environment variables and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmsearch.settings import load_settings
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 only behind a firewall).")
+@click.option("--port", type=int, default=None, help="gRPC port (default 50000).")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (default 9102; 0: off).")
+@click.option(
+    "--repo",
+    "model_repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Model repository folder written by `mmsearch export` (env MMSEARCH_MODEL_REPO, default ./models).",
+)
+@click.option(
+    "--provider",
+    "providers",
+    multiple=True,
+    help="ONNX Runtime execution provider, repeatable: auto (CUDA if present, else CPU), cuda, cpu, or a full name.",
+)
+@click.option("--cuda-device-id", type=int, default=None, help="GPU to use with CUDA (default 0).")
+@click.option("--intra-op-threads", type=int, default=None, help="ORT threads inside one op (0: all cores).")
+@click.option("--inter-op-threads", type=int, default=None, help="ORT threads across ops (0: sequential).")
+@click.option("--workers", type=int, default=None, help="Threads that run ORT calls and loading (default 32).")
+@click.option(
+    "--batching/--no-batching", default=None, help="Server-side dynamic batching for every model (default on)."
+)
+@click.option(
+    "--no-batching-model", "no_batching_models", multiple=True, help="Model key to serve unbatched; repeatable."
+)
+@click.option("--max-batch-size", type=int, default=None, help="Most rows in one batched ORT call (default 32).")
+@click.option(
+    "--max-queue-delay-ms", type=float, default=None, help="Longest wait for a burst to fill a batch (default 2)."
+)
+@click.option(
+    "--max-queue-size",
+    type=int,
+    default=None,
+    help="Requests that may wait per model; more fail fast with RESOURCE_EXHAUSTED (default 512).",
+)
+@click.option("--warmup/--no-warmup", default=None, help="Run each model on dummy inputs once it is loaded.")
+@click.option("--rescan-seconds", type=float, default=None, help="Repository rescan period; 0: only on LoadModel.")
+@click.option("--max-message-mb", type=int, default=None, help="Largest gRPC message either way (default 64).")
+@click.option("--grace-seconds", type=float, default=None, help="Time in-flight calls get on SIGTERM (default 5).")
+def command(
+    model_repo: Path | None, providers: tuple[str, ...], no_batching_models: tuple[str, ...], **flags: Any
+) -> None:
+    """Serve every model of the repository over gRPC with ONNX Runtime: Predict, ListModels, LoadModel,
+    UnloadModel. Models are loaded and warmed up at start; concurrent Predict calls are batched per model.
+
+    Health (grpc.health.v1) has an entry per model ("model/<key>"), SERVING only when it is loaded; reflection
+    is on; SIGTERM finishes in-flight calls before exiting.
+    """
+    from services.serving.server import run
+
+    settings = load_settings()
+    update: dict[str, Any] = {k: v for k, v in flags.items() if v is not None}
+    if providers:
+        update["providers"] = list(providers)
+    if no_batching_models:
+        update["no_batching_models"] = list(no_batching_models)
+    section = settings.model_server.model_copy(update=update)
+    run(section, model_repo or settings.model_repo)

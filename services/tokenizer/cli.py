@@ -1,0 +1,41 @@
+"""`mmsearch serve tokenizer`: flags override MMSEARCH_TOKENIZER__* environment variables and defaults."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmsearch.settings import load_settings
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 only behind a firewall).")
+@click.option("--port", type=int, default=None, help="gRPC port (default 60051).")
+@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (default 9101; 0: off).")
+@click.option(
+    "--repo",
+    "model_repo",
+    type=click.Path(path_type=Path, file_okay=False),
+    default=None,
+    help="Model repository folder written by `mmsearch export` (env MMSEARCH_MODEL_REPO, default ./models).",
+)
+@click.option("--workers", type=int, default=None, help="Threads that tokenize and decode images (default 8).")
+@click.option("--max-batch", type=int, default=None, help="Most texts or images in one request (default 256).")
+@click.option("--max-message-mb", type=int, default=None, help="Largest gRPC message either way (default 32).")
+@click.option("--max-image-mb", type=int, default=None, help="Largest encoded image (default 20).")
+@click.option("--rescan-seconds", type=float, default=None, help="Repository rescan period; 0: on demand only.")
+@click.option("--grace-seconds", type=float, default=None, help="Time in-flight calls get on SIGTERM (default 5).")
+def command(model_repo: Path | None, **flags: Any) -> None:
+    """Serve query preprocessing over gRPC: Tokenize (texts -> the model's token tensors) and PreprocessImages
+    (encoded images -> pixel_values for a CLIP image tower), for every model of the repository.
+
+    Health (grpc.health.v1) has an entry per model ("model/<key>"); reflection is on; SIGTERM finishes
+    in-flight calls before exiting.
+    """
+    from services.tokenizer.server import run
+
+    settings = load_settings()
+    section = settings.tokenizer.model_copy(update={k: v for k, v in flags.items() if v is not None})
+    run(section, model_repo or settings.model_repo)
