@@ -1,0 +1,100 @@
+"""What a vectors folder holds: which model, field and input made it, and which shards are complete.
+
+The manifest is rewritten atomically after each shard, so after an interruption it lists exactly the shards
+that are whole on disk; a re-run continues from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+MANIFEST_NAME = "vectors.json"
+FORMAT_VERSION = 1
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class ShardInfo(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    index: int
+    vectors: str  # file name of the float32 [count, dim] array
+    ids: str  # file name of the int64 [count] array
+    count: int
+    first_row: int  # position of its first row in the corpus
+
+
+class IndexManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    model_key: str
+    model_kind: str
+    model_sha256: str  # of the ONNX file: a re-exported model under the same key is a different model
+    dim: int
+    field: str
+    vector_field: str  # the Milvus field name: `<field>_emb`
+    normalized: bool = True
+    input_path: str
+    input_sha256: str
+    total: int  # rows in the corpus
+    shard_size: int
+    shards: list[ShardInfo] = Field(default_factory=list)
+    complete: bool = False
+    created_at: str = Field(default_factory=_now)
+    updated_at: str = Field(default_factory=_now)
+
+    @property
+    def done_rows(self) -> int:
+        return sum(s.count for s in self.shards)
+
+    @property
+    def shard_count(self) -> int:
+        return -(-self.total // self.shard_size) if self.total else 0
+
+
+class ManifestError(ValueError):
+    pass
+
+
+def vector_field_name(field: str) -> str:
+    return f"{field}_emb"
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(folder: Path) -> IndexManifest | None:
+    file = folder / MANIFEST_NAME
+    if not file.is_file():
+        return None
+    try:
+        return IndexManifest.model_validate_json(file.read_bytes())
+    except ValidationError as exc:
+        raise ManifestError(f"{file} is not a vectors manifest ({exc.error_count()} errors); use --restart") from exc
+
+
+def write_manifest(folder: Path, manifest: IndexManifest) -> None:
+    manifest.updated_at = _now()
+    tmp = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            f.write(manifest.model_dump_json(indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / MANIFEST_NAME)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,75 @@
+"""Shard files: written whole or not at all; read back with their shapes checked against the manifest."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from offline.encode.manifest import IndexManifest, ManifestError, ShardInfo, read_manifest
+
+Vectors = npt.NDArray[np.float32]
+Ids = npt.NDArray[np.int64]
+
+
+def shard_names(index: int) -> tuple[str, str]:
+    return f"shard-{index:05d}.vectors.npy", f"shard-{index:05d}.ids.npy"
+
+
+def _save_atomic(path: Path, array: npt.NDArray[np.generic]) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_shard(folder: Path, index: int, first_row: int, ids: Ids, vectors: Vectors) -> ShardInfo:
+    vec_name, ids_name = shard_names(index)
+    _save_atomic(folder / ids_name, ids.astype(np.int64, copy=False))
+    _save_atomic(folder / vec_name, vectors.astype(np.float32, copy=False))
+    return ShardInfo(index=index, vectors=vec_name, ids=ids_name, count=len(ids), first_row=first_row)
+
+
+def shard_ok(folder: Path, shard: ShardInfo, dim: int) -> bool:
+    """Whether a shard listed in the manifest is whole on disk (files present, shapes as recorded)."""
+    try:
+        vec = np.load(folder / shard.vectors, mmap_mode="r", allow_pickle=False)
+        ids = np.load(folder / shard.ids, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return False
+    return bool(vec.shape == (shard.count, dim) and ids.shape == (shard.count,))
+
+
+def read_shard(folder: Path, shard: ShardInfo, dim: int) -> tuple[Ids, Vectors]:
+    if not shard_ok(folder, shard, dim):
+        raise ManifestError(f"{folder}: shard {shard.index} is missing or damaged; re-run `mmsearch index`")
+    ids: Ids = np.load(folder / shard.ids, allow_pickle=False)
+    vec: Vectors = np.load(folder / shard.vectors, allow_pickle=False)
+    return ids, vec
+
+
+def open_vectors(folder: Path) -> IndexManifest:
+    """The manifest of a complete vectors folder, or an error that says how to complete it."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ManifestError(f"{folder} holds no vectors (no vectors.json); run `mmsearch index --output {folder}`")
+    if not manifest.complete:
+        raise ManifestError(
+            f"vectors in {folder} are incomplete ({len(manifest.shards)} of {manifest.shard_count} shards): "
+            "re-run the same `mmsearch index` command to finish them"
+        )
+    return manifest
+
+
+def iter_shards(folder: Path, manifest: IndexManifest) -> Iterator[tuple[Ids, Vectors]]:
+    for shard in manifest.shards:
+        yield read_shard(folder, shard, manifest.dim)
