@@ -31,6 +31,7 @@ from offline.export.graph_io import declare_output_shapes
 from offline.export.parity import PARITY_TEXTS, ParityCase, enforce_fp32
 from offline.export.settings import OPSET, export_record
 from offline.export.source import WEIGHT_FILES, require_files, resolve_source
+from offline.export.text_inputs import normalizer_lowercases, tokenize
 from offline.export.variants import VariantRequest, write_variants
 
 log = logging.getLogger(__name__)
@@ -126,7 +127,7 @@ def export_sbert(
             pairs_with=pairs_with,
             source=resolved.record,
         )
-        inputs = _tokenize(staging / TOKENIZER_FILE, draft, PARITY_TEXTS)
+        inputs = tokenize(staging / TOKENIZER_FILE, draft, PARITY_TEXTS)
         _check_tokenizer_agrees(model, inputs)
 
         graph = SbertGraph(model, names)
@@ -139,7 +140,7 @@ def export_sbert(
             )
         onnx_path = staging / "model.onnx"
         # Traced on other shapes than the parity batch, so a shape frozen into the graph cannot pass unnoticed.
-        graph.export(onnx_path, _tokenize(staging / TOKENIZER_FILE, draft, EXPORT_SAMPLE))
+        graph.export(onnx_path, tokenize(staging / TOKENIZER_FILE, draft, EXPORT_SAMPLE))
         outputs = [
             TensorSpec(name="sentence_embedding", dtype="float32", shape=["batch", dim]),
             TensorSpec(name="token_embeddings", dtype="float32", shape=["batch", "sequence", hidden]),
@@ -242,29 +243,13 @@ def _write_tokenizer(model: Any, info: SbertFolder, dest: Path) -> bool:
             raise ExportError(f"{info.transformer_dir}: no tokenizer.json and the tokenizer is not a fast tokenizer")
         backend.save(str(dest))
     tok = Tokenizer.from_file(str(dest))
-    lowercases = _normalizer_lowercases(json.loads(dest.read_text(encoding="utf-8")).get("normalizer"))
+    lowercases = normalizer_lowercases(json.loads(dest.read_text(encoding="utf-8")).get("normalizer"))
     if info.do_lower_case and not lowercases:
         steps = [normalizers.Lowercase()] + ([tok.normalizer] if tok.normalizer is not None else [])
         tok.normalizer = normalizers.Sequence(steps)
         tok.save(str(dest))
         lowercases = True
     return lowercases
-
-
-def _normalizer_lowercases(spec: Any) -> bool:
-    if not isinstance(spec, dict):
-        return False
-    if spec.get("type") == "Lowercase" or (spec.get("type") == "BertNormalizer" and spec.get("lowercase")):
-        return True
-    return any(_normalizer_lowercases(s) for s in spec.get("normalizers", []) or [])
-
-
-def _tokenize(tokenizer_file: Path, manifest: ModelManifest, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
-    from tokenizers import Tokenizer
-
-    from mmsearch.runtime.text import TextPreprocessor
-
-    return TextPreprocessor(Tokenizer.from_file(str(tokenizer_file)), manifest).prep(texts).tensors
 
 
 def _check_tokenizer_agrees(model: Any, inputs: dict[str, npt.NDArray[np.int64]]) -> None:

@@ -58,10 +58,13 @@ def quantize_int8(src: Path, dest: Path) -> dict[str, Any]:
     log.info("quantising %s to int8 (dynamic, per-channel weights)", src.name)
     # Pre-processing (shape inference + graph optimisation) lets the quantiser find every MatMul.
     pre = dest.with_name(dest.stem + ".pre.onnx")
+    # The quantiser logs every tensor it skips on the root logger at INFO: hundreds of lines of noise.
+    logging.disable(logging.INFO)
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_dynamic(str(pre), str(dest), weight_type=QuantType.QInt8, per_channel=True)
     finally:
+        logging.disable(logging.NOTSET)
         pre.unlink(missing_ok=True)
     return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True}
 

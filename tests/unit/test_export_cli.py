@@ -33,6 +33,17 @@ def test_folder_that_is_not_a_sentence_transformers_model(tmp_path: Path) -> Non
     assert not (tmp_path / "repo").exists()
 
 
+def test_folder_that_is_not_a_clip_model(tmp_path: Path) -> None:
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "clip"}))
+    code, out = _export("clip", "--source", str(folder), "--key", "c", "--repo", str(tmp_path / "repo"))
+    assert code == 1
+    assert "not a CLIP model folder" in out
+    assert "is missing" in out
+    assert not (tmp_path / "repo").exists()
+
+
 def test_invalid_key(tmp_path: Path) -> None:
     code, out = _export("sbert", "--source", str(tmp_path), "--key", "../evil", "--repo", str(tmp_path / "repo"))
     assert code == 1
