@@ -55,18 +55,25 @@ def quantize_int8(src: Path, dest: Path) -> dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    log.info("quantising %s to int8 (dynamic, per-channel weights)", src.name)
+    log.info("quantising %s to int8 (dynamic, per-channel 7-bit weights)", src.name)
     # Pre-processing (shape inference + graph optimisation) lets the quantiser find every MatMul.
     pre = dest.with_name(dest.stem + ".pre.onnx")
     # The quantiser logs every tensor it skips on the root logger at INFO: hundreds of lines of noise.
     logging.disable(logging.INFO)
     try:
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_dynamic(str(pre), str(dest), weight_type=QuantType.QInt8, per_channel=True)
+        # reduce_range (7-bit weights) avoids saturation in the u8*s8 kernels of CPUs without VNNI; on MiniLM it
+        # also measured closer to fp32 (min cosine 0.981 vs 0.977).
+        quantize_dynamic(str(pre), str(dest), weight_type=QuantType.QInt8, per_channel=True, reduce_range=True)
     finally:
         logging.disable(logging.NOTSET)
         pre.unlink(missing_ok=True)
-    return {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True}
+    return {
+        "method": "onnxruntime.quantization.quantize_dynamic",
+        "weight_type": "QInt8",
+        "per_channel": True,
+        "reduce_range": True,
+    }
 
 
 def convert_fp16(src: Path, dest: Path) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import onnx
 import pytest
 from click.testing import CliRunner
 
@@ -54,4 +55,9 @@ def test_existing_key_is_refused_without_force_and_replaced_with_it(
     assert after.variants == {"fp16": "model.fp16.onnx"}
     assert not (repo.path(MINILM_KEY) / "model.int8.onnx").exists()  # the old entry was replaced, not merged
     assert [p.variant for p in after.parity] == ["fp32", "fp16"]
+    fp16 = onnx.load(str(repo.onnx_path(MINILM_KEY, "fp16")))
+    weights = {t.data_type for t in fp16.graph.initializer if t.dims and len(t.dims) == 2}
+    assert weights == {onnx.TensorProto.FLOAT16}
+    # Callers feed and read the same dtypes whatever the precision.
+    assert {o.type.tensor_type.elem_type for o in fp16.graph.output} == {onnx.TensorProto.FLOAT}
     assert sorted(p.name for p in repo.root.iterdir()) == [MINILM_KEY]  # no staging or trash left behind
