@@ -73,19 +73,26 @@ class SearchItem(BaseModel):
     summary: dict[str, Any] | None = None
 
 
+class DebugInfo(BaseModel):
+    """The search service's `debug` block, present when the request had useDebug."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    stageMs: dict[str, float] = Field(default_factory=dict)  # noqa: N815 - per layer, milliseconds
+    totalMs: float | None = None  # noqa: N815
+
+
 class SearchResponse(BaseModel):
-    # Additive fields (which experiment served each layer, time per stage) are read by `experiments()` and
-    # `timings()`; unknown fields are kept so a newer service does not break an older UI.
-    model_config = ConfigDict(extra="allow")
+    # Unknown additive fields are ignored so a newer service does not break an older UI.
+    model_config = ConfigDict(extra="ignore")
 
     queryModel: dict[str, Any] = Field(default_factory=dict)  # noqa: N815
     searchItemModels: list[list[SearchItem]] = Field(default_factory=list)  # noqa: N815
+    experiments: dict[str, str] = Field(default_factory=dict)  # layer -> the experiment that served it
+    debug: DebugInfo | None = None
 
     def items(self) -> list[SearchItem]:
         return self.searchItemModels[0] if self.searchItemModels else []
-
-    def extras(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
 
 
 # --- what the page receives ----------------------------------------------------------------------
@@ -114,7 +121,8 @@ class ResultView(BaseModel):
     userId: str  # noqa: N815
     items: list[ItemView]
     experiments: dict[str, str]
-    timings: dict[str, float]
+    timings: dict[str, float]  # per layer, as the search service measured it (with debug)
+    totalMs: float | None  # noqa: N815 - the search service's own total (with debug)
     uiMs: float  # noqa: N815 - the round trip to the search service as the UI saw it
 
 
@@ -163,66 +171,14 @@ def item_view(item: SearchItem) -> ItemView:
     )
 
 
-def _str_map(value: object) -> dict[str, str]:
-    if isinstance(value, dict):
-        return {str(k): str(v) for k, v in value.items() if v is not None and not isinstance(v, dict | list)}
-    if isinstance(value, list):  # [{"layer": .., "experiment": ..}]
-        out: dict[str, str] = {}
-        for entry in value:
-            if isinstance(entry, dict) and "layer" in entry and "experiment" in entry:
-                out[str(entry["layer"])] = str(entry["experiment"])
-        return out
-    return {}
-
-
-def _ms_map(value: object) -> dict[str, float]:
-    out: dict[str, float] = {}
-    if isinstance(value, dict):
-        for key, ms in value.items():
-            if isinstance(ms, int | float) and not isinstance(ms, bool):
-                out[str(key)] = float(ms)
-    elif isinstance(value, list):  # [{"stage": .., "ms": ..}]
-        for entry in value:
-            if isinstance(entry, dict):
-                name = entry.get("stage") or entry.get("name") or entry.get("layer")
-                ms = entry.get("ms", entry.get("millis", entry.get("elapsedMs")))
-                if name is not None and isinstance(ms, int | float):
-                    out[str(name)] = float(ms)
-    return out
-
-
-# The search service's additive fields, by the names it has used; the first one present wins.
-EXPERIMENT_KEYS = ("experiments", "servedExperiments", "layerExperiments", "experimentByLayer")
-TIMING_KEYS = ("timingsMs", "stageTimingsMs", "timings", "stageTimes", "latencyMs")
-
-
-def experiments_of(response: SearchResponse) -> dict[str, str]:
-    extras = response.extras()
-    for holder in (extras, extras.get("debug"), response.queryModel):
-        if isinstance(holder, dict):
-            for key in EXPERIMENT_KEYS:
-                if key in holder:
-                    return _str_map(holder[key])
-    return {}
-
-
-def timings_of(response: SearchResponse) -> dict[str, float]:
-    extras = response.extras()
-    for holder in (extras, extras.get("debug"), response.queryModel):
-        if isinstance(holder, dict):
-            for key in TIMING_KEYS:
-                if key in holder:
-                    return _ms_map(holder[key])
-    return {}
-
-
 def result_view(scene: str, query: str, user_id: str, response: SearchResponse, ui_ms: float) -> ResultView:
     return ResultView(
         scene=scene,
         query=query,
         userId=user_id,
         items=[item_view(item) for item in response.items()],
-        experiments=experiments_of(response),
-        timings=timings_of(response),
+        experiments=response.experiments,
+        timings=dict(response.debug.stageMs) if response.debug else {},
+        totalMs=response.debug.totalMs if response.debug else None,
         uiMs=round(ui_ms, 1),
     )

@@ -28,7 +28,8 @@ SCENE_TITLES = {"qa": "question answering", "t2i": "text-to-image", "i2i": "sear
 CLIP_HINT = (
     "Text-to-image and search by image need a CLIP model in the model repository: run "
     "`mmsearch export clip --source <hub id|folder> --key clip`, ingest your photos with "
-    "`mmsearch ingest`, then restart the search service (or `mmsearch local up --clip <hub id|folder>`)."
+    "`mmsearch ingest images`, then restart the search service (with the local stack: "
+    "`mmsearch local up --clip-source <hub id|folder>`)."
 )
 
 
@@ -150,13 +151,12 @@ class SearchClient:
         )
 
     def _service_error(self, scene: str, response: httpx.Response) -> SearchError:
-        detail = _error_detail(response)
+        kind, detail = _error_detail(response)
         status = response.status_code
-        if _says_not_configured(status, detail):
+        if kind == "scene_disabled" or _says_not_configured(status, detail):
             title = SCENE_TITLES.get(scene, scene)
-            return SearchError(
-                503, "not_configured", f"{title.capitalize()} is not configured. {detail}".strip(), hint=CLIP_HINT
-            )
+            message = detail or f"{title.capitalize()} is not configured."
+            return SearchError(503, "not_configured", message, hint=CLIP_HINT)
         if status in (400, 404, 413, 415, 422):
             # The service refused the request: its reason is for the person who typed it.
             return SearchError(400 if status == 404 else status, "rejected", detail or f"Rejected ({status}).")
@@ -167,13 +167,19 @@ class SearchClient:
         return SearchError(502, "bad_gateway", f"The search service failed ({status}): {detail or 'no detail'}.")
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """The reason a FastAPI-style service gives: {"detail": str | [{"msg": ..}]} or {"error": {"message"}}."""
+def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
+    """(kind, reason) from the search service's {"error": kind, "message": reason}, or a FastAPI-style
+    {"detail": str | [{"loc", "msg"}]} (request validation), or the start of a plain-text body."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300].strip()
-    detail: Any = body.get("detail", body.get("error", body.get("message", ""))) if isinstance(body, dict) else body
+        return None, response.text[:300].strip()
+    if not isinstance(body, dict):
+        return None, str(body)[:300]
+    kind = body.get("error") if isinstance(body.get("error"), str) else None
+    if isinstance(body.get("message"), str):
+        return kind, body["message"][:500]
+    detail: Any = body.get("detail", body.get("error", ""))
     if isinstance(detail, dict):
         detail = detail.get("message") or detail.get("msg") or json.dumps(detail)[:300]
     if isinstance(detail, list):
@@ -185,7 +191,7 @@ def _error_detail(response: httpx.Response) -> str:
             else:
                 parts.append(str(entry))
         detail = "; ".join(parts)
-    return str(detail)[:500]
+    return kind, str(detail)[:500]
 
 
 def _says_not_configured(status: int, detail: str) -> bool:

@@ -1,5 +1,5 @@
 // mmsearch web UI. Every piece of data from the search service is put on the page with textContent or
-// as an attribute value: never innerHTML. The page talks only to its own origin (/api/...).
+// as an attribute value, never parsed as HTML markup. The page talks only to its own origin (/api/...).
 "use strict";
 
 (function () {
@@ -213,7 +213,8 @@
     const list = document.getElementById("timings");
     clear(list);
     const entries = Object.entries(timings);
-    if (typeof result.uiMs === "number") entries.push(["round trip (web UI → search)", result.uiMs]);
+    if (typeof result.totalMs === "number") entries.push(["search service total", result.totalMs]);
+    if (typeof result.uiMs === "number") entries.push(["round trip from the web UI", result.uiMs]);
     const longest = Math.max(1, ...entries.map(([, ms]) => ms));
     for (const [stage, ms] of entries) {
       const bar = el("span", { class: "bar" });
