@@ -14,14 +14,20 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from mmsearch.model_repo import ModelRepository, write_manifest
 from mmsearch.runtime.image import ImagePreprocessor
 from mmsearch.runtime.text import TextPreprocessor
 from services.tokenizer.client import ServiceCallError, TokenizedTexts, TokenizerClient
-from tests.fixtures.grpc_services import RunningService, health_status, metric_value, scrape_metrics, start_service
+from tests.fixtures.grpc_services import (
+    RunningService,
+    health_status,
+    list_services,
+    metric_value,
+    scrape_metrics,
+    start_service,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -168,14 +174,6 @@ def test_health_has_an_entry_per_model(tokenizer_target: str) -> None:
     for key in ("minilm", "tiny-clip-text", "tiny-clip-image"):
         assert health_status(tokenizer_target, f"model/{key}") == serving
     assert health_status(tokenizer_target, "model/nope") == health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
-
-
-def list_services(target: str) -> list[str]:
-    with grpc.insecure_channel(target) as channel:
-        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-        request = reflection_pb2.ServerReflectionRequest(list_services="")
-        (reply,) = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
-        return sorted(s.name for s in reply.list_services_response.service)
 
 
 def test_reflection_lists_the_services(tokenizer_target: str) -> None:
