@@ -1,0 +1,315 @@
+"""`push milvus`: build a new physical collection, verify it, then switch the corpus alias to it.
+
+Searches go through the alias, so they see the previous collection until the new one is complete (upserted
+including the tail batch, flushed, indexed, loaded, counted). Only after the switch are older physical
+collections of the corpus dropped; any failure before it drops the half-built collection and leaves the alias
+where it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from mmsearch.collection_meta import CollectionMeta, from_properties, physical_name, to_properties
+from mmsearch.settings import MilvusSettings
+from offline.encode.manifest import IndexManifest, file_sha256
+from offline.encode.shards import iter_shards, open_vectors
+from offline.preprocess.records import CorpusError, CorpusRow, read_corpus
+from offline.push.errors import ModelMismatchError, PushError, StoreUnavailableError
+from offline.push.schema import (
+    IndexType,
+    Metric,
+    ScalarField,
+    build_schema,
+    check_corpus_name,
+    index_params,
+    infer_scalar_fields,
+)
+
+log = logging.getLogger(__name__)
+
+# Our own bookkeeping beside CollectionMeta (whose "mmsearch." keys the search side validates strictly).
+FINGERPRINT_KEY = "mmsearch_push.fingerprint"
+URI_HINT = "--milvus-uri or MMSEARCH_MILVUS__URI"
+
+
+@dataclass(frozen=True)
+class MilvusPushOptions:
+    vectors: Path
+    corpus: str  # alias
+    filter_fields: list[str] | None = None  # None: "category" when the rows have it
+    input_path: Path | None = None  # the corpus jsonl; default: the one recorded in the vectors manifest
+    index_type: IndexType = IndexType.HNSW
+    metric: Metric = Metric.IP
+    batch_size: int = 1000
+    allow_model_change: bool = False
+    force: bool = False  # rebuild even when the alias already serves identical data
+    progress: bool | None = None
+
+
+@dataclass(frozen=True)
+class MilvusPushSummary:
+    alias: str
+    collection: str
+    count: int
+    changed: bool
+    dropped: list[str]
+    seconds: float
+    upsert_seconds: float
+
+    def text(self) -> str:
+        if not self.changed:
+            return f"{self.alias} -> {self.collection} already serves these {self.count} vectors; nothing changed"
+        rate = self.count / self.upsert_seconds if self.upsert_seconds > 0 else 0.0
+        dropped = f"; dropped {', '.join(self.dropped)}" if self.dropped else ""
+        return (
+            f"{self.alias} -> {self.collection}: {self.count} vectors upserted ({rate:.0f}/s), flushed, indexed, "
+            f"loaded and counted in {self.seconds:.1f}s{dropped}"
+        )
+
+
+class _LiteUnimplementedFilter(logging.Filter):
+    """Milvus Lite's embedded gRPC server logs a traceback for RPCs it does not implement (pymilvus' create_index
+    asks it for a timestamp); the call itself succeeds, so the traceback is noise for the person running a push."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], NotImplementedError))
+
+
+@contextmanager
+def milvus_client(settings: MilvusSettings) -> Iterator[Any]:
+    from pymilvus import MilvusClient
+    from pymilvus.exceptions import MilvusException
+
+    if "://" not in settings.uri:  # a local file: Milvus Lite embedded
+        grpc_log = logging.getLogger("grpc._server")
+        if not any(isinstance(f, _LiteUnimplementedFilter) for f in grpc_log.filters):
+            grpc_log.addFilter(_LiteUnimplementedFilter())
+
+    try:
+        client = MilvusClient(
+            uri=settings.uri, token=settings.token, db_name=settings.db_name, timeout=settings.timeout_seconds
+        )
+    except MilvusException as exc:
+        raise StoreUnavailableError(
+            f"cannot reach Milvus at {settings.uri!r} (set {URI_HINT}): {getattr(exc, 'message', exc)}"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def alias_target(client: Any, alias: str) -> str | None:
+    """The physical collection the alias points at, None if there is no such alias."""
+    aliases = client.list_aliases().get("aliases", [])
+    if alias not in aliases:
+        if alias in client.list_collections():
+            raise PushError(
+                f"{alias!r} is a collection, not an alias: mmsearch serves corpora through an alias; "
+                f"rename or drop that collection, or push under another --corpus"
+            )
+        return None
+    return str(client.describe_alias(alias)["collection_name"])
+
+
+def collection_meta(client: Any, name: str) -> tuple[CollectionMeta | None, str | None]:
+    props = client.describe_collection(name).get("properties") or {}
+    return from_properties(props), props.get(FINGERPRINT_KEY)
+
+
+def count_rows(client: Any, name: str) -> int:
+    res = client.query(name, filter="", output_fields=["count(*)"], consistency_level="Strong")
+    return int(res[0]["count(*)"])
+
+
+def _fingerprint(manifest: IndexManifest, scalars: list[ScalarField], opts: MilvusPushOptions, corpus_sha: str) -> str:
+    spec = {
+        "vectors": [manifest.model_key, manifest.model_sha256, manifest.field, manifest.input_sha256, manifest.total],
+        "corpus_sha256": corpus_sha,
+        "scalars": [[f.name, str(f.kind), f.max_length, f.max_capacity] for f in scalars],
+        "index": index_params(opts.index_type, opts.metric, manifest.total),
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _load_rows(path: Path, manifest: IndexManifest) -> tuple[dict[int, CorpusRow], str]:
+    try:
+        rows = {row.id: row for _, row in read_corpus(path)}
+    except CorpusError as exc:
+        raise PushError(str(exc)) from exc
+    return rows, file_sha256(path)
+
+
+def _new_name(client: Any, alias: str) -> str:
+    existing = set(client.list_collections())
+    name = physical_name(alias)
+    while name in existing:  # two pushes within one second: wait for the next timestamp
+        time.sleep(0.5)
+        name = physical_name(alias, datetime.now(UTC))
+    return name
+
+
+def _check_model(alias: str, current: str, meta: CollectionMeta | None, manifest: IndexManifest, allow: bool) -> None:
+    if meta is None or allow:
+        return
+    if (meta.model_key, meta.dim, meta.vector_field) != (manifest.model_key, manifest.dim, manifest.vector_field):
+        raise ModelMismatchError(
+            f"corpus {alias!r} is served by {current} with model {meta.model_key!r} "
+            f"({meta.dim}-d {meta.vector_field}); "
+            f"these vectors come from {manifest.model_key!r} ({manifest.dim}-d {manifest.vector_field}). "
+            "Queries would be encoded with the wrong model: pass --allow-model-change to replace it "
+            "(and point the search configuration at the new model)"
+        )
+
+
+def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPushSummary:
+    started = time.perf_counter()
+    alias = check_corpus_name(opts.corpus)
+    manifest = open_vectors(opts.vectors)
+    corpus_path = opts.input_path or Path(manifest.input_path)
+    rows, corpus_sha = _load_rows(corpus_path, manifest)
+    if corpus_sha != manifest.input_sha256:
+        raise PushError(
+            f"{corpus_path} changed since the vectors in {opts.vectors} were made from it: run `mmsearch index` again"
+        )
+    names = opts.filter_fields
+    if names is None:
+        names = ["category"] if any("category" in r.fields() for r in rows.values()) else []
+    scalars = infer_scalar_fields(names, rows.values())
+    fingerprint = _fingerprint(manifest, scalars, opts, corpus_sha)
+
+    with milvus_client(settings) as client:
+        current = alias_target(client, alias)
+        if current is not None:
+            meta, old_fp = collection_meta(client, current)
+            _check_model(alias, current, meta, manifest, opts.allow_model_change)
+            if old_fp == fingerprint and not opts.force and count_rows(client, current) == manifest.total:
+                return MilvusPushSummary(alias, current, manifest.total, False, [], time.perf_counter() - started, 0.0)
+        new = _new_name(client, alias)
+        meta = CollectionMeta(
+            model_key=manifest.model_key,
+            dim=manifest.dim,
+            vector_field=manifest.vector_field,
+            metric=str(opts.metric),
+            index_type=str(opts.index_type),
+            corpus=alias,
+            count=manifest.total,
+        )
+        props = {**to_properties(meta), FINGERPRINT_KEY: fingerprint}
+        upsert_seconds = _build(client, new, manifest=manifest, opts=opts, rows=rows, scalars=scalars, properties=props)
+        # The switch: from here on searches read the new collection.
+        if current is None:
+            client.create_alias(new, alias)
+        else:
+            client.alter_alias(new, alias)
+        log.info("alias %s now points at %s (was %s)", alias, new, current)
+        dropped = _drop_old(client, alias, keep=new)
+    return MilvusPushSummary(alias, new, manifest.total, True, dropped, time.perf_counter() - started, upsert_seconds)
+
+
+def _build(
+    client: Any,
+    name: str,
+    *,
+    manifest: IndexManifest,
+    opts: MilvusPushOptions,
+    rows: dict[int, CorpusRow],
+    scalars: list[ScalarField],
+    properties: dict[str, str],
+) -> float:
+    """Create, fill and verify `name`; on any failure drop it, so nothing half-built is left behind."""
+    from pymilvus.exceptions import MilvusException
+
+    schema = build_schema(manifest.vector_field, manifest.dim, scalars)
+    client.create_collection(name, schema=schema, properties=properties)
+    try:
+        t0 = time.perf_counter()
+        _upsert_all(client, name, manifest=manifest, opts=opts, rows=rows, scalars=scalars)
+        upsert_seconds = time.perf_counter() - t0
+        client.flush(name)  # index building and counting see only flushed segments
+        params = client.prepare_index_params()
+        spec = index_params(opts.index_type, opts.metric, manifest.total)
+        params.add_index(manifest.vector_field, index_name=manifest.vector_field, **spec)
+        client.create_index(name, params)
+        client.load_collection(name)
+        _verify(client, name, manifest, opts.vectors)
+    except BaseException as exc:
+        log.error("building %s failed (%s); dropping it, the alias is unchanged", name, exc)
+        try:
+            client.drop_collection(name)
+        except MilvusException as drop_exc:  # keep the original error; say what is left over
+            log.error("could not drop the half-built %s: %s (drop it by hand)", name, drop_exc)
+        if isinstance(exc, MilvusException):
+            raise PushError(f"Milvus refused the load into {name}: {getattr(exc, 'message', exc)}") from exc
+        raise
+    return upsert_seconds
+
+
+def _upsert_all(
+    client: Any,
+    name: str,
+    *,
+    manifest: IndexManifest,
+    opts: MilvusPushOptions,
+    rows: dict[int, CorpusRow],
+    scalars: list[ScalarField],
+) -> None:
+    bar = tqdm(total=manifest.total, desc=f"upsert {name}", unit="vec", disable=opts.progress is False)
+    try:
+        for ids, vectors in iter_shards(opts.vectors, manifest):
+            for s in range(0, len(ids), opts.batch_size):  # the last, partial batch included
+                batch = []
+                for rid, vec in zip(
+                    ids[s : s + opts.batch_size].tolist(), vectors[s : s + opts.batch_size], strict=True
+                ):
+                    row = rows.get(rid)
+                    if row is None:
+                        raise PushError(f"vector id {rid} has no row in the corpus {manifest.input_path}")
+                    entity: dict[str, Any] = {"id": rid, manifest.vector_field: vec}
+                    values = row.fields()
+                    for f in scalars:
+                        v = values.get(f.name)
+                        entity[f.name] = f.default() if v is None else v
+                    batch.append(entity)
+                client.upsert(name, batch)
+                bar.update(len(batch))
+    finally:
+        bar.close()
+
+
+def _verify(client: Any, name: str, manifest: IndexManifest, folder: Path) -> None:
+    got = count_rows(client, name)
+    if got != manifest.total:
+        raise PushError(f"{name} holds {got} rows after loading, expected {manifest.total}")
+    # A unit vector scores ~1 against itself under IP and COSINE: catches a wrong field, metric or unloaded index.
+    ids, vectors = next(iter_shards(folder, manifest))
+    hits = client.search(
+        name, data=[vectors[0].tolist()], anns_field=manifest.vector_field, limit=1, output_fields=["id"]
+    )[0]
+    if not hits or float(hits[0]["distance"]) < 0.99:
+        raise PushError(f"{name}: searching for the vector of id {int(ids[0])} did not find it (got {list(hits)})")
+
+
+def _drop_old(client: Any, alias: str, keep: str) -> list[str]:
+    pattern = re.compile(rf"^{re.escape(alias)}__\d{{14}}$")
+    dropped = []
+    for other in client.list_collections():
+        if other != keep and pattern.match(other):
+            client.drop_collection(other)
+            dropped.append(other)
+    if dropped:
+        log.info("dropped the previous physical collection(s) of %s: %s", alias, ", ".join(dropped))
+    return dropped
