@@ -1,0 +1,1 @@
+"""Preprocess, encode and push a corpus in one command (`mmsearch ingest qa|images`)."""

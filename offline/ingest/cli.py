@@ -1,0 +1,189 @@
+"""`mmsearch ingest qa|images`: every offline step for the common case, resumable and idempotent."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.settings import load_settings
+from offline.encode.manifest import ManifestError
+from offline.encode.pipeline import EncodeError
+from offline.ingest.steps import IngestOptions, default_work_dir, run_ingest
+from offline.preprocess.demo import Demo, prepare_demo
+from offline.preprocess.images import preprocess_images
+from offline.preprocess.qa import PreprocessError, QAFormat, QAOptions, parse_field_map, preprocess_qa
+from offline.preprocess.rejects import PreprocessReport
+from offline.push.cli import (
+    allow_option,
+    filter_option,
+    index_option,
+    metric_option,
+    milvus_settings,
+    milvus_uri_option,
+    mongo_db_option,
+    mongo_settings,
+    mongo_uri_option,
+    split_fields,
+)
+from offline.push.errors import PushError
+from offline.push.schema import IndexType, Metric
+
+
+def _common(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("--model", "model_key", required=True, help="Model key in the model repository (e.g. minilm)."),
+        click.option("--corpus", required=True, help="Corpus name: Milvus alias and MongoDB collection (e.g. faq_qa)."),
+        click.option(
+            "--work-dir",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Where the normalised corpus and vector shards are kept (default: var/ingest/<corpus>).",
+        ),
+        click.option(
+            "--repo",
+            type=click.Path(file_okay=False, path_type=Path),
+            default=None,
+            help="Model repository root (default: settings model_repo, env MMSEARCH_MODEL_REPO).",
+        ),
+        click.option("--batch-size", default=32, show_default=True, help="Rows per ONNX Runtime call."),
+        click.option(
+            "--shard-size", default=10_000, show_default=True, help="Rows per vector shard (unit of resuming)."
+        ),
+        filter_option,
+        index_option,
+        metric_option,
+        allow_option,
+        click.option("--skip-mongo", is_flag=True, help="Load Milvus only."),
+        milvus_uri_option,
+        mongo_uri_option,
+        mongo_db_option,
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], PreprocessReport]) -> None:
+    corpus = kw["corpus"]
+    opts = IngestOptions(
+        corpus=corpus,
+        model_key=kw["model_key"],
+        field=field,
+        repo=ModelRepository(kw["repo"] or load_settings().model_repo),
+        work_dir=kw["work_dir"] or default_work_dir(corpus),
+        milvus=milvus_settings(kw["milvus_uri"], None, None),
+        mongo=mongo_settings(kw["mongo_uri"], kw["mongo_database"]),
+        batch_size=kw["batch_size"],
+        shard_size=kw["shard_size"],
+        filter_fields=split_fields(kw["filter_fields"]),
+        index_type=IndexType(kw["index_type"]),
+        metric=Metric(kw["metric"]),
+        allow_model_change=kw["allow_model_change"],
+        skip_mongo=kw["skip_mongo"],
+    )
+    try:
+        report = run_ingest(opts, preprocess)
+    except (PreprocessError, EncodeError, ManifestError, ModelRepoError, PushError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    for line in report.lines:
+        click.echo(line)
+
+
+@click.group()
+def ingest() -> None:
+    """Preprocess, encode and load a corpus into Milvus and MongoDB in one command.
+
+    Re-running with the same input changes nothing; an interrupted run continues where the encoding stopped;
+    the alias switches to the new collection only after it is verified.
+    """
+
+
+@ingest.command("qa")
+@click.option(
+    "--demo",
+    type=click.Choice(["faq", "chatterbot"]),
+    default=None,
+    help="A shipped corpus instead of --input: faq (Zaragoza construction FAQ, CC BY 4.0) or chatterbot.",
+)
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Raw QA file (see `mmsearch preprocess qa --help`).",
+)
+@click.option("--format", "fmt", type=click.Choice([f.value for f in QAFormat]), default="jsonl", show_default=True)
+@click.option("--map", "field_map", default="", help="Field mapping, e.g. question=q,answer=a.")
+@click.option("--category-sep", default="", help="Split string categories on this (format default if empty).")
+@click.option("--ids", type=click.Choice(["field", "sequential"]), default=None, help="Where ids come from.")
+@_common
+def qa_command(
+    *,
+    demo: str | None,
+    input_path: Path | None,
+    fmt: str,
+    field_map: str,
+    category_sep: str,
+    ids: str | None,
+    **kw: Any,
+) -> None:
+    """A QA corpus: questions are encoded (field `question`), documents keep question, answer and category."""
+    if (demo is None) == (input_path is None):
+        raise click.UsageError("give exactly one of --demo or --input")
+    if demo is not None:
+        prepare: Callable[[Path], PreprocessReport] = functools.partial(_demo, demo)
+    else:
+        assert input_path is not None
+        try:
+            opts = QAOptions.for_format(
+                fmt,
+                parse_field_map(field_map),
+                category_sep=category_sep,
+                ids="sequential" if ids == "sequential" else ("field" if ids == "field" else None),
+            )
+        except PreprocessError as exc:
+            raise click.ClickException(str(exc)) from exc
+        prepare = functools.partial(_qa, input_path, opts)
+    _run(kw, "question", prepare)
+
+
+@ingest.command("images")
+@click.option("--demo", type=click.Choice(["photos"]), default=None, help="The scikit-image sample photos.")
+@click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None, help="Image folder.")
+@click.option("--base-url", default=None, help="URL prefix the images are served under (photos demo: file:// URLs).")
+@_common
+def images_command(*, demo: str | None, folder: Path | None, base_url: str | None, **kw: Any) -> None:
+    """An image corpus: images are encoded with an image model (field `image`); documents keep name, url, image."""
+    if (demo is None) == (folder is None):
+        raise click.UsageError("give exactly one of --demo or --dir")
+    if folder is not None and not base_url:
+        raise click.UsageError("--base-url is required with --dir")
+    if demo is not None:
+        work = kw["work_dir"] or default_work_dir(kw["corpus"])
+        prepare: Callable[[Path], PreprocessReport] = functools.partial(_photos, work / "raw", base_url)
+    else:
+        assert folder is not None
+        assert base_url is not None
+        prepare = functools.partial(_images, folder, base_url)
+    _run(kw, "image", prepare)
+
+
+def _demo(demo: str, out: Path) -> PreprocessReport:
+    return prepare_demo(Demo(demo), out)
+
+
+def _qa(path: Path, opts: QAOptions, out: Path) -> PreprocessReport:
+    return preprocess_qa(path, out, opts)
+
+
+def _photos(work: Path, base_url: str | None, out: Path) -> PreprocessReport:
+    return prepare_demo(Demo.PHOTOS, out, work_dir=work, base_url=base_url)
+
+
+def _images(folder: Path, base_url: str, out: Path) -> PreprocessReport:
+    return preprocess_images(folder, base_url, out)

@@ -1,0 +1,99 @@
+"""The ingest sequence: preprocess -> index (resumable) -> MongoDB upsert -> Milvus build + alias switch -> prune.
+
+Documents go to MongoDB before the alias switch, so every id the new collection can return has its document;
+documents of ids that left the corpus are removed only after the switch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mmsearch.model_repo import ModelRepository
+from mmsearch.settings import MilvusSettings, MongoSettings
+from offline.encode.pipeline import encode_corpus
+from offline.preprocess.rejects import PreprocessReport
+from offline.push.milvus_push import MilvusPushOptions, push_milvus
+from offline.push.mongo_push import push_mongo
+from offline.push.schema import IndexType, Metric, check_corpus_name
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    corpus: str
+    model_key: str
+    field: str
+    repo: ModelRepository
+    work_dir: Path
+    milvus: MilvusSettings
+    mongo: MongoSettings
+    batch_size: int = 32
+    shard_size: int = 10_000
+    filter_fields: list[str] | None = None
+    index_type: IndexType = IndexType.HNSW
+    metric: Metric = Metric.IP
+    allow_model_change: bool = False
+    skip_mongo: bool = False
+    providers: list[str] | None = None
+
+
+@dataclass
+class IngestReport:
+    lines: list[str] = field(default_factory=list)
+
+    def add(self, step: str, text: str) -> None:
+        log.info("%s: %s", step, text)
+        self.lines.append(f"{step}: {text}")
+
+
+def default_work_dir(corpus: str) -> Path:
+    return Path("var") / "ingest" / corpus
+
+
+def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessReport]) -> IngestReport:
+    """`preprocess` writes the normalised corpus to the path it is given and reports what it rejected."""
+    check_corpus_name(opts.corpus)
+    report = IngestReport()
+    corpus_file = opts.work_dir / "corpus.jsonl"
+    pre = preprocess(corpus_file)
+    report.add("preprocess", pre.summary())
+    if pre.written == 0:
+        from offline.push.errors import PushError
+
+        raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
+    vectors = opts.work_dir / f"vectors-{opts.model_key}"
+    enc = encode_corpus(
+        corpus_file,
+        opts.repo,
+        opts.model_key,
+        opts.field,
+        vectors,
+        batch_size=opts.batch_size,
+        shard_size=opts.shard_size,
+        providers=opts.providers,
+    )
+    report.add("index", enc.text())
+    if not opts.skip_mongo:
+        mongo = push_mongo(opts.mongo, corpus_file, opts.corpus)
+        report.add("mongo", mongo.text())
+    milvus = push_milvus(
+        opts.milvus,
+        MilvusPushOptions(
+            vectors=vectors,
+            corpus=opts.corpus,
+            filter_fields=opts.filter_fields,
+            index_type=opts.index_type,
+            metric=opts.metric,
+            allow_model_change=opts.allow_model_change,
+        ),
+    )
+    report.add("milvus", milvus.text())
+    if not opts.skip_mongo:
+        pruned = push_mongo(opts.mongo, corpus_file, opts.corpus, prune=True, progress=False)
+        if pruned.pruned:
+            report.add("mongo", f"removed {pruned.pruned} documents no longer in the corpus")
+    return report
