@@ -31,7 +31,7 @@ def _compose() -> dict[str, Any]:
 def _k8s_docs() -> list[dict[str, Any]]:
     docs: list[dict[str, Any]] = []
     for path in sorted(K8S.rglob("*.yaml")):
-        if path.name == "kustomization.yaml" or "helm-values" in path.parts:
+        if path.name == "kustomization.yaml" or {"helm-values", "patches"} & set(path.parts):
             continue
         docs += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return docs
