@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -17,6 +18,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from services.search.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 StageKind = Literal["qp", "match", "rank", "summary"]
 STAGE_ORDER: tuple[StageKind, ...] = ("qp", "match", "rank", "summary")
@@ -278,7 +281,8 @@ def resolve(
 
     for name, ed in experiments.items():
         if name not in referenced:
-            problems.append(f"experiment {name!r} (layer {ed.layer_name!r}) is not used by any layer")
+            # Allowed (an experiment ramped down to nothing stays defined), but said, since it may be a typo.
+            log.warning("experiment %r (layer %r) is not used by any layer", name, ed.layer_name)
     if problems:
         raise ConfigError(problems)
     return RuntimeConfig(scenes=scenes, text=text, origin=origin, digest=hashlib.sha256(text.encode()).hexdigest()[:12])

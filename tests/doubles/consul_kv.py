@@ -142,7 +142,10 @@ def _make_handler(kv: ConsulKVDouble) -> type[BaseHTTPRequestHandler]:
                 self.send_header("X-Consul-KnownLeader", "true")
                 self.send_header("X-Consul-LastContact", "0")
             self.end_headers()
-            self.wfile.write(body)
+            try:
+                self.wfile.write(body)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client gave up on a blocking query (it is shutting down): nothing to answer
 
         def do_GET(self) -> None:
             key, q = self._key()
