@@ -12,6 +12,7 @@ Bound to 127.0.0.1 only. `stop()` then `start()` on the same port simulates an o
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 import threading
@@ -142,10 +143,9 @@ def _make_handler(kv: ConsulKVDouble) -> type[BaseHTTPRequestHandler]:
                 self.send_header("X-Consul-KnownLeader", "true")
                 self.send_header("X-Consul-LastContact", "0")
             self.end_headers()
-            try:
+            # A client that gave up on a blocking query (shutting down) needs no answer.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                 self.wfile.write(body)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up on a blocking query (it is shutting down): nothing to answer
 
         def do_GET(self) -> None:
             key, q = self._key()
