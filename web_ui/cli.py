@@ -40,6 +40,8 @@ def command(
     from web_ui.app import MULTIPART_SLACK_BYTES, create_app
 
     settings = load_settings()
+    # One INFO line per proxied request from httpx is noise next to waitress' own log.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     overrides = {
         key: value
         for key, value in {

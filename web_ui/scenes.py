@@ -26,8 +26,10 @@ def _short(name: object) -> str | None:
 def _state(value: object) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"enabled": value}
-    if isinstance(value, str):
-        return {"enabled": value.lower() in ("ok", "ready", "enabled", "true"), "message": value}
+    if isinstance(value, str):  # "enabled", or the reason the scene is disabled
+        if value.lower() in ("ok", "ready", "enabled", "true"):
+            return {"enabled": True}
+        return {"enabled": False, "message": value[:500]}
     if isinstance(value, dict):
         enabled = value.get("enabled", value.get("ready", value.get("ok")))
         message = value.get("reason") or value.get("message") or value.get("hint") or value.get("detail")
@@ -39,8 +41,12 @@ def _state(value: object) -> dict[str, Any]:
 
 
 def scene_states(ready: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """{"qa": {"enabled": bool | None, "message"?: str}, ...} for the scenes /ready mentions."""
-    raw = ready.get("scenes")
+    """{"qa": {"enabled": bool | None, "message"?: str}, ...} for the scenes /ready mentions.
+
+    The search service reports {"config": {"scenes": {"textToImage": "enabled" | "<why it is disabled>"}}}.
+    """
+    config = ready.get("config")
+    raw = config.get("scenes") if isinstance(config, dict) and "scenes" in config else ready.get("scenes")
     out: dict[str, dict[str, Any]] = {}
     if isinstance(raw, dict):
         for name, value in raw.items():

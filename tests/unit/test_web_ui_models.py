@@ -151,3 +151,21 @@ def test_scene_states_from_ready() -> None:
     assert states["t2i"] == {"enabled": False, "message": "no CLIP model in the repository"}
     assert states["i2i"] == states["t2i"]
     assert scene_states({"ready": False}) == {}
+
+
+def test_scene_states_from_the_search_services_config_block() -> None:
+    ready = {
+        "ready": True,
+        "config": {
+            "scenes": {
+                "questionAnswer": "enabled",
+                "textToImage": "model 'clip-text' is not in the model repository: run mmsearch export clip",
+                "imageToImage": "enabled",
+            }
+        },
+    }
+    states = scene_states(ready)
+    assert states["qa"] == {"enabled": True}
+    assert states["t2i"]["enabled"] is False
+    assert "mmsearch export clip" in states["t2i"]["message"]
+    assert states["i2i"] == {"enabled": True}

@@ -461,10 +461,13 @@
         setState(panel, "error", "Type something to search for.");
         return;
       }
+      const request = { query, userId, debug: debugOn(), pins: debugOn() ? readPins() : {} };
+      const categoryInput = form.querySelector('input[name="category"]');
+      if (categoryInput && categoryInput.value.trim()) request.category = categoryInput.value.trim();
       runSearch(panel, {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ query, userId, debug: debugOn(), pins: debugOn() ? readPins() : {} }),
+        body: JSON.stringify(request),
       });
     });
   }
