@@ -27,6 +27,7 @@ from services.tokenizer.client import TokenizerClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+NOT_LOADED = 101  # pymilvus: collection not loaded
 
 
 async def _bounded(dep: Dependency, make: Awaitable[T], timeout: float, metrics: SearchMetrics | None) -> T:
@@ -113,6 +114,9 @@ class _Blocking:
     def _is_unavailable(self, exc: Exception) -> bool:
         raise NotImplementedError
 
+    def _is_store_error(self, exc: Exception) -> bool:
+        raise NotImplementedError
+
     async def run(self, fn: Callable[[Any], T]) -> T:
         def work() -> T:
             client = self._get()
@@ -129,7 +133,8 @@ class _Blocking:
         except DependencyUnavailableError:
             raise
         except Exception as exc:
-            if not self._is_unavailable(exc):
+            # Any failure of the store itself (not a bug of ours) is the dependency's: 503 naming it.
+            if not (self._is_unavailable(exc) or self._is_store_error(exc)):
                 raise
             if self.metrics:
                 self.metrics.dependency_errors.labels(self.dep).inc()
@@ -168,14 +173,20 @@ class MilvusVectorStore(_Blocking):
         # everything that is not an answer (connection refused, gRPC unavailable, timeout) is unavailability.
         return not isinstance(exc, MilvusException) or exc.code in (-1, 1, 2, 4) or "connect" in str(exc).lower()
 
+    def _is_store_error(self, exc: Exception) -> bool:
+        import grpc
+        from pymilvus.exceptions import MilvusException
+
+        return isinstance(exc, MilvusException | grpc.RpcError)
+
     async def search(self, req: AnnSearch) -> list[AnnHit]:
         out_fields = [req.vector_field] if req.with_vectors else []
         params: dict[str, Any] = {"params": dict(req.search_params)}
         if req.metric_type:
             params["metric_type"] = req.metric_type
 
-        def go(client: Any) -> list[AnnHit]:
-            res = client.search(
+        def search(client: Any) -> Any:
+            return client.search(
                 req.collection,
                 data=[list(req.vector)],
                 anns_field=req.vector_field,
@@ -185,6 +196,19 @@ class MilvusVectorStore(_Blocking):
                 search_params=params,
                 timeout=self.timeout,
             )
+
+        def go(client: Any) -> list[AnnHit]:
+            from pymilvus.exceptions import MilvusException
+
+            try:
+                res = search(client)
+            except MilvusException as exc:
+                # A restarted Milvus may come back with the collection released: load it again, once.
+                if exc.code != NOT_LOADED and "load()" not in str(exc):
+                    raise
+                log.warning("collection %s was not loaded in Milvus; loading it", req.collection)
+                client.load_collection(req.collection, timeout=self.timeout)
+                res = search(client)
             hits = []
             for h in res[0]:
                 vec = None
@@ -227,6 +251,11 @@ class MongoDocumentStore(_Blocking):
         from pymongo.errors import ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
 
         return isinstance(exc, ConnectionFailure | ServerSelectionTimeoutError | ExecutionTimeout | OSError)
+
+    def _is_store_error(self, exc: Exception) -> bool:
+        from pymongo.errors import PyMongoError
+
+        return isinstance(exc, PyMongoError)
 
     async def fetch(self, collection: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]:
         projection = {f: 1 for f in fields} | {"queryid": 1, "_id": 0}

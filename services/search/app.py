@@ -158,9 +158,12 @@ class SearchService:
         cfg = self.manager.current
         checks["config"] = "ok" if cfg else f"no config loaded: {self.manager.source_state}"
         not_ready = sorted(k for k, v in checks.items() if v != "ok")
+        # Serving a last good config while Consul is away is degraded, not unready: traffic is still answered.
+        degraded = [] if self.manager.source_state.startswith("watching") else [self.manager.source_state]
         body: dict[str, Any] = {
             "ready": not not_ready,
             "notReady": not_ready,
+            "degraded": degraded,
             "checks": checks,
             "config": {
                 "origin": cfg.origin if cfg else None,
@@ -191,6 +194,25 @@ def _item_model(it: Item) -> SearchItemModel:
 
 def _error(status: int, kind: str, message: str, dependency: str | None = None) -> JSONResponse:
     return JSONResponse(ErrorBody(error=kind, message=message, dependency=dependency).model_dump(), status_code=status)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SearchError)
+    async def _search_error(request: Request, exc: SearchError) -> JSONResponse:
+        if isinstance(exc, DependencyUnavailableError):
+            return _error(503, "dependency_unavailable", exc.message, exc.dependency)
+        kinds = {
+            InvalidQueryError: "invalid_query",
+            SceneNotFoundError: "unknown_scene",
+            SceneDisabledError: "scene_disabled",
+        }
+        return _error(exc.status_code, kinds.get(type(exc), "search_error"), exc.message)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours: logged with its traceback, answered in the one error shape (never a bare text 500).
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", f"internal error ({type(exc).__name__}); see the search service log")
 
 
 def _default_deps(settings: Settings, metrics: SearchMetrics) -> Deps:
@@ -248,16 +270,7 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
     )
     app.state.metrics = metrics
 
-    @app.exception_handler(SearchError)
-    async def _search_error(request: Request, exc: SearchError) -> JSONResponse:
-        if isinstance(exc, DependencyUnavailableError):
-            return _error(503, "dependency_unavailable", exc.message, exc.dependency)
-        kinds = {
-            InvalidQueryError: "invalid_query",
-            SceneNotFoundError: "unknown_scene",
-            SceneDisabledError: "scene_disabled",
-        }
-        return _error(exc.status_code, kinds.get(type(exc), "search_error"), exc.message)
+    _install_error_handlers(app)
 
     @app.post("/qa/user/{user_id}", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
     async def qa(user_id: UserId, body: SearchRequest, svc: Svc) -> SearchResponse:

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from mmsearch.model_repo import ModelRepository
 from tests.doubles.consul_kv import ConsulKVDouble
-from tests.fixtures.search import AB_CONFIG, FaqCorpus, RunningSearch, Stores, http_ok
+from tests.fixtures.search import AB_CONFIG, CONSUL_KEY, FaqCorpus, RunningSearch, Stores, http_ok, start_search
 
 pytestmark = pytest.mark.integration
 
@@ -224,3 +226,58 @@ def test_mongodb_down_is_503_naming_it_and_recovers(search_service: RunningSearc
         search_stores.start_mongo()
     _wait_for("search works again", lambda: search_service.post("/qa/user/5", {"query": "building permit"})[0] == 200)
     assert http_ok(search_service.url + "/ready")
+
+
+def test_consul_unreachable_at_start_serves_last_good_and_follows_consul_when_back(  # noqa: PLR0917 - fixtures
+    model_repo: ModelRepository,
+    tokenizer_target: str,
+    model_server_target: str,
+    search_stores: Stores,
+    faq_corpus: FaqCorpus,
+    tmp_path: Path,
+) -> None:
+    down = ConsulKVDouble().start()
+    port = down.port
+    down.stop()  # nothing listens on this port now
+    (tmp_path / "last-good-config.yaml").write_text(_config_with(rank_qa_dummy=1.0))
+    with start_search(
+        repo=model_repo.root,
+        tokenizer_target=tokenizer_target,
+        model_server_target=model_server_target,
+        milvus_uri=search_stores.milvus_uri,
+        mongo_uri=search_stores.mongo_uri,
+        consul=down,
+        consul_key=CONSUL_KEY,
+        work_dir=tmp_path,
+    ) as search:
+        status, ready = search.get("/ready")
+        assert status == 200, ready
+        assert str(ready["config"]["origin"]).startswith("last-good:")  # type: ignore[index]
+        assert "unreachable" in str(ready["degraded"])
+        assert search.post("/qa/user/1", {"query": "permit"})[1]["experiments"]["rank.qa"] == "rank.qa.dummy"  # type: ignore[index]
+        back = ConsulKVDouble(port=port).start()
+        try:
+            back.put(CONSUL_KEY, _config_with(rank_qa_mmr=1.0))
+            _wait_for(
+                "the Consul config served",
+                lambda: search.post("/qa/user/1", {"query": "permit"})[1]["experiments"]["rank.qa"] == "rank.qa.mmr",  # type: ignore[index]
+            )
+            status, ready = search.get("/ready")
+            assert ready["degraded"] == []
+            assert ready["config"]["origin"] == f"consul:{CONSUL_KEY}"  # type: ignore[index]
+            # The new config is the last good one now.
+            assert "rank.qa.mmr" in (tmp_path / "last-good-config.yaml").read_text()
+        finally:
+            back.stop()
+
+
+def test_milvus_down_is_503_naming_it_and_recovers(search_service: RunningSearch, search_stores: Stores) -> None:
+    search_stores.stop_milvus()
+    try:
+        status, body = search_service.post("/qa/user/5", {"query": "building permit"})
+        assert status == 503
+        assert body["dependency"] == "milvus"
+        assert "milvus" in search_service.get("/ready")[1]["notReady"]  # type: ignore[operator]
+    finally:
+        search_stores.start_milvus()
+    _wait_for("search works again", lambda: search_service.post("/qa/user/5", {"query": "building permit"})[0] == 200)
