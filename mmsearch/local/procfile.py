@@ -44,10 +44,12 @@ def stack_env(plan: StackPlan) -> dict[str, str]:
         "MMSEARCH_WEB__HOST": LOOPBACK,
         "MMSEARCH_WEB__PORT": str(p.web),
         "MMSEARCH_WEB__SEARCH_URL": plan.search_url,
-        "MMSEARCH_WEB__IMAGE_DIR": str(plan.photos_dir),
         # Output goes through a pipe to honcho: flush every line so logs are live.
         "PYTHONUNBUFFERED": "1",
     }
+    if plan.text_to_image:
+        # The web UI serves the demo photos at /images/<file name>, the URLs the photos corpus was ingested with.
+        env["MMSEARCH_WEB__IMAGE_DIR"] = str(plan.photos_dir)
     return env
 
 

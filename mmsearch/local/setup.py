@@ -39,13 +39,20 @@ def wait_for(what: str, check: Callable[[], bool], *, timeout: float, log_file: 
 
 
 def ingest_command(plan: StackPlan, corpus: Corpus) -> list[str]:
-    mmsearch = str(plan.bin_dir / "mmsearch")
-    work = plan.var_dir / "ingest" / corpus.name
+    """`mmsearch ingest` for a demo corpus, against the stack's stores and model repository (env of the stack)."""
+    cmd = [str(plan.bin_dir / "mmsearch"), "ingest", corpus.kind]
     if corpus.kind == "qa":
-        return [mmsearch, "ingest", "qa", "--input", str(corpus.source), "--corpus", corpus.name,
-                "--model", corpus.model_key, "--work-dir", str(work)]  # fmt: skip
-    return [mmsearch, "ingest", "images", "--dir", str(corpus.source), "--base-url", f"{plan.web_url}/images",
-            "--corpus", corpus.name, "--model", corpus.model_key, "--work-dir", str(work)]  # fmt: skip
+        # The raw FAQ keeps the package's field names (see offline.datasets.faq.FIELD_MAP).
+        cmd += ["--input", str(corpus.source), "--format", "jsonl", "--map", "question=q,answer=a,category=category"]
+    else:
+        # The web UI serves the photo folder at /images/<file name> (settings.web.image_dir).
+        cmd += ["--dir", str(corpus.source), "--base-url", f"{plan.web_url}/images"]
+    return [
+        *cmd,
+        *("--corpus", corpus.name, "--model", corpus.model_key),
+        *("--repo", str(plan.model_repo), "--work-dir", str(plan.var_dir / "ingest" / corpus.name)),
+        *("--milvus-uri", plan.milvus_uri, "--mongo-uri", plan.mongo_uri),
+    ]
 
 
 def load_corpus(plan: StackPlan, corpus: Corpus, repo: ModelRepository, database: str) -> int:

@@ -1,0 +1,98 @@
+"""The local stack through the same code path as the README's first command (`mmsearch local up`)."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmsearch.model_repo import ModelRepository
+from tests.fixtures.stack import LocalStack, model_repo_with_minilm, start_local_stack
+
+pytestmark = pytest.mark.integration
+
+
+def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - loopback URL of our own stack
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback URL of our own stack
+        data: dict[str, Any] = json.loads(resp.read())
+    return data
+
+
+def assert_reference_item(item: dict[str, Any]) -> None:
+    assert set(item) >= {
+        "id",
+        "originalRetrievalScoreMap",
+        "finalRetrievalScore",
+        "originalRankingScoreMap",
+        "finalRankingScore",
+        "score",
+        "summary",
+    }
+    assert isinstance(item["id"], str)
+    assert item["id"].isdigit()
+    assert "ann_matcher" in item["originalRetrievalScoreMap"]
+
+
+def test_qa_answers_from_the_demo_faq(local_stack: LocalStack) -> None:
+    query = "how do I apply for a building permit"
+    reply = post_json(f"{local_stack.search_url}/qa/user/10", {"query": query})
+    assert reply["queryModel"]["query"] == query
+    [items] = reply["searchItemModels"]
+    assert items, "the demo FAQ returned no answers"
+    for item in items:
+        assert_reference_item(item)
+        assert set(item["summary"]) >= {"question", "answer", "category"}
+    # Answers come from the demo FAQ the stack wrote, and the real MiniLM ranks a permit question at the top.
+    faq = [json.loads(line) for line in (local_stack.plan.demo_dir / "faq-en.raw.jsonl").read_text().splitlines()]
+    by_id = {str(row["id"]): row for row in faq}
+    for item in items:
+        assert item["summary"]["question"] == by_id[item["id"]]["q"]
+    assert "permit" in items[0]["summary"]["question"].lower()
+
+
+def test_text_to_image_is_on_with_a_clip_source(local_stack: LocalStack) -> None:
+    assert local_stack.ready.text_to_image
+    assert local_stack.ready.loaded["photos"] > 0
+    reply = post_json(f"{local_stack.search_url}/t2i/user/10", {"query": "a cat"})
+    [items] = reply["searchItemModels"]
+    assert items
+    for item in items:
+        assert_reference_item(item)
+        assert item["summary"]["url"].startswith(f"{local_stack.web_url}/images/")
+    # The web UI serves the photo the result points at.
+    with urllib.request.urlopen(items[0]["summary"]["url"], timeout=10) as resp:  # noqa: S310 - our loopback UI
+        assert resp.headers["Content-Type"].startswith("image/")
+
+
+def test_every_process_logs_to_one_place_and_binds_loopback(local_stack: LocalStack) -> None:
+    for name in ("milvus", "mongo", "tokenizer", "model", "setup", "search", "web", "honcho"):
+        assert local_stack.log_text(name), f"no log for {name}"
+    assert "mmsearch is up" in local_stack.output_text()
+    assert "setup     | " in local_stack.output_text()  # honcho's prefixed output
+    plan = local_stack.plan
+    assert plan.search_url.startswith("http://127.0.0.1:")
+    assert plan.milvus_uri.startswith("http://127.0.0.1:")
+
+
+def test_second_start_reuses_models_and_data(tmp_path: Path, model_repo: ModelRepository) -> None:
+    repo_dir = model_repo_with_minilm(tmp_path / "models", model_repo)
+    var_dir = tmp_path / "var"
+    with start_local_stack(var_dir, repo_dir) as first:
+        assert "faq_qa: ingesting" in first.log_text("setup")
+        assert "Text-to-image is OFF" in first.output_text()
+        assert not first.ready.text_to_image
+        count = first.ready.loaded["faq_qa"]
+    first_output = first.output_text()
+    assert "local stack stopped" in first_output
+    with start_local_stack(var_dir, repo_dir) as second:
+        second_run = second.output_text()[len(first_output) :]
+        assert f"faq_qa: already loaded ({count} documents, model minilm), skipping ingest" in second_run
+        assert "exporting" not in second_run
+        reply = post_json(f"{second.search_url}/qa/user/10", {"query": "building permit"})
+        assert reply["searchItemModels"][0]
