@@ -78,6 +78,9 @@ def summarize(samples: Sequence[Sample]) -> dict[str, object]:
         "p50_ms": round(percentile(ok, 50) * 1000, 2),
         "p99_ms": round(percentile(ok, 99) * 1000, 2),
         "max_ms": round(max(ok, default=0.0) * 1000, 2),
+        # How fast the failures were (a 503 must come back quickly, not at the client's timeout).
+        "failed_p50_ms": round(percentile([s.seconds for s in failed], 50) * 1000, 2),
+        "failed_max_ms": round(max((s.seconds for s in failed), default=0.0) * 1000, 2),
     }
 
 

@@ -1,0 +1,107 @@
+"""Faults under load: kill (SIGKILL) and restart, one at a time, the tokenizer, the model server, Milvus (milvus-lite
+server) and MongoDB (SecantusDB) while clients query the search service.
+
+While a dependency is down every request must fail fast with 503 naming it: no request may take longer than the
+configured per-stage timeout plus a margin for the other stages (measured per request). After the dependency is
+back the search service must recover by itself (no restart). Failed requests per fault and seconds to recovery go
+to the report.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fixtures.resilience import FaultStack
+from tests.resilience.load import LoadHandle, Sample, faq_bodies, load, summarize
+from tests.resilience.report import record
+
+pytestmark = pytest.mark.resilience
+
+CLIENTS = 8
+WARM_SECONDS = 3.0
+DOWN_SECONDS = 5.0
+SETTLE_SECONDS = 0.5  # requests already past the dependency when it died may still succeed
+STEADY_SECONDS = 2.0  # recovered = this long (and STEADY_REQUESTS) of only successful requests
+STEADY_REQUESTS = 10
+MAX_WAIT_FOR_RECOVERY = 60.0  # a bound on the loop, not a speed requirement: failing it means "did not recover"
+# A request that fails on a dead dependency also ran the stages before it (tokenizing, encoding, search): on two
+# shared cores under load those take up to about a second.
+MARGIN_SECONDS = 1.5
+
+
+def _recovered_since(handle: LoadHandle, back: float) -> float | None:
+    """Start of the final run of successes after `back` if it is long enough to call the service recovered."""
+    after = sorted(handle.since(back), key=lambda s: s.start)
+    failures = [s for s in after if not s.ok]
+    # A request that started before the last failure ended may still be in flight: count from the failure's end.
+    streak_start = max((s.end for s in failures), default=back)
+    streak = [s for s in after if s.start >= streak_start]
+    if len(streak) >= STEADY_REQUESTS and handle.now() - streak_start >= STEADY_SECONDS and all(s.ok for s in streak):
+        return streak_start
+    return None
+
+
+@pytest.mark.parametrize("dependency", ["tokenizer", "model server", "milvus", "mongodb"])
+def test_killed_dependency_fails_fast_with_503_naming_it_and_search_recovers(
+    fault_stack: FaultStack, dependency: str
+) -> None:
+    part = fault_stack.parts()[dependency]
+    questions = list(fault_stack.corpus.questions.values())
+    seconds = WARM_SECONDS + DOWN_SECONDS + MAX_WAIT_FOR_RECOVERY + 120.0  # includes the restart itself
+    recovered_at: float | None = None
+    with load(fault_stack.search.url, clients=CLIENTS, seconds=seconds, body=faq_bodies(questions)) as handle:
+        time.sleep(WARM_SECONDS)
+        warm = handle.snapshot()
+        assert warm, "no request finished during warm-up"
+        assert all(s.ok for s in warm), f"the stack failed before the fault: {[s for s in warm if not s.ok][:3]}"
+        killed = handle.now()
+        part.kill()
+        time.sleep(DOWN_SECONDS)
+        restart = handle.now()
+        part.start()  # returns once the dependency itself answers its readiness probe
+        back = handle.now()
+        deadline = time.monotonic() + MAX_WAIT_FOR_RECOVERY
+        while recovered_at is None and time.monotonic() < deadline:
+            time.sleep(0.25)
+            recovered_at = _recovered_since(handle, back)
+    samples = handle.snapshot()
+
+    down = [s for s in samples if s.start >= killed + SETTLE_SECONDS and s.end <= restart]
+    failed = [s for s in samples if s.start >= killed - 1.0 and not s.ok]
+    bound = fault_stack.stage_timeout + MARGIN_SECONDS
+    figures = {
+        "dependency": dependency,
+        "clients": CLIENTS,
+        "down_seconds": round(restart - killed, 2),
+        "restart_seconds": round(back - restart, 2),
+        "requests_while_down": len(down),
+        "failed_requests": len(failed),
+        "while_down": summarize(down),
+        "slowest_while_down_ms": round(max((s.seconds for s in down), default=0.0) * 1000, 1),
+        "timeout_bound_ms": round(bound * 1000),
+        "stage_timeout_ms": round(fault_stack.stage_timeout * 1000),
+        "recovery_seconds": round(recovered_at - back, 2) if recovered_at is not None else None,
+        "failures_after_back": sum(1 for s in samples if s.start >= back and not s.ok),
+    }
+    record(f"fault.{dependency.replace(' ', '_')}", figures)
+
+    assert down, "no request ran entirely while the dependency was down"
+    wrong = [s for s in down if s.status != 503 or s.dependency != dependency]
+    assert not wrong, (
+        f"while {dependency} was down, {len(wrong)} of {len(down)} answers were not 503 naming it: "
+        + str(_examples(wrong))
+    )
+    slow = [s for s in down if s.seconds > bound]
+    assert not slow, (
+        f"{len(slow)} requests took longer than {bound:.1f}s while {dependency} was down: {_examples(slow)}"
+    )
+    assert recovered_at is not None, (
+        f"the search service did not recover within {MAX_WAIT_FOR_RECOVERY:.0f}s of {dependency} coming back; "
+        f"failures since: {_examples([s for s in samples if s.start >= back and not s.ok])}"
+    )
+
+
+def _examples(samples: list[Sample], n: int = 3) -> list[tuple[int, str | None, str | None, float]]:
+    return [(s.status, s.dependency, s.error, round(s.seconds, 2)) for s in samples[:n]]
