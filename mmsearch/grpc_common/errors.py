@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -47,6 +48,9 @@ class RpcRunner:
         code = grpc.StatusCode.OK
         try:
             return await body()
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED  # the caller gave up (deadline, disconnect)
+            raise
         except RpcStatusError as exc:
             code = exc.code
             self.log.info("%s %s -> %s: %s", method, model, exc.code.name, exc.message)

@@ -108,6 +108,12 @@ class ModelRegistry:
     async def load_all(self) -> None:
         keys = self.repo.keys()
         log.info("model repository %s: %s", self.repo.root, ", ".join(keys) or "empty")
+        # Every model is listed (state "loading", health NOT_SERVING) before the first one is ready.
+        for key in keys:
+            self._set_state(
+                self.entries.setdefault(key, ModelEntry(key=key, state=ModelState.LOADING)), ModelState.LOADING
+            )
+            await self._set_health(key, False)
         for key in keys:
             await self.load(key)
 
