@@ -13,7 +13,17 @@ import yaml
 
 from mmsearch.model_repo import ModelRepository
 from tests.doubles.consul_kv import ConsulKVDouble
-from tests.fixtures.search import AB_CONFIG, CONSUL_KEY, FaqCorpus, RunningSearch, Stores, http_ok, start_search
+from tests.fixtures.search import (
+    AB_CONFIG,
+    CONSUL_KEY,
+    FaqCorpus,
+    PhotoCorpus,
+    RunningSearch,
+    Stores,
+    http_ok,
+    start_search,
+    tiny_clip_config,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -281,3 +291,48 @@ def test_milvus_down_is_503_naming_it_and_recovers(search_service: RunningSearch
     finally:
         search_stores.start_milvus()
     _wait_for("search works again", lambda: search_service.post("/qa/user/5", {"query": "building permit"})[0] == 200)
+
+
+def test_image_scenes_with_the_tiny_clip_towers(
+    search_service: RunningSearch, consul_kv: ConsulKVDouble, photo_corpus: PhotoCorpus
+) -> None:
+    """Random-weight CLIP: meanings are noise, but an image searched by itself must come back first."""
+    import httpx
+
+    consul_kv.put(search_service.consul_key, tiny_clip_config())
+    try:
+        _wait_for(
+            "image scenes enabled",
+            lambda: search_service.get("/ready")[1]["config"]["scenes"]["imageToImage"] == "enabled",  # type: ignore[index]
+        )
+        pid, path = next(iter(photo_corpus.files.items()))
+        with httpx.Client(base_url=search_service.url, timeout=30) as http:
+            r = http.post(
+                "/i2i/user/10",
+                files={"image": (path.name, path.read_bytes(), "image/jpeg")},
+                data={"useDebug": "true", "topK": "3"},
+            )
+            assert r.status_code == 200, r.text
+            body = r.json()
+            items = _items(body)
+            assert len(items) == 3
+            assert items[0]["id"] == pid
+            assert items[0]["summary"]["name"] == path.name
+            assert set(items[0]["summary"]) == {"name", "url"}
+            assert set(body["debug"]["stageMs"]) == {"qp.i2i", "match.i2i", "rank.i2i", "summary.i2i"}
+            # Not an image: 415; too large: 413 (limit search.max_upload_mb); nothing fetched from URLs.
+            r = http.post("/i2i/user/10", files={"image": ("x.txt", b"http://example.com/a.jpg", "text/plain")})
+            assert r.status_code == 415
+            big = b"\xff\xd8\xff" + b"0" * (8 * 1024 * 1024 + 1)
+            r = http.post("/i2i/user/10", files={"image": ("big.jpg", big, "image/jpeg")})
+            assert r.status_code == 413
+            r = http.post("/i2i/user/10", files={"image": ("bad.jpg", b"\xff\xd8\xff garbage", "image/jpeg")})
+            assert r.status_code == 422
+            assert "image" in r.json()["message"]
+        status, body = search_service.post("/t2i/user/10", {"query": "a cat on a sofa", "topK": 4})
+        assert status == 200, body
+        items = _items(body)
+        assert len(items) == 4
+        assert all(i["id"] in photo_corpus.names for i in items)
+    finally:
+        consul_kv.put(search_service.consul_key, AB_CONFIG.read_text())
