@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,8 @@ def stack_env(plan: StackPlan) -> dict[str, str]:
         "MMSEARCH_MODEL_SERVER__HOST": LOOPBACK,
         "MMSEARCH_MODEL_SERVER__PORT": str(p.model),
         "MMSEARCH_MODEL_SERVER__METRICS_PORT": str(p.model_metrics),
-        # The local stack shares 2-4 cores between every process: keep ONNX Runtime from taking them all.
-        "MMSEARCH_MODEL_SERVER__INTRA_OP_THREADS": "2",
+        # Every process of the stack shares this machine: keep ONNX Runtime to half the cores.
+        "MMSEARCH_MODEL_SERVER__INTRA_OP_THREADS": str(max(1, (os.cpu_count() or 2) // 2)),
         "MMSEARCH_SEARCH__HOST": LOOPBACK,
         "MMSEARCH_SEARCH__PORT": str(p.search),
         "MMSEARCH_SEARCH__TOKENIZER_TARGET": f"{LOOPBACK}:{p.tokenizer}",
