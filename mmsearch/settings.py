@@ -48,6 +48,10 @@ class ModelServerSettings(BaseModel):
     max_batch_size: int = 32
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 512
+    # Batches of one model that may run at once (each is one ORT call); >1 overlaps ORT with the event loop.
+    batch_concurrency: int = 1
+    # ORT worker threads spin while waiting for work: lower latency on a dedicated box, wasted CPU on a shared one.
+    allow_spinning: bool = True
     warmup: bool = True
     # How often the repository folder is rescanned for new models (0: only on LoadModel).
     rescan_seconds: float = 10.0
@@ -96,6 +100,8 @@ class WebSettings(BaseModel):
     max_upload_mb: int = 8
     request_timeout_seconds: float = 15.0
     threads: int = 8
+    # Results asked for when the page does not say (the search service caps it at search.max_top_k).
+    default_top_k: int = 20
     # A local photo folder served at /images/<name> (the local stack's demo photos); None: not served.
     image_dir: Path | None = None
     # Extra sources allowed for result images in the page's Content-Security-Policy img-src

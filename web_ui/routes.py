@@ -40,6 +40,7 @@ class UiState:
     client_timeout_ms: int
     image_dir: Path | None
     secure_cookies: bool
+    default_top_k: int
 
     @classmethod
     def from_settings(cls, web: WebSettings, client: SearchClient) -> UiState:
@@ -50,6 +51,7 @@ class UiState:
             client_timeout_ms=int((web.request_timeout_seconds + CLIENT_TIMEOUT_SLACK_SECONDS) * 1000),
             image_dir=web.image_dir.resolve() if web.image_dir is not None else None,
             secure_cookies=web.secure_cookies,
+            default_top_k=web.default_top_k,
         )
 
 
@@ -137,6 +139,8 @@ def _search_text(scene: str) -> ResultView:
     except ValidationError as exc:
         raise SearchError(400, "bad_request", _validation_message(exc)) from exc
     user_id = _resolve_user_id(parsed.user_id)
+    if parsed.top_k is None:
+        parsed = parsed.model_copy(update={"top_k": _state().default_top_k})
     started = time.perf_counter()
     answer = _state().client.search_text(scene, user_id, parsed)
     return result_view(scene, parsed.query, user_id, answer, (time.perf_counter() - started) * 1000)
@@ -154,7 +158,9 @@ def _search_image() -> ResultView:
     except (ValueError, ValidationError) as exc:
         raise SearchError(400, "bad_request", "pins must be a JSON object of layer name to experiment name.") from exc
     started = time.perf_counter()
-    answer = state.client.search_image(user_id, photo.data, "upload", photo.content_type, debug=debug, pins=pins)
+    answer = state.client.search_image(
+        user_id, photo.data, photo.content_type, debug=debug, pins=pins, top_k=state.default_top_k
+    )
     return result_view(IMAGE_SCENE, photo.filename, user_id, answer, (time.perf_counter() - started) * 1000)
 
 

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # The scenes of the reference's HTTP API, by the short name the UI uses in its own routes.
 TEXT_SCENES = {"qa": "questionAnswer", "t2i": "textToImage"}
 IMAGE_SCENE = "i2i"
+_SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp"}
 SCENE_TITLES = {"qa": "question answering", "t2i": "text-to-image", "i2i": "search by image"}
 
 CLIP_HINT = (
@@ -84,13 +85,15 @@ class SearchClient:
         return self._post(scene, f"/{scene}/user/{quote(user_id, safe='')}", json_body=body)
 
     def search_image(
-        self, user_id: str, image: bytes, filename: str, content_type: str, *, debug: bool, pins: dict[str, str]
+        self, user_id: str, image: bytes, content_type: str, *, debug: bool, pins: dict[str, str], top_k: int
     ) -> SearchResponse:
         data = {
             "useDebug": "true" if debug else "false",
             "specifiedLayerAndExperiment": json.dumps(pins if debug else {}),
+            "topK": str(top_k),
         }
-        files = {"image": (filename, image, content_type)}
+        # The person's file name stays here: the service gets a neutral name and the bytes.
+        files = {"image": ("upload" + _SUFFIX.get(content_type, ""), image, content_type)}
         return self._post(IMAGE_SCENE, f"/{IMAGE_SCENE}/user/{quote(user_id, safe='')}", data=data, files=files)
 
     def ready(self) -> dict[str, Any]:

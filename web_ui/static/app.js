@@ -331,7 +331,7 @@
       const url = safeImageUrl(item.url);
       let media;
       if (url) {
-        const img = el("img", { src: url, alt: name, loading: "lazy", decoding: "async" });
+        const img = el("img", { src: url, alt: name });
         img.addEventListener("error", () => {
           media.classList.add("broken");
           img.replaceWith(el("span", { class: "placeholder", text: "image unavailable" }));
