@@ -72,6 +72,13 @@ class SearchService:
         limit = self.settings.search.max_query_chars
         if len(text) > limit:
             raise InvalidQueryError(f"query is {len(text)} characters long; the limit is {limit}")
+        try:
+            # JSON allows "\ud800" (a lone surrogate); it is not Unicode text and cannot travel as a protobuf string.
+            stripped.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidQueryError(
+                f"query holds an unpaired UTF-16 surrogate at character {exc.start}: send valid Unicode text"
+            ) from exc
         return stripped
 
     async def search(self, scene: str, user_id: str, req: SearchRequest, image: bytes | None = None) -> SearchResponse:
