@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import numpy as np
@@ -33,12 +34,17 @@ def from_proto(tensor: tensor_pb2.Tensor, name: str = "tensor") -> npt.NDArray[n
     if any(d < 0 for d in shape):
         raise TensorDecodeError(f"{name}: negative dimension in shape {list(shape)}")
     dtype = np.dtype(tensor.dtype).newbyteorder("<")
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python ints: np.prod in int64 wraps around (2**32 x 2**32 -> 0) and would let an absurd shape through.
+    expected = math.prod(shape) * dtype.itemsize
     if len(tensor.data) != expected:
         raise TensorDecodeError(
             f"{name}: shape {list(shape)} of {tensor.dtype} needs {expected} bytes, got {len(tensor.data)}"
         )
-    return np.frombuffer(tensor.data, dtype=dtype).reshape(shape).astype(dtype.newbyteorder("="), copy=False)
+    try:
+        array = np.frombuffer(tensor.data, dtype=dtype).reshape(shape)
+    except ValueError as exc:  # an empty tensor whose other dimensions exceed numpy's limits, e.g. [0, 2**62]
+        raise TensorDecodeError(f"{name}: shape {list(shape)} cannot be represented: {exc}") from exc
+    return array.astype(dtype.newbyteorder("="), copy=False)
 
 
 def map_to_proto(arrays: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, tensor_pb2.Tensor]:
