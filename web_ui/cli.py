@@ -62,7 +62,8 @@ def command(
         host=web.host,
         port=web.port,
         threads=web.threads,
-        # Refuse oversized uploads before buffering them; the app checks the exact limit again.
-        max_request_body_size=web.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK_BYTES,
+        # A backstop against huge bodies before they are buffered; uploads a little over the limit still reach
+        # the app, which answers them with a JSON 413 the page can show.
+        max_request_body_size=2 * (web.max_upload_mb * 1024 * 1024 + MULTIPART_SLACK_BYTES),
         ident="mmsearch-web",
     )

@@ -380,7 +380,8 @@
       }
       if (!response.ok) {
         const error = (payload && payload.error) || {};
-        return { error: { status: response.status, code: error.code || "http_error", message: error.message || `The web UI answered ${response.status}.`, hint: error.hint } };
+        const fallback = response.status === 413 ? `That upload is larger than ${MAX_UPLOAD_MB} MB.` : `The web UI answered ${response.status}.`;
+        return { error: { status: response.status, code: error.code || "http_error", message: error.message || fallback, hint: error.hint } };
       }
       return { result: payload };
     } catch (err) {
