@@ -1,0 +1,381 @@
+"""Search service benchmark: end-to-end POST /qa/user/{id} against the same work as direct library calls.
+
+Setup (bounded, ~1-2 min on 2 cores): the real MiniLM (exported into --repo if missing), the tokenizer and model
+server as processes, a milvus-lite server and SecantusDB, a corpus of --docs documents (the 503 real FAQ questions
+encoded with MiniLM + synthetic unit vectors for the rest; MongoDB documents for all), the search service as a
+process with the A/B config in the Consul KV test double.
+
+Measured, per concurrency (1, 8, 32): p50/p99 latency and QPS of
+- service: HTTP -> search service -> gRPC tokenizer -> gRPC model server -> Milvus -> MongoDB, rank pinned to the
+  dummy ranker (useDebug + specifiedLayerAndExperiment) so every request does the same work; per-stage breakdown
+  from the service's own stage timings;
+- ceiling: the same steps as direct calls in one process (tokenizers + ONNX Runtime in-process, pymilvus search,
+  pymongo find), threads for concurrency.
+Target: at concurrency 1 the service adds at most 25% to the ceiling's latency. Writes bench/results/search.json.
+
+    .venv/bin/python -m bench.bench_search --docs 100000 --seconds 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.machine import machine_info
+
+log = logging.getLogger("bench.search")
+MINILM = "minilm"
+CONCURRENCY = (1, 8, 32)
+TOP_K = 10
+MAX_RESERVATION = 50
+CORPUS = "faq_qa"
+
+
+def summary(latencies: list[float], elapsed: float) -> dict[str, float]:
+    lat = sorted(latencies)
+    return {
+        "requests": len(lat),
+        "p50_ms": round(1000 * lat[len(lat) // 2], 2),
+        "p99_ms": round(1000 * lat[min(len(lat) - 1, int(len(lat) * 0.99))], 2),
+        "mean_ms": round(1000 * statistics.fmean(lat), 2),
+        "qps": round(len(lat) / elapsed, 1),
+    }
+
+
+def build_repo(root: Path) -> Any:
+    from mmsearch.model_repo import ModelRepository
+
+    repo = ModelRepository(root)
+    if MINILM not in repo:
+        from offline.export.sbert import export_sbert
+        from tests.fixtures.models import minilm_source
+
+        log.info("exporting MiniLM into %s", root)
+        export_sbert(str(minilm_source()), repo, MINILM)
+    return repo
+
+
+def load_corpus(repo: Any, milvus_uri: str, mongo_uri: str, n_docs: int, index: str) -> tuple[list[str], float]:
+    """Real FAQ rows first (so queries have true answers), synthetic rows up to n_docs. Returns the queries."""
+    from pymilvus import DataType, MilvusClient
+    from pymongo import MongoClient
+    from tqdm import tqdm
+
+    from mmsearch.collection_meta import CollectionMeta, physical_name, to_properties
+    from mmsearch.runtime.encoder import OnnxEncoder
+    from offline.datasets.faq import load_faq
+
+    t0 = time.perf_counter()
+    faq = load_faq()
+    encoder = OnnxEncoder.from_repo(repo, MINILM, providers=["CPUExecutionProvider"])
+    real = encoder.encode_texts([e.q for e in faq], batch_size=64)
+    dim = real.shape[1]
+    rng = np.random.default_rng(0)
+    client = MilvusClient(uri=milvus_uri)
+    schema = client.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("question_emb", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("category", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=8, max_length=128)
+    params = client.prepare_index_params()
+    if index == "HNSW":
+        params.add_index("question_emb", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 100})
+    else:
+        params.add_index("question_emb", index_type="FLAT", metric_type="IP")
+    name = physical_name(CORPUS)
+    meta = CollectionMeta(
+        model_key=MINILM,
+        dim=dim,
+        vector_field="question_emb",
+        metric="IP",
+        index_type=index,
+        corpus=CORPUS,
+        count=n_docs,
+    )
+    client.create_collection(name, schema=schema, index_params=params, properties=to_properties(meta))
+    mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    coll = mongo["mmsearch"][CORPUS]
+    coll.create_index("queryid", unique=True)
+    batch = 5000
+    for start in tqdm(range(0, n_docs, batch), desc="loading corpus", unit="batch"):
+        ids = list(range(start + 1, min(n_docs, start + batch) + 1))
+        vecs = rng.standard_normal((len(ids), dim)).astype(np.float32)
+        for k, i in enumerate(ids):
+            if i <= len(faq):
+                vecs[k] = real[i - 1]
+        vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+        cats = [[faq[i - 1].category] if i <= len(faq) else ["synthetic"] for i in ids]
+        client.insert(
+            name,
+            [{"id": i, "question_emb": v.tolist(), "category": c} for i, v, c in zip(ids, vecs, cats, strict=True)],
+        )
+        coll.insert_many(
+            [
+                {
+                    "_id": i,
+                    "queryid": str(i),
+                    "question": faq[i - 1].q if i <= len(faq) else f"synthetic question {i}",
+                    "answer": faq[i - 1].a if i <= len(faq) else f"synthetic answer {i} " * 8,
+                    "category": c,
+                }
+                for i, c in zip(ids, cats, strict=True)
+            ]
+        )
+    client.flush(name)
+    client.load_collection(name)
+    client.create_alias(name, CORPUS)
+    client.close()
+    mongo.close()
+    return [e.q for e in faq], time.perf_counter() - t0
+
+
+def bench_config() -> str:
+    import yaml
+
+    from tests.fixtures.search import AB_CONFIG
+
+    doc = yaml.safe_load(AB_CONFIG.read_text())
+    scene = doc["scene-config"]["scenes"][0]
+    scene["extraSceneArgs"]["maxReservation"] = MAX_RESERVATION
+    doc["scene-config"]["scenes"] = [scene]
+    doc["scene-config"]["experiments"] = [
+        e for e in doc["scene-config"]["experiments"] if e["layerName"].endswith(".qa")
+    ]
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+async def _service_run(url: str, queries: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    import httpx
+
+    latencies: list[float] = []
+    stages: dict[str, list[float]] = {}
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    counter = iter(range(10**9))
+
+    async def worker(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        while time.perf_counter() < deadline:
+            i = next(counter)
+            body = {
+                "query": queries[i % len(queries)],
+                "topK": TOP_K,
+                "useDebug": True,
+                "specifiedLayerAndExperiment": {"rank.qa": "rank.qa.dummy"},
+            }
+            t0 = time.perf_counter()
+            r = await http.post(f"/qa/user/{i % 1000}", json=body)
+            dt = time.perf_counter() - t0
+            if r.status_code != 200:
+                errors += 1
+                continue
+            latencies.append(dt)
+            for k, v in r.json()["debug"]["stageMs"].items():
+                stages.setdefault(k, []).append(v)
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        await http.post("/qa/user/0", json={"query": "warm up"})
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - t0
+    out: dict[str, Any] = summary(latencies, elapsed)
+    out["errors"] = errors
+    out["stage_p50_ms"] = {k: round(statistics.median(v), 2) for k, v in stages.items()}
+    return out
+
+
+class Ceiling:
+    """The same steps as direct library calls in this process."""
+
+    def __init__(self, repo: Any, milvus_uri: str, mongo_uri: str) -> None:
+        from pymilvus import MilvusClient
+        from pymongo import MongoClient
+
+        from mmsearch.runtime.encoder import OnnxEncoder
+        from mmsearch.runtime.text import TextPreprocessor
+
+        self.prep = TextPreprocessor.from_repo(repo, MINILM)
+        # One intra-op thread, as the benchmarked model server runs (--intra-op-threads 1).
+        self.encoder = OnnxEncoder.from_repo(repo, MINILM, providers=["CPUExecutionProvider"], intra_op_threads=1)
+        self.milvus = MilvusClient(uri=milvus_uri)
+        self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+        self.lock = threading.Lock()
+
+    def one(self, query: str) -> dict[str, float]:
+        t = {}
+        t0 = time.perf_counter()
+        tensors = self.prep.prep([query]).tensors
+        t["tokenize"] = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        vec = self.encoder.run(tensors)[0]
+        vec = vec / np.linalg.norm(vec)
+        t["embed"] = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        hits = self.milvus.search(
+            CORPUS, data=[vec.tolist()], anns_field="question_emb", limit=MAX_RESERVATION, search_params={"params": {}}
+        )[0]
+        t["milvus"] = time.perf_counter() - t2
+        raw = [h["distance"] for h in hits]
+        top = max(raw) + 0.001
+        ranked = sorted(((h["distance"] / top + 3, str(h["id"])) for h in hits), reverse=True)[:TOP_K]
+        t3 = time.perf_counter()
+        ids = [i for _, i in ranked]
+        fields = {"question": 1, "answer": 1, "category": 1, "queryid": 1, "_id": 0}  # the summaryFields
+        docs = {d["queryid"]: d for d in self.mongo["mmsearch"][CORPUS].find({"queryid": {"$in": ids}}, fields)}
+        assert len(docs) == len(ids)
+        t["mongo"] = time.perf_counter() - t3
+        t["total"] = time.perf_counter() - t0
+        return t
+
+    def run(self, queries: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+        latencies: list[float] = []
+        parts: dict[str, list[float]] = {}
+        deadline = time.perf_counter() + seconds
+        counter = iter(range(10**9))
+        guard = threading.Lock()
+
+        def worker() -> None:
+            while time.perf_counter() < deadline:
+                with guard:
+                    i = next(counter)
+                t = self.one(queries[i % len(queries)])
+                with guard:
+                    latencies.append(t["total"])
+                    for k, v in t.items():
+                        parts.setdefault(k, []).append(v * 1000)
+
+        self.one("warm up")
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            for f in [pool.submit(worker) for _ in range(concurrency)]:
+                f.result()
+        out: dict[str, Any] = summary(latencies, time.perf_counter() - t0)
+        out["stage_p50_ms"] = {k: round(statistics.median(v), 2) for k, v in parts.items() if k != "total"}
+        return out
+
+
+def _stop_all(stores: Any) -> None:
+    from tests.fixtures.ports import stop_process
+
+    for proc in list(stores.procs.values()):
+        stop_process(proc)
+
+
+def _ratio(a: float, b: float) -> float | None:
+    return round(a / b, 3) if b else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--docs", type=int, default=100_000, help="Corpus size (real FAQ rows + synthetic vectors).")
+    ap.add_argument("--seconds", type=float, default=15.0, help="Measuring time per concurrency and side.")
+    ap.add_argument("--index", choices=["HNSW", "FLAT"], default="HNSW")
+    ap.add_argument(
+        "--repo", type=Path, default=Path("var/bench/models"), help="Model repository (MiniLM exported if missing)."
+    )
+    ap.add_argument("--out", type=Path, default=Path("bench/results/search.json"))
+    ap.add_argument("--contended", action="store_true", help="Teammates' work shares the CPU during this run.")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    load_before = os.getloadavg()[0]
+
+    from tests.doubles.consul_kv import ConsulKVDouble
+    from tests.fixtures.grpc_services import start_service
+    from tests.fixtures.ports import free_port
+    from tests.fixtures.search import CONSUL_KEY, Stores, start_search
+
+    repo = build_repo(args.repo)
+    results: dict[str, Any] = {"service": {}, "ceiling": {}}
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
+        work = Path(tmp)
+        stores = Stores(
+            milvus_uri="",
+            milvus_port=free_port(),
+            milvus_dir=work / "milvus",
+            mongo_uri="",
+            mongo_port=free_port(),
+            mongo_dir=work / "mongo",
+            log_dir=work,
+        )
+        stores.milvus_uri = f"http://127.0.0.1:{stores.milvus_port}"
+        stores.mongo_uri = f"mongodb://127.0.0.1:{stores.mongo_port}"
+        stores.start_milvus()
+        stack.callback(_stop_all, stores)
+        stores.start_mongo()
+        queries, load_s = load_corpus(repo, stores.milvus_uri, stores.mongo_uri, args.docs, args.index)
+        log.info("corpus of %d documents loaded in %.1fs", args.docs, load_s)
+        common = ["--rescan-seconds", "0"]
+        tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
+        model = stack.enter_context(
+            start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
+        )
+        consul = ConsulKVDouble().start()
+        stack.callback(consul.stop)
+        consul.put(CONSUL_KEY, bench_config())
+        search = stack.enter_context(
+            start_search(
+                repo=repo.root,
+                tokenizer_target=tok.target,
+                model_server_target=model.target,
+                milvus_uri=stores.milvus_uri,
+                mongo_uri=stores.mongo_uri,
+                consul=consul,
+                consul_key=CONSUL_KEY,
+                work_dir=work,
+                extra_env={"MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10"},
+            )
+        )
+        ceiling = Ceiling(repo, stores.milvus_uri, stores.mongo_uri)
+        for c in CONCURRENCY:
+            log.info("concurrency %d: ceiling", c)
+            results["ceiling"][str(c)] = ceiling.run(queries, c, args.seconds)
+            log.info("concurrency %d: service", c)
+            results["service"][str(c)] = asyncio.run(_service_run(search.url, queries, c, args.seconds))
+            log.info("c=%d service %s | ceiling %s", c, results["service"][str(c)], results["ceiling"][str(c)])
+    c1s, c1c = results["service"]["1"], results["ceiling"]["1"]
+    added = _ratio(c1s["p50_ms"], c1c["p50_ms"])
+    out = {
+        "benchmark": "search",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "setup": {
+            "docs": args.docs,
+            "index": args.index,
+            "top_k": TOP_K,
+            "max_reservation": MAX_RESERVATION,
+            "seconds_per_point": args.seconds,
+            "model": "all-MiniLM-L6-v2 (ONNX, fp32)",
+            "corpus_load_s": round(load_s, 1),
+            "ranker": "dummy (pinned)",
+            "queries": "the 503 FAQ questions, cycled",
+        },
+        "results": results,
+        "service_over_ceiling_p50_c1": added,
+        "target": "service p50 at concurrency 1 <= 1.25 x ceiling",
+        "target_met": added is not None and added <= 1.25,
+        "machine": machine_info(contended=args.contended or load_before > 1.0),
+        "load_average_before": round(load_before, 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({k: out[k] for k in ("service_over_ceiling_p50_c1", "target_met")}, indent=2))
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
