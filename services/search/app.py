@@ -87,12 +87,9 @@ class SearchService:
         result: SearchResult | None = None
         config = self.manager.current
         try:
+            text = self.check_query(req.query) if image is None else None
             if config is None:
                 raise DependencyUnavailableError("config", self.manager.source_state)
-            if image is None:
-                text: str | None = self.check_query(req.query)
-            else:
-                text = None
             top_k = min(req.top_k or self.settings.search.max_top_k, self.settings.search.max_top_k)
             query = Query(
                 scene=scene,

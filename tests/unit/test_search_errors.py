@@ -1,0 +1,99 @@
+"""Error mapping with the real clients and no servers: a closed port or a silent peer becomes a 503 naming the
+dependency within the stage timeout; the app answers /health, reports /ready per dependency, and keeps 422s."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from mmsearch.settings import MilvusSettings, MongoSettings, SearchSettings, Settings
+from services.search.adapters import GrpcQueryModels, MilvusVectorStore, MongoDocumentStore
+from services.search.app import create_app
+from services.search.errors import DependencyUnavailableError
+from services.search.ports import AnnSearch
+from tests.fixtures.ports import free_port
+
+AB_CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "ab-config.yaml"
+
+
+@pytest.fixture
+def silent_peer() -> Iterator[str]:
+    """A port that accepts connections and never answers (a hung dependency)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+def _settings(tmp_path: Path, tokenizer: str, model: str) -> Settings:
+    closed = free_port()
+    return Settings(
+        model_repo=tmp_path / "models",
+        milvus=MilvusSettings(uri=f"http://127.0.0.1:{closed}", timeout_seconds=1.0),
+        mongo=MongoSettings(uri=f"mongodb://127.0.0.1:{closed}", timeout_ms=500),
+        search=SearchSettings(
+            tokenizer_target=tokenizer,
+            model_server_target=model,
+            config_file=AB_CONFIG,
+            last_good_config=tmp_path / "last-good.yaml",
+            stage_timeout_seconds=0.5,
+        ),
+    )
+
+
+def test_closed_and_silent_dependencies_are_named_503s(tmp_path: Path, silent_peer: str) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    settings = _settings(tmp_path, tokenizer=closed, model=silent_peer)
+
+    async def go() -> list[DependencyUnavailableError]:
+        models = GrpcQueryModels(settings)
+        vectors = MilvusVectorStore(settings)
+        docs = MongoDocumentStore(settings)
+        errors = []
+        calls = [
+            models.tokenize("minilm", ["x"]),
+            models.embed("minilm", {"input_ids": np.zeros((1, 2), dtype=np.int64)}, "sentence_embedding"),
+            vectors.search(AnnSearch("faq_qa", "question_emb", (0.1,), 5, {}, None, "", False)),
+            docs.fetch("faq_qa", ["1"], ["question"]),
+        ]
+        for call in calls:
+            with pytest.raises(DependencyUnavailableError) as info:
+                await call
+            errors.append(info.value)
+        await models.close()
+        vectors.close()
+        docs.close()
+        return errors
+
+    errors = asyncio.run(go())
+    assert [e.dependency for e in errors] == ["tokenizer", "model server", "milvus", "mongodb"]
+    assert all(e.status_code == 503 for e in errors)
+
+
+def test_app_without_dependencies_is_alive_not_ready_and_still_validates(tmp_path: Path) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    app = create_app(_settings(tmp_path, tokenizer=closed, model=closed))
+    with TestClient(app) as client:
+        assert client.get("/health").json() == {"status": "ok"}
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        assert ready.json()["notReady"] == ["config", "milvus", "model server", "mongodb", "tokenizer"]
+        r = client.post("/qa/user/1", json={"query": "  "})
+        assert r.status_code == 422
+        assert r.json()["error"] == "invalid_query"
+        r = client.post("/qa/user/1", json={"query": "permit"})
+        assert r.status_code == 503
+        assert r.json()["dependency"] == "config"
+        assert "milvus" in r.json()["message"]  # the config waits for Milvus to be validated
+        r = client.post("/qa/user/1", json={"useDebug": True})
+        assert r.status_code == 422
+        assert "query" in r.text
+        metrics = client.get("/metrics").text
+        assert 'mmsearch_search_requests_total{scene="questionAnswer",status="InvalidQueryError"} 1.0' in metrics
