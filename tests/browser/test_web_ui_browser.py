@@ -1,0 +1,316 @@
+"""End-to-end: a person's visit to the web UI in headless Chromium, against the running local stack.
+
+Screenshots of every state land in test-artifacts/screenshots/ (desktop 1280 px and phone 390 px wide).
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+from PIL import Image
+from playwright.sync_api import Page, expect
+
+from tests.browser.conftest import WatchedPage
+from tests.browser.support import HOSTILE_ANSWER, HOSTILE_QUESTION, start_web_ui
+from tests.fixtures.ports import free_port
+
+pytestmark = pytest.mark.browser
+
+QA_QUERY = "How long does it take to get a building permit?"
+
+
+def search(page: Page, scene: str, query: str) -> None:
+    box = page.locator(f"#panel-{scene} input[name=query]")
+    box.fill(query)
+    box.press("Enter")
+
+
+def wait_done(page: Page, scene: str) -> None:
+    """Until the search finished (results, no results, an error or a notice), never a fixed sleep."""
+    page.wait_for_function(
+        """scene => {
+            const panel = document.getElementById(`panel-${scene}`);
+            const state = panel.querySelector('[data-role="state"]');
+            const notice = panel.querySelector('[data-role="notice"]');
+            return !panel.hasAttribute("aria-busy") &&
+              (/(done|empty|error)/.test(state.className) || !notice.hidden);
+        }""",
+        arg=scene,
+    )
+
+
+def no_horizontal_scroll(page: Page) -> bool:
+    return bool(page.evaluate("document.scrollingElement.scrollWidth <= window.innerWidth"))
+
+
+def pwned(page: Page) -> object:
+    return page.evaluate("window.__pwned")
+
+
+# --- questions and answers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_qa_search_shows_answers_with_categories_and_scores(
+    stack_ui: str, device: str, request: pytest.FixtureRequest
+) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    page = watched.page
+    page.goto(stack_ui + "/")
+    expect(page.locator("#tab-qa")).to_have_attribute("aria-selected", "true")
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    cards = page.locator("#panel-qa .qa-card")
+    expect(cards.first).to_be_visible()
+    assert cards.count() >= 3
+    first = cards.first
+    assert first.locator(".question").inner_text().strip()
+    assert first.locator(".answer").inner_text().strip()
+    assert re.fullmatch(r"\d+\.\d{3}", first.locator(".score").inner_text())
+    expect(page.locator("#panel-qa [data-role=state]")).to_contain_text(re.compile(r"\d+ results? in \d+ ms"))
+    # The FAQ is about construction: the best answers for a permit question mention permits.
+    top_text = " ".join(cards.nth(i).inner_text().lower() for i in range(3))
+    assert "permit" in top_text
+    assert no_horizontal_scroll(page)
+    watched.screenshot(f"qa-results-{device}")
+
+
+def test_no_results_is_said_plainly(stack_ui: str, desktop: WatchedPage) -> None:
+    page = desktop.page
+    page.goto(stack_ui + "/")
+    page.fill("#panel-qa input[name=category]", "no-such-category-anywhere")
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    expect(page.locator("#panel-qa [data-role=state]")).to_contain_text("No results.")
+    assert page.locator("#panel-qa .qa-card").count() == 0
+    desktop.screenshot("qa-no-results-desktop")
+
+
+def test_tabs_switch_by_click_and_arrow_keys(stack_ui: str, desktop: WatchedPage) -> None:
+    page = desktop.page
+    page.goto(stack_ui + "/")
+    page.click("#tab-t2i")
+    expect(page.locator("#panel-t2i")).to_be_visible()
+    expect(page.locator("#panel-qa")).to_be_hidden()
+    expect(page.locator("#tab-t2i")).to_have_attribute("aria-selected", "true")
+    page.focus("#tab-t2i")
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#panel-i2i")).to_be_visible()
+    expect(page.locator("#tab-i2i")).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator("#panel-qa")).to_be_visible()
+    expect(page.locator("#panel-t2i")).to_be_hidden()
+
+
+# --- images ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_text_to_image_grid_loads_photos_and_enlarges_one(
+    stack_ui: str, device: str, request: pytest.FixtureRequest
+) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    page = watched.page
+    page.goto(stack_ui + "/")
+    page.click("#tab-t2i")
+    search(page, "t2i", "a cat sitting on a sofa")
+    wait_done(page, "t2i")
+    images = page.locator("#panel-t2i .image-card img")
+    expect(images.first).to_be_visible()
+    assert images.count() >= 3
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#panel-t2i .image-card img')]"
+        ".every(i => i.complete && i.naturalWidth > 0)"
+    )
+    names = page.locator("#panel-t2i .image-card .name").all_inner_texts()
+    assert all(n.strip() for n in names)
+    assert no_horizontal_scroll(page)
+    watched.screenshot(f"t2i-grid-{device}")
+    page.locator("#panel-t2i .image-card .thumb").first.click()
+    dialog = page.locator("#lightbox")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#lightbox-caption")).to_contain_text(names[0].strip())
+    page.wait_for_function("() => document.getElementById('lightbox-img').naturalWidth > 0")
+    watched.screenshot(f"t2i-enlarged-{device}", full_page=False)
+    page.click("#lightbox-close")
+    expect(dialog).to_be_hidden()
+
+
+@pytest.fixture(scope="module")
+def cat_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("upload") / "chelsea.png"
+    Image.fromarray(np.asarray(skimage.data.chelsea())).save(path)
+    return path
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_search_by_uploaded_photo(stack_ui: str, cat_photo: Path, device: str, request: pytest.FixtureRequest) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    page = watched.page
+    page.goto(stack_ui + "/")
+    page.click("#tab-i2i")
+    page.set_input_files("#image-file", str(cat_photo))  # choosing a photo searches right away
+    wait_done(page, "i2i")
+    expect(page.locator("#panel-i2i [data-role=preview]")).to_be_visible()
+    notice = page.locator("#panel-i2i [data-role=notice]")
+    if notice.is_visible():  # a stack without CLIP: the page must say how to turn it on
+        expect(notice).to_contain_text("mmsearch export clip")
+    else:
+        cards = page.locator("#panel-i2i .image-card")
+        expect(cards.first).to_be_visible()
+        # The photo itself is in the corpus (scikit-image's chelsea): it comes back.
+        assert any("chelsea" in n for n in page.locator("#panel-i2i .image-card .name").all_inner_texts())
+    assert no_horizontal_scroll(page)
+    watched.screenshot(f"i2i-upload-{device}")
+
+
+# --- user id and debug panel ------------------------------------------------------------------------------
+
+
+def test_user_id_is_kept_across_reloads(stack_ui: str, desktop: WatchedPage) -> None:
+    page = desktop.page
+    page.goto(stack_ui + "/")
+    first = page.input_value("#user-id")
+    assert re.fullmatch(r"web-[0-9a-f]{8}", first), "a new visitor gets a random id, nothing hard-coded"
+    page.reload()
+    assert page.input_value("#user-id") == first
+    page.fill("#user-id", "tester-42")
+    page.press("#user-id", "Enter")
+    page.wait_for_function("() => document.cookie === ''")  # HttpOnly: scripts can't read it
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    page.reload()
+    assert page.input_value("#user-id") == "tester-42"
+
+
+def test_debug_panel_shows_experiments_and_timings_and_pins_a_layer(stack_ui: str, desktop: WatchedPage) -> None:
+    page = desktop.page
+    page.goto(stack_ui + "/")
+    page.click("#debug-toggle")
+    expect(page.locator("#debug-panel")).to_be_visible()
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    served = page.locator("#served-by tbody tr")
+    expect(served.first).to_be_visible()
+    layers = dict(
+        zip(
+            page.locator("#served-by tbody tr td:first-child").all_inner_texts(),
+            page.locator("#served-by tbody tr td:last-child").all_inner_texts(),
+            strict=True,
+        )
+    )
+    assert {"qp.qa", "match.qa", "rank.qa", "summary.qa"} <= set(layers)
+    stages = page.locator("#timings .stage").all_inner_texts()
+    assert "match.qa" in stages
+    assert "search service total" in stages
+    expect(page.locator("#panel-qa .score-details").first).to_contain_text("final ranking")
+    desktop.screenshot("debug-panel-desktop")
+
+    for experiment in ("rank.qa.mmr", "rank.qa.dummy"):
+        page.locator("#pins .pin").evaluate_all("rows => rows.forEach(r => r.remove())")
+        page.click("#add-pin")
+        page.fill("#pins .pin-layer", "rank.qa")
+        page.fill("#pins .pin-experiment", experiment)
+        search(page, "qa", QA_QUERY)
+        wait_done(page, "qa")
+        row = page.locator("#served-by tbody tr", has_text="rank.qa")
+        expect(row.locator("td").nth(1)).to_have_text(experiment)
+
+
+# --- escaping and honest states (a second search service + UI over the same stack) ------------------------
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_injected_html_in_an_answer_is_shown_as_text(side_ui: str, device: str, request: pytest.FixtureRequest) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    page = watched.page
+    page.goto(side_ui + "/")
+    search(page, "qa", "report a broken street light")
+    wait_done(page, "qa")
+    card = page.locator("#panel-qa .qa-card", has_text="broken street light")
+    expect(card).to_be_visible()
+    assert card.locator(".question").inner_text() == HOSTILE_QUESTION
+    # Line breaks kept, tags shown literally.
+    assert card.locator(".answer").inner_text() == HOSTILE_ANSWER
+    assert card.locator(".chip").all_inner_texts()[0] == "<i>streets</i>"
+    # Nothing was parsed as markup: no script, img, b or i element inside the results, nothing ran.
+    assert page.locator("#panel-qa [data-role=results] script, #panel-qa [data-role=results] img").count() == 0
+    assert page.locator("#panel-qa [data-role=results] b, #panel-qa [data-role=results] i").count() == 0
+    assert pwned(page) is None
+    watched.screenshot(f"qa-escaped-html-{device}")
+
+
+def test_text_to_image_not_configured_says_how_to_add_clip(side_ui: str, desktop: WatchedPage) -> None:
+    desktop.allow.append("503 (SERVICE UNAVAILABLE)")  # the UI's API answers 503 not_configured: the state shown
+    page = desktop.page
+    page.goto(side_ui + "/")
+    page.click("#tab-t2i")
+    notice = page.locator("#panel-t2i [data-role=notice]")
+    expect(notice).to_be_visible()  # known from /ready before anyone searches
+    expect(notice).to_contain_text("mmsearch export clip --source <hub id|folder> --key clip")
+    search(page, "t2i", "a cat")
+    wait_done(page, "t2i")
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("not configured")
+    assert page.locator("#panel-t2i .image-card").count() == 0
+    desktop.screenshot("t2i-not-configured-desktop")
+
+
+@pytest.fixture(scope="module")
+def ui_without_search(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    # Nothing listens on a fresh free port: the search service is down.
+    with start_web_ui(f"http://127.0.0.1:{free_port()}", tmp_path_factory.mktemp("ui-no-search")) as url:
+        yield url
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_search_service_down_is_a_readable_message(
+    ui_without_search: str, device: str, request: pytest.FixtureRequest
+) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    watched.allow.append("503 (SERVICE UNAVAILABLE)")  # the UI's API answers 503: that is the state shown
+    page = watched.page
+    page.goto(ui_without_search + "/")
+    banner = page.locator("#banner")
+    expect(banner).to_be_visible()
+    expect(banner).to_contain_text("search service cannot be reached")
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    state = page.locator("#panel-qa [data-role=state]")
+    expect(state).to_contain_text("Search service unavailable")
+    expect(state).to_contain_text("mmsearch serve search")
+    assert "Traceback" not in page.content()
+    watched.screenshot(f"search-down-{device}")
+
+
+@pytest.fixture(scope="module")
+def ui_with_hung_search(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A search service that accepts connections and never answers, behind a UI with a short timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        env = {"MMSEARCH_WEB__REQUEST_TIMEOUT_SECONDS": "2"}
+        with start_web_ui(f"http://127.0.0.1:{port}", tmp_path_factory.mktemp("ui-hung"), extra_env=env) as url:
+            yield url
+
+
+def test_slow_search_shows_a_spinner_then_gives_up(ui_with_hung_search: str, desktop: WatchedPage) -> None:
+    desktop.allow.append("504 (GATEWAY TIMEOUT)")
+    page = desktop.page
+    page.goto(ui_with_hung_search + "/")
+    search(page, "qa", QA_QUERY)
+    expect(page.locator("#panel-qa .spinner")).to_be_visible()
+    expect(page.locator("#panel-qa button[type=submit]")).to_be_disabled()
+    desktop.screenshot("qa-searching-desktop")
+    wait_done(page, "qa")
+    state = page.locator("#panel-qa [data-role=state]")
+    expect(state).to_contain_text("did not answer within 2 seconds")
+    expect(page.locator("#panel-qa .spinner")).to_have_count(0)
+    expect(page.locator("#panel-qa button[type=submit]")).to_be_enabled()
