@@ -30,17 +30,17 @@ else
   mmsearch export sbert --source "$TEXT_MODEL_SOURCE" --key "$TEXT_MODEL_KEY" --int8
 fi
 
-if [ ! -f "$QA_FILE" ]; then
-  echo "no $QA_FILE mounted: ingesting the demo FAQ instead"
-  QA_FILE="$WORK/faq-en.raw.jsonl"
-  mkdir -p "$WORK"
-  python -c 'import sys; from pathlib import Path; from offline.datasets.faq import write_faq; write_faq(Path(sys.argv[1]))' "$QA_FILE"
+if [ -f "$QA_FILE" ]; then
+  # A normalised QA jsonl ({"id", "question", "answer", "category"}); other formats: see `mmsearch ingest qa --help`.
+  mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS"
+else
+  echo "no $QA_FILE mounted: ingesting the demo FAQ (Zaragoza construction FAQ, CC BY 4.0) instead"
+  mmsearch ingest qa --demo faq --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS"
 fi
-mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS"
 
 if [ -n "${CLIP_SOURCE:-}" ]; then
-  if ls "$MMSEARCH_MODEL_REPO" | grep -q "^$CLIP_KEY"; then
-    echo "CLIP towers $CLIP_KEY* already in $MMSEARCH_MODEL_REPO"
+  if [ -f "$MMSEARCH_MODEL_REPO/$CLIP_KEY-text/manifest.json" ] && [ -f "$MMSEARCH_MODEL_REPO/$CLIP_KEY-image/manifest.json" ]; then
+    echo "CLIP towers $CLIP_KEY-text and $CLIP_KEY-image already in $MMSEARCH_MODEL_REPO"
   else
     mmsearch export clip --source "$CLIP_SOURCE" --key "$CLIP_KEY"
   fi

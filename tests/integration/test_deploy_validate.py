@@ -23,5 +23,6 @@ def test_deployment_files_validate() -> None:
         assert f"docker-compose config -q {profiles}: ok" in out
     assert "hadolint deploy/docker/Dockerfile: ok" in out
     assert "GPU patch applied: ok" in out
+    assert "shellcheck deploy/docker/offline-job.sh" in out
     assert "kubernetes-validate --strict" in out
     assert "validate-deploy: all deployment files valid" in out
