@@ -82,4 +82,9 @@ def index(
         )
     except (EncodeError, ManifestError, ModelRepoError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: complete shards are kept in {output}; run the same command again to continue", err=True
+        )
+        raise SystemExit(130) from None
     click.echo(summary.text())

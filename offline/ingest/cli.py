@@ -90,6 +90,13 @@ def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], Preprocess
         report = run_ingest(opts, preprocess)
     except (PreprocessError, EncodeError, ManifestError, ModelRepoError, PushError) as exc:
         raise click.ClickException(str(exc)) from exc
+    except KeyboardInterrupt:
+        click.echo(
+            f"interrupted: the encoded shards are kept in {opts.work_dir}; the alias was not switched. "
+            "Run the same command again to continue",
+            err=True,
+        )
+        raise SystemExit(130) from None
     for line in report.lines:
         click.echo(line)
 
