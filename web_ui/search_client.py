@@ -29,8 +29,9 @@ SCENE_TITLES = {"qa": "question answering", "t2i": "text-to-image", "i2i": "sear
 CLIP_HINT = (
     "Text-to-image and search by image need a CLIP model in the model repository: run "
     "`mmsearch export clip --source <hub id|folder> --key clip`, ingest your photos with "
-    "`mmsearch ingest images`, then restart the search service (with the local stack: "
-    "`mmsearch local up --clip-source <hub id|folder>`)."
+    "`mmsearch ingest images --dir <photo folder> --corpus photos --model clip-image "
+    "--base-url <where they are served>`, "
+    "then restart the search service (with the local stack: `mmsearch local up --clip-source <hub id|folder>`)."
 )
 
 

@@ -246,18 +246,17 @@
 
   function showNotConfigured(panel, message) {
     const notice = panel.querySelector('[data-role="notice"]');
+    const step = (text, command) => el("li", null, [el("span", { text }), el("pre", null, [el("code", { text: command })])]);
     clear(notice);
     notice.append(
       el("h3", { text: "Image search is not configured yet" }),
-      el("p", {
-        text: message || "The search service has no CLIP model, so text-to-image and search by image are off.",
-      }),
-      el("p", { text: "To turn it on, export a CLIP model into the model repository:" }),
-      el("pre", null, [el("code", { text: CLIP_COMMAND })]),
-      el("p", {
-        text: "then ingest your photos with `mmsearch ingest` and restart the search service " +
-          "(with the local stack: `mmsearch local up --clip <hub id|folder>`).",
-      }),
+      el("p", { text: "Text-to-image and search by image need a CLIP model in the model repository and an indexed photo collection." }),
+      el("ol", { class: "steps" }, [
+        step("Export a CLIP model (a Hugging Face hub id or a local folder):", CLIP_COMMAND),
+        step("Ingest your photos:", "mmsearch ingest images --dir <photo folder> --corpus photos --model clip-image --base-url <where the photos are served>"),
+        step("Restart the search service. With the local stack, one command does all of this:", "mmsearch local up --clip-source <hub id|folder>"),
+      ]),
+      message ? el("p", { class: "muted reason", text: `The search service says: ${message}` }) : null,
     );
     notice.hidden = false;
   }
@@ -414,7 +413,9 @@
           setState(panel, "");
         } else {
           const title = error.code === "unreachable" || error.code === "unavailable" ? "Search service unavailable" : "Search failed";
-          setState(panel, "error", title, error.message);
+          // The banner above says how to fix an unreachable service; don't repeat it under the search box.
+          const detail = error.code === "unreachable" ? "Try again once it is running (see above)." : error.message;
+          setState(panel, "error", title, detail);
         }
         if (error.code === "unreachable") showBanner(error.message);
         return;
