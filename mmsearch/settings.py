@@ -50,8 +50,9 @@ class ModelServerSettings(BaseModel):
     max_queue_size: int = 512
     # Batches of one model that may run at once (each is one ORT call); >1 overlaps ORT with the event loop.
     batch_concurrency: int = 1
-    # ORT worker threads spin while waiting for work: lower latency on a dedicated box, wasted CPU on a shared one.
-    allow_spinning: bool = True
+    # ORT worker threads spin while waiting for work: a little lower latency on dedicated cores, but measured
+    # 1.5x the CPU per query when the cores are shared with the tokenizer and the search service (bench_serving).
+    allow_spinning: bool = False
     warmup: bool = True
     # How often the repository folder is rescanned for new models (0: only on LoadModel).
     rescan_seconds: float = 10.0

@@ -72,9 +72,14 @@ def create_session(
     cuda_device_id: int = 0,
     arena_extend_strategy: str = "kNextPowerOfTwo",
     cuda_mem_limit_gb: float = 0.0,
+    config_entries: dict[str, str] | None = None,
 ) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Extra ORT session config keys, e.g. {"session.intra_op.allow_spinning": "0"} for a server sharing its cores.
+    for key, value in (config_entries or {}).items():
+        options.add_session_config_entry(key, value)
+        log.info("onnxruntime session config %s=%s", key, value)
     if intra_op_threads > 0:
         options.intra_op_num_threads = intra_op_threads
         log.info("onnxruntime intra-op threads: %d", intra_op_threads)

@@ -77,6 +77,7 @@ class DynamicBatcher:
         max_batch_size: int,
         max_queue_delay_ms: float,
         max_queue_size: int,
+        concurrency: int = 1,
     ) -> None:
         self.key = key
         self._run = run
@@ -90,11 +91,15 @@ class DynamicBatcher:
         self._wakeup = asyncio.Event()
         self._last_arrival = 0.0
         self._previous_gap = float("inf")
-        self._task: asyncio.Task[None] | None = None
+        self.concurrency = max(1, concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._worker(), name=f"batcher-{self.key}")
+        # Each worker runs one ORT call at a time; with several, one forms the next batch while another runs.
+        self._tasks = [
+            asyncio.create_task(self._worker(), name=f"batcher-{self.key}-{i}") for i in range(self.concurrency)
+        ]
 
     async def submit(self, inputs: Arrays, outputs: list[str], rows: int) -> Arrays:
         if self._stopped:
@@ -121,9 +126,8 @@ class DynamicBatcher:
         """Finish what is queued, then end the worker."""
         self._stopped = True
         self._wakeup.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await asyncio.gather(*self._tasks)
+        self._tasks = []
 
     async def _worker(self) -> None:
         while True:

@@ -47,6 +47,12 @@ from mmsearch.settings import load_settings
     default=None,
     help="Requests that may wait per model; more fail fast with RESOURCE_EXHAUSTED (default 512).",
 )
+@click.option("--batch-concurrency", type=int, default=None, help="Batches of one model running at once (default 1).")
+@click.option(
+    "--allow-spinning/--no-spinning",
+    default=None,
+    help="Let ORT worker threads spin between ops (default off: the cores are usually shared).",
+)
 @click.option("--warmup/--no-warmup", default=None, help="Run each model on dummy inputs once it is loaded.")
 @click.option("--rescan-seconds", type=float, default=None, help="Repository rescan period; 0: only on LoadModel.")
 @click.option("--max-message-mb", type=int, default=None, help="Largest gRPC message either way (default 64).")

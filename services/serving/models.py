@@ -200,6 +200,7 @@ class ModelRegistry:
             cuda_device_id=s.cuda_device_id,
             arena_extend_strategy=s.cuda_arena_extend_strategy,
             cuda_mem_limit_gb=s.cuda_mem_limit_gb,
+            config_entries={} if s.allow_spinning else {"session.intra_op.allow_spinning": "0"},
         )
         _check_session_matches(manifest, session)
         runner = Runner(manifest, session)
@@ -222,6 +223,7 @@ class ModelRegistry:
             max_batch_size=s.max_batch_size,
             max_queue_delay_ms=s.max_queue_delay_ms,
             max_queue_size=s.max_queue_size,
+            concurrency=s.batch_concurrency,
         )
         batcher.start()
         return batcher

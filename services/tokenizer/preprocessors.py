@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from mmsearch.model_repo import MANIFEST_NAME, ModelKind, ModelManifest, ModelRepoError, ModelRepository
@@ -26,6 +27,7 @@ class WrongKindError(ValueError):
 @dataclass(frozen=True)
 class Loaded:
     version: int  # manifest mtime: a re-export publishes a new manifest, so the cache entry is stale
+    checked: float  # when the version was last compared with the repository (monotonic)
     manifest: ModelManifest
     text: TextPreprocessor | None
     image: ImagePreprocessor | None
@@ -33,6 +35,9 @@ class Loaded:
 
 class PreprocessorCache:
     """Thread-safe: called from the service's worker threads."""
+
+    # A cached preprocessor is checked against the repository at most this often (a stat per call is measurable).
+    RECHECK_SECONDS = 1.0
 
     def __init__(self, repo: ModelRepository, *, max_image_pixels: int) -> None:
         self.repo = repo
@@ -43,20 +48,30 @@ class PreprocessorCache:
     def model_keys(self) -> list[str]:
         return self.repo.keys()
 
+    def is_loaded(self, key: str) -> bool:
+        return key in self._cache
+
     def get(self, key: str) -> Loaded:
+        now = time.monotonic()
+        hit = self._cache.get(key)
+        if hit is not None and now - hit.checked < self.RECHECK_SECONDS:
+            return hit
         try:
             version = (self.repo.path(key) / MANIFEST_NAME).stat().st_mtime_ns
         except (OSError, ModelRepoError):
+            with self._lock:
+                self._cache.pop(key, None)
             raise UnknownModelError(key, self.repo.keys()) from None
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None and hit.version == version:
+                self._cache[key] = Loaded(version, now, hit.manifest, hit.text, hit.image)
                 return hit
-            loaded = self._load(key, version)
+            loaded = self._load(key, version, now)
             self._cache[key] = loaded
             return loaded
 
-    def _load(self, key: str, version: int) -> Loaded:
+    def _load(self, key: str, version: int, now: float) -> Loaded:
         manifest = self.repo.manifest(key)
         text = TextPreprocessor.from_repo(self.repo, key) if manifest.tokenizer_file else None
         image = (
@@ -65,7 +80,7 @@ class PreprocessorCache:
             else None
         )
         log.info("preprocessor for %r (%s) loaded", key, manifest.kind)
-        return Loaded(version=version, manifest=manifest, text=text, image=image)
+        return Loaded(version=version, checked=now, manifest=manifest, text=text, image=image)
 
     def text(self, key: str) -> TextPreprocessor:
         loaded = self.get(key)

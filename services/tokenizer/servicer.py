@@ -128,7 +128,7 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
 
     def _label(self, key: str) -> str:
         # Metric labels only for models that exist, so random names from clients cannot grow the label set.
-        return key if key in self.cache.model_keys() else "_unknown"
+        return key if self.cache.is_loaded(key) else "_unknown"
 
     async def refresh(self) -> None:
         """Load every model's preprocessor (start-up and rescans): health then lists each model."""
