@@ -16,8 +16,10 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
+Validator = Callable[[Any], "str | None"]  # a 200's parsed body -> what is wrong with it, or None
 STATUS_NO_ANSWER = 0  # connection refused/reset or client timeout: no HTTP status at all
 
 
@@ -35,7 +37,7 @@ class Sample:
 
     @property
     def ok(self) -> bool:
-        return self.status == 200
+        return self.status == 200 and self.error is None
 
 
 @dataclass
@@ -70,7 +72,8 @@ def summarize(samples: Sequence[Sample]) -> dict[str, object]:
     failed = [s for s in samples if not s.ok]
     by_status: dict[str, int] = {}
     for s in failed:
-        by_status[str(s.status)] = by_status.get(str(s.status), 0) + 1
+        key = "200 with a wrong body" if s.status == 200 else str(s.status)
+        by_status[key] = by_status.get(key, 0) + 1
     return {
         "requests": len(samples),
         "errors": len(failed),
@@ -102,6 +105,7 @@ def _client(  # noqa: PLR0917 - a thread target takes its arguments positionally
     deadline: float,
     timeout: float,
     max_requests: int,
+    validate: Validator | None,
 ) -> None:
     parts = urlsplit(base_url)
     conn: http.client.HTTPConnection | None = None
@@ -118,7 +122,9 @@ def _client(  # noqa: PLR0917 - a thread target takes its arguments positionally
             reply = conn.getresponse()
             data = reply.read()
             status = reply.status
-            if status != 200:
+            if status == 200 and validate is not None:
+                err = validate(json.loads(data))  # a 200 with a wrong body (e.g. no hits) is a failure too
+            elif status != 200:
                 try:
                     parsed = json.loads(data)
                 except ValueError:
@@ -150,6 +156,7 @@ def load(
     path: Callable[[int], str] = lambda i: f"/qa/user/{i % 1000}",
     timeout: float = 30.0,
     max_requests_per_client: int = 100_000,
+    validate: Validator | None = None,
 ) -> Iterator[LoadHandle]:
     """Run `clients` threads against base_url for at most `seconds` (bounded in time and count); the context
     exit stops them and joins them (each finishes its request in flight, bounded by `timeout`)."""
@@ -159,7 +166,7 @@ def load(
     threads = [
         threading.Thread(
             target=_client,
-            args=(handle, base_url, path, body, counter, deadline, timeout, max_requests_per_client),
+            args=(handle, base_url, path, body, counter, deadline, timeout, max_requests_per_client, validate),
             name=f"load-client-{n}",
             daemon=True,
         )

@@ -38,13 +38,13 @@ def channels(local_stack: LocalStack) -> Iterator[dict[str, grpc.Channel]]:
     record("hostile.grpc", {"cases": len(_outcomes), "outcomes": dict(sorted(_outcomes.items()))})
 
 
-def _raw(channel: grpc.Channel, method: str, payload: bytes) -> grpc.StatusCode:
+def _raw(channel: grpc.Channel, method: str, payload: bytes) -> tuple[grpc.StatusCode, str]:
     call = channel.unary_unary(method, None, None)  # no serializer: the bytes go on the wire as they are
     try:
         call(payload, timeout=TIMEOUT)
     except grpc.RpcError as exc:
-        return exc.code()
-    return C.OK
+        return exc.code(), exc.details() or ""
+    return C.OK, ""
 
 
 def _code(make: Any) -> tuple[grpc.StatusCode, str]:
@@ -83,13 +83,18 @@ UNDECODABLE = [b"\xff\xff\xff\xff\xff", b"\x12\xff\xff\xff\xff\x0f", b"\x0a\x05a
     ],
 )
 def test_undecodable_messages_are_refused_without_a_crash(
-    channels: dict[str, grpc.Channel], service: str, method: str, payload: bytes
+    local_stack: LocalStack, channels: dict[str, grpc.Channel], service: str, method: str, payload: bytes
 ) -> None:
-    code = _raw(channels[service], method, payload)
+    code, details = _raw(channels[service], method, payload)
     _outcomes[f"{method.rsplit('/', 1)[1]} {payload[:6]!r}"] = code.name
-    # grpcio itself answers a request it cannot parse (before any handler runs) with INTERNAL; some of these bytes
-    # happen to parse as a valid but empty/odd message, which the handler must refuse as the client's error.
-    assert code in {C.INTERNAL, C.INVALID_ARGUMENT, C.NOT_FOUND}, f"{method} with {payload!r}: {code}"
+    # grpc.aio itself answers a request it cannot parse, before any handler runs: UNKNOWN with the DecodeError in
+    # the details. Bytes that happen to parse as an odd but valid message must be refused by the handler.
+    if code == C.UNKNOWN:
+        assert "DecodeError" in details, f"{method} with {payload!r}: UNKNOWN that is not a decode error: {details}"
+    else:
+        assert code in {C.INVALID_ARGUMENT, C.NOT_FOUND}, f"{method} with {payload!r}: {code} {details}"
+    target = {"tokenizer": local_stack.ready.tokenizer_target, "model": local_stack.ready.model_server_target}
+    assert probes.grpc_serving(target[service]), f"the {service} server is not SERVING after {payload!r}"
 
 
 def _tokenizer_cases(stub: tokenizer_pb2_grpc.TokenizerStub) -> dict[str, tuple[set[grpc.StatusCode], Any]]:
@@ -144,6 +149,7 @@ def _model_cases(stub: model_server_pb2_grpc.ModelServerStub) -> dict[str, tuple
         ),
         "missing input": ({C.INVALID_ARGUMENT}, predict({"input_ids": good["input_ids"]})),
         "unknown model": ({C.NOT_FOUND}, predict(good, model="no-such-model")),
+        "model name of 1 MB": ({C.NOT_FOUND, C.INVALID_ARGUMENT}, predict(good, model="m" * MB)),
     }
 
 
