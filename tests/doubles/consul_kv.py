@@ -15,6 +15,7 @@ import base64
 import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class ConsulKVDouble:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self.requests = 0  # GETs answered, for tests that check blocking (few requests while idle)
+        # Open client connections: an agent that goes down drops them too (clients keep HTTP/1.1 connections alive).
+        self._conns: set[socket.socket] = set()
+        self._conns_lock = threading.Lock()
 
     # ---- lifecycle
     def start(self) -> ConsulKVDouble:
@@ -72,6 +76,11 @@ class ConsulKVDouble:
             self._server = None
         with self._cond:
             self._cond.notify_all()
+        with self._conns_lock:
+            conns, self._conns = list(self._conns), set()
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     @property
     def address(self) -> str:
@@ -123,6 +132,16 @@ class ConsulKVDouble:
 def _make_handler(kv: ConsulKVDouble) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            with kv._conns_lock:
+                kv._conns.add(self.connection)
+
+        def finish(self) -> None:
+            with kv._conns_lock:
+                kv._conns.discard(self.connection)
+            super().finish()
 
         def log_message(self, format: str, *args: object) -> None:
             pass
