@@ -64,6 +64,15 @@ class RpcRunner:
             self.metrics.observe(method, model, code, time.perf_counter() - start)
 
 
+# The status message travels in trailing metadata, which clients cap at 16 KiB (after percent-encoding: up to 12
+# bytes per character). A message echoing a huge input (a 1 MB model name) would otherwise reach the caller as
+# RESOURCE_EXHAUSTED "Stream removed" instead of its real status.
+MAX_STATUS_MESSAGE_CHARS = 1000
+
+
 async def _abort(context: aio.ServicerContext[object, object], code: grpc.StatusCode, message: str) -> NoReturn:
+    if len(message) > MAX_STATUS_MESSAGE_CHARS:
+        cut = len(message) - MAX_STATUS_MESSAGE_CHARS
+        message = f"{message[:MAX_STATUS_MESSAGE_CHARS]}... ({cut} more characters cut)"
     await context.abort(code, message)
     raise AssertionError("unreachable: context.abort raises")  # pragma: no cover
