@@ -26,6 +26,7 @@ class HealthStatus:
     def __init__(self, service_names: list[str]) -> None:
         self.servicer = health_aio.HealthServicer()
         self.service_names = service_names
+        self._models: dict[str, bool] = {}
 
     def add_to_server(self, server: aio.Server) -> None:
         health_pb2_grpc.add_HealthServicer_to_server(self.servicer, server)
@@ -36,6 +37,9 @@ class HealthStatus:
             await self.servicer.set(name, status)
 
     async def set_model(self, key: str, serving: bool) -> None:
+        if self._models.get(key) == serving:
+            return  # called on every request by the tokenizer: only changes reach the servicer (and its watchers)
+        self._models[key] = serving
         await self.servicer.set(model_health_name(key), SERVING if serving else NOT_SERVING)
 
     async def shutting_down(self) -> None:

@@ -65,6 +65,9 @@ def command(
 
     Health (grpc.health.v1) has an entry per model ("model/<key>"), SERVING only when it is loaded; reflection
     is on; SIGTERM finishes in-flight calls before exiting.
+
+    Each flag has an environment variable MMSEARCH_MODEL_SERVER__<FLAG>
+    (e.g. MMSEARCH_MODEL_SERVER__MAX_BATCH_SIZE=64); flags win.
     """
     from services.serving.server import run
 

@@ -33,6 +33,9 @@ def command(model_repo: Path | None, **flags: Any) -> None:
 
     Health (grpc.health.v1) has an entry per model ("model/<key>"); reflection is on; SIGTERM finishes
     in-flight calls before exiting.
+
+    Each flag has an environment variable MMSEARCH_TOKENIZER__<FLAG>
+    (e.g. MMSEARCH_TOKENIZER__MAX_BATCH=128); flags win.
     """
     from services.tokenizer.server import run
 
