@@ -354,7 +354,10 @@
     clear(list);
     const items = result.items || [];
     if (items.length === 0) {
-      setState(panel, "empty", "No results.", "Nothing in the index matched well enough. Try other words.");
+      const category = panel.querySelector('input[name="category"]');
+      const filtered = category && category.value.trim();
+      const advice = filtered ? "Nothing matched in that category. Check its spelling or clear the category filter." : "Nothing in the index matched. Try other words.";
+      setState(panel, "empty", "No results.", advice);
     } else {
       const noun = items.length === 1 ? "result" : "results";
       setState(panel, "done", `${items.length} ${noun} in ${Math.round(result.uiMs)} ms`);
