@@ -1,8 +1,9 @@
 """What the local stores already hold, so a second `up` skips ingestion that would redo the same work.
 
 A corpus counts as loaded when its Milvus alias exists with mmsearch metadata naming the same model key and
-dimension, its vectors were made by the model export now in the repository (the stamp records the export's
-manifest time), and MongoDB holds as many documents as Milvus holds vectors.
+dimension, its vectors were made by the model export now in the repository from the same input (the stamp
+records the export's manifest time and the ingest arguments), and MongoDB holds as many documents as Milvus
+holds vectors.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ class LoadedState(BaseModel):
     corpus: str
     model_key: str
     model_created_at: str
+    fingerprint: str  # the ingest arguments that define the content (input, mapping, image URLs)
     count: int
 
 
@@ -69,12 +71,24 @@ def mongo_count(uri: str, database: str, corpus: str) -> int:
 
 
 def loaded_count(
-    *, repo: ModelRepository, corpus: Corpus, run_dir: Path, milvus_uri: str, mongo_uri: str, database: str
+    *,
+    repo: ModelRepository,
+    corpus: Corpus,
+    fingerprint: str,
+    run_dir: Path,
+    milvus_uri: str,
+    mongo_uri: str,
+    database: str,
 ) -> int | None:
     """Documents of `corpus` already served by the current export of its model; None when it must be ingested."""
     manifest = repo.manifest(corpus.model_key)
     stamp = read_stamp(run_dir, corpus.name)
-    if stamp is None or stamp.model_key != corpus.model_key or stamp.model_created_at != manifest.created_at:
+    if (
+        stamp is None
+        or stamp.model_key != corpus.model_key
+        or stamp.model_created_at != manifest.created_at
+        or stamp.fingerprint != fingerprint
+    ):
         return None
     vectors = milvus_count(milvus_uri, corpus, manifest.embedding_dim)
     if not vectors:

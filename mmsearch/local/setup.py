@@ -6,7 +6,6 @@ stops the stack, when a step fails: the message names the step and the log file 
 
 from __future__ import annotations
 
-import logging
 import signal
 import subprocess
 import time
@@ -19,8 +18,6 @@ from mmsearch.local import catalog, probes
 from mmsearch.local.plan import DATA_READY_FILE, READY_FILE, Corpus, ReadyReport, StackPlan
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings
-
-log = logging.getLogger("mmsearch.local.setup")
 
 
 class SetupError(Exception):
@@ -38,18 +35,23 @@ def wait_for(what: str, check: Callable[[], bool], *, timeout: float, log_file: 
         time.sleep(0.25)
 
 
-def ingest_command(plan: StackPlan, corpus: Corpus) -> list[str]:
-    """`mmsearch ingest` for a demo corpus, against the stack's stores and model repository (env of the stack)."""
-    cmd = [str(plan.bin_dir / "mmsearch"), "ingest", corpus.kind]
+def corpus_args(plan: StackPlan, corpus: Corpus) -> list[str]:
+    """What defines a corpus's content: input, mapping, image URLs, model. A change means ingesting again."""
     if corpus.kind == "qa":
         # The raw FAQ keeps the package's field names (see offline.datasets.faq.FIELD_MAP).
-        cmd += ["--input", str(corpus.source), "--format", "jsonl", "--map", "question=q,answer=a,category=category"]
+        args = ["--input", str(corpus.source), "--format", "jsonl", "--map", "question=q,answer=a,category=category"]
     else:
-        # The web UI serves the photo folder at /images/<file name> (settings.web.image_dir).
-        cmd += ["--dir", str(corpus.source), "--base-url", f"{plan.web_url}/images"]
+        # The web UI serves the photo folder at /images/<file name> (settings.web.image_dir): the stored URLs
+        # carry the web UI's port.
+        args = ["--dir", str(corpus.source), "--base-url", f"{plan.web_url}/images"]
+    return [*args, "--corpus", corpus.name, "--model", corpus.model_key]
+
+
+def ingest_command(plan: StackPlan, corpus: Corpus) -> list[str]:
+    """`mmsearch ingest` for a demo corpus, against the stack's stores and model repository."""
     return [
-        *cmd,
-        *("--corpus", corpus.name, "--model", corpus.model_key),
+        *(str(plan.bin_dir / "mmsearch"), "ingest", corpus.kind),
+        *corpus_args(plan, corpus),
         *("--repo", str(plan.model_repo), "--work-dir", str(plan.var_dir / "ingest" / corpus.name)),
         *("--milvus-uri", plan.milvus_uri, "--mongo-uri", plan.mongo_uri),
     ]
@@ -57,9 +59,11 @@ def ingest_command(plan: StackPlan, corpus: Corpus) -> list[str]:
 
 def load_corpus(plan: StackPlan, corpus: Corpus, repo: ModelRepository, database: str) -> int:
     """Ingest `corpus` unless the stores already hold it from the current model export; returns its size."""
+    fingerprint = " ".join(corpus_args(plan, corpus))
     have = catalog.loaded_count(
         repo=repo,
         corpus=corpus,
+        fingerprint=fingerprint,
         run_dir=plan.run_dir,
         milvus_uri=plan.milvus_uri,
         mongo_uri=plan.mongo_uri,
@@ -82,7 +86,11 @@ def load_corpus(plan: StackPlan, corpus: Corpus, repo: ModelRepository, database
     catalog.write_stamp(
         plan.run_dir,
         catalog.LoadedState(
-            corpus=corpus.name, model_key=corpus.model_key, model_created_at=manifest.created_at, count=count
+            corpus=corpus.name,
+            model_key=corpus.model_key,
+            model_created_at=manifest.created_at,
+            fingerprint=fingerprint,
+            count=count,
         ),
     )
     click.echo(f"{corpus.name}: {count} documents loaded in {time.monotonic() - started:.1f} s")
