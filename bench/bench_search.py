@@ -368,6 +368,8 @@ def main() -> None:
         "service_over_ceiling_p50_c1": added,
         "target": "service p50 at concurrency 1 <= 1.25 x ceiling",
         "target_met": added is not None and added <= 1.25,
+        # A ratio from a handful of requests on a busy CPU says little; say so in the file itself.
+        "few_samples": min(v["requests"] for side in results.values() for v in side.values()) < 30,
         "machine": machine_info(contended=args.contended or load_before > 1.0),
         "load_average_before": round(load_before, 2),
     }
