@@ -187,7 +187,11 @@ def encode_corpus(
     if start_shard:
         log.info("%s: resuming at shard %d (%d of %d rows done)", folder, start_shard, plan.done_rows, plan.total)
 
-    encoder = OnnxEncoder.from_repo(repo, model_key, providers=providers)
+    # The reader thread tokenizes/decodes while ONNX Runtime runs: idle ORT threads must yield the core to it
+    # instead of spin-waiting (spinning cost ~1/3 of the throughput on 2 cores).
+    encoder = OnnxEncoder.from_repo(
+        repo, model_key, providers=providers, config_entries={"session.intra_op.allow_spinning": "0"}
+    )
     prepare = _image_prep(repo, model_key, values) if is_image else _text_prep(repo, model_key, values)
     reader = _Reader(prepare, plan, batch_size=batch_size, is_image=is_image, values=values, depth=queue_batches)
     started = time.perf_counter()

@@ -90,7 +90,7 @@ def push_mongo(
     except CorpusError as exc:
         raise PushError(str(exc)) from exc
     started = time.perf_counter()
-    inserted = updated = unchanged = verified = 0
+    inserted = updated = unchanged = acknowledged = 0
     with mongo_database(settings) as db:
         coll = db[corpus]
         try:
@@ -103,11 +103,13 @@ def push_mongo(
                 inserted += res.upserted_count
                 updated += res.modified_count
                 unchanged += res.matched_count - res.modified_count
-                ids = [r.id for r in batch]
-                verified += coll.count_documents({"_id": {"$in": ids}})
+                # Acknowledged writes: every replace either matched its _id or inserted it. (Counting the batch
+                # back with an $in query costs more than the write on some servers.)
+                acknowledged += res.matched_count + res.upserted_count
                 bar.update(len(batch))
             bar.close()
             pruned = _prune(coll, {r.id for r in rows}, batch_size) if prune else 0
+            stored = coll.count_documents({})
         except BulkWriteError as exc:
             first = (exc.details.get("writeErrors") or [{}])[0]
             raise PushError(
@@ -116,8 +118,11 @@ def push_mongo(
             ) from exc
         except PyMongoError as exc:
             raise StoreUnavailableError(f"MongoDB at {settings.uri!r} failed during the push: {exc}") from exc
-    if verified != len(rows):
-        raise PushError(f"{settings.database}.{corpus}: {verified} of {len(rows)} documents found after the upserts")
+    if acknowledged != len(rows):
+        raise PushError(f"{settings.database}.{corpus}: {acknowledged} of {len(rows)} upserts acknowledged")
+    # The collection must now hold at least the corpus (exactly it after pruning; stale ids stay without it).
+    if stored < len(rows) or (prune and stored != len(rows)):
+        raise PushError(f"{settings.database}.{corpus} holds {stored} documents after the push, expected {len(rows)}")
     seconds = time.perf_counter() - started
     return MongoPushSummary(settings.database, corpus, len(rows), inserted, updated, unchanged, pruned, seconds)
 

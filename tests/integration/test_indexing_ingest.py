@@ -154,3 +154,45 @@ def test_interrupted_index_process_resumes(model_repo: ModelRepository, tmp_path
     assert final.complete
     assert sum(s.count for s in final.shards) == total
     assert json.loads((out / "vectors.json").read_text(encoding="utf-8"))["total"] == total
+
+
+def test_ingest_photos_demo_with_the_clip_image_tower(
+    milvus_uri: str, mongo_uri: str, corpus_name: str, model_repo: ModelRepository, tmp_path: Path
+) -> None:
+    from pymilvus import MilvusClient
+    from pymongo import MongoClient
+
+    from tests.fixtures.models import TINY_CLIP_IMAGE
+
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    base_url = "http://127.0.0.1:8090/images"
+    args = ["images", "--demo", "photos", "--base-url", base_url, "--model", TINY_CLIP_IMAGE, "--corpus", corpus_name]
+    env = {
+        "MMSEARCH_MODEL_REPO": str(model_repo.root),
+        "MMSEARCH_MILVUS__URI": milvus_uri,
+        "MMSEARCH_MONGO__URI": mongo_uri,
+        "MMSEARCH_MONGO__DATABASE": database,
+    }
+
+    res = _ingest([*args, "--work-dir", str(tmp_path / "w")], env)
+
+    assert res.exit_code == 0, res.output
+    assert "16 vectors upserted" in res.output
+    photo = tmp_path / "w" / "raw" / "photos" / "cat-chelsea.jpg"
+    query = OnnxEncoder.from_repo(model_repo, TINY_CLIP_IMAGE).encode_images([photo.read_bytes()])[0]
+    milvus = MilvusClient(uri=milvus_uri)
+    mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    try:
+        fields = {f["name"] for f in milvus.describe_collection(corpus_name)["fields"]}
+        assert fields == {"id", "image_emb"}  # image rows have no category: no filter field
+        hits = milvus.search(corpus_name, data=[query.tolist()], anns_field="image_emb", limit=1, output_fields=["id"])
+        top = str(hits[0][0]["id"])
+        doc = mongo[database][corpus_name].find_one({"queryid": top})
+        assert doc is not None
+        assert doc["name"] == "cat-chelsea.jpg"
+        assert doc["url"] == f"{base_url}/cat-chelsea.jpg"
+        assert Path(doc["image"]) == photo.resolve()
+    finally:
+        milvus.close()
+        mongo.drop_database(database)
+        mongo.close()

@@ -187,3 +187,39 @@ def test_cli_encodes_and_prints_throughput(model_repo: ModelRepository, tmp_path
     assert res.exit_code == 0, res.output
     assert f"encoded {len(TEXTS)} of {len(TEXTS)} rows" in res.output
     assert "docs/s" in res.output
+
+
+def test_image_corpus_vectors_equal_the_shared_encoder(model_repo: ModelRepository, tmp_path: Path) -> None:
+    from offline.preprocess.demo import prepare_demo
+    from tests.fixtures.models import TINY_CLIP_IMAGE
+
+    corpus = tmp_path / "photos.jsonl"
+    prepare_demo("photos", corpus, base_url="http://127.0.0.1:8090/images")
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    out = tmp_path / "vec"
+
+    summary = encode_corpus(corpus, model_repo, TINY_CLIP_IMAGE, "image", out, batch_size=5, shard_size=6)
+
+    ids, vecs = _load(out)
+    blobs = [Path(r["image"]).read_bytes() for r in rows]
+    expected = OnnxEncoder.from_repo(model_repo, TINY_CLIP_IMAGE).encode_images(blobs)
+    assert ids.tolist() == [r["id"] for r in rows]
+    np.testing.assert_allclose(vecs, expected, atol=2e-5)
+    manifest = read_manifest(out)
+    assert manifest is not None
+    assert (manifest.field, manifest.vector_field, manifest.model_kind) == ("image", "image_emb", "clip_image")
+    assert summary.encoded == len(rows) == 16
+
+
+def test_unreadable_image_names_the_file(model_repo: ModelRepository, tmp_path: Path) -> None:
+    from tests.fixtures.models import TINY_CLIP_IMAGE
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"not an image")
+    corpus = tmp_path / "img.jsonl"
+    corpus.write_text(json.dumps({"id": 1, "name": "bad.jpg", "image": str(bad), "url": "u"}) + "\n", encoding="utf-8")
+    with pytest.raises(EncodeError, match=r"bad\.jpg.*not a readable image"):
+        encode_corpus(corpus, model_repo, TINY_CLIP_IMAGE, "image", tmp_path / "v")
+    corpus.write_text(json.dumps({"id": 1, "name": "x", "image": str(tmp_path / "gone.png"), "url": "u"}) + "\n")
+    with pytest.raises(EncodeError, match=r"cannot read image .*gone\.png"):
+        encode_corpus(corpus, model_repo, TINY_CLIP_IMAGE, "image", tmp_path / "v")

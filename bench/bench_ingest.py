@@ -1,0 +1,367 @@
+"""Ingest throughput, every figure against a baseline measured in the same run.
+
+1. Encoding: `mmsearch index` (read jsonl, tokenize on the reader thread, ONNX on the main thread, write shards)
+   against the raw in-memory `OnnxEncoder.encode_texts` of the same texts with the same model (real MiniLM).
+   Target: index >= 0.85x raw, i.e. the I/O is hidden behind the encoding. Timed round-robin, best of
+   `--repeats`. Also the full `ingest` (preprocess + index + MongoDB + Milvus Lite build/alias switch) once.
+2. Milvus: 100k synthetic L2-normalised 384-d vectors loaded by `push milvus` (upserts in batches of 1000,
+   FLAT index so the run stays bounded) into Milvus Lite embedded; baseline = a plain pymilvus `insert` loop
+   of the same rows (what a hand-written loader does). Reported: upsert vectors/s of both.
+3. MongoDB (SecantusDB, started here): `push mongo` bulk upserts against one `insert_one` per document (and
+   against one `replace_one(upsert)` per document, the idempotent per-row equivalent). Target: >= 10x.
+
+    .venv/bin/python -m bench.bench_ingest [--repo models] [--docs 2000] [--vectors 100000] [--contended]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.machine import machine_info
+
+log = logging.getLogger("bench.ingest")
+
+
+def _rate(n: int, seconds: float) -> float:
+    return round(n / seconds, 2) if seconds > 0 else 0.0
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _corpus(folder: Path, docs: int) -> tuple[Path, list[str]]:
+    """The FAQ, then chatterbot pairs, up to `docs` rows (real text of varied length)."""
+    from offline.preprocess.demo import prepare_demo
+
+    faq, chat = folder / "faq.jsonl", folder / "chat.jsonl"
+    prepare_demo("faq", faq)
+    prepare_demo("chatterbot", chat)
+    rows = [json.loads(line) for line in faq.read_text(encoding="utf-8").splitlines()]
+    offset = len(rows)
+    for line in chat.read_text(encoding="utf-8").splitlines():
+        row: dict[str, Any] = json.loads(line)
+        row["id"] += offset
+        rows.append(row)
+    rows = rows[:docs]
+    path = folder / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    return path, [r["question"] for r in rows]
+
+
+def bench_encoding(repo: Any, key: str, corpus: Path, texts: list[str], *, work: Path, repeats: int) -> dict[str, Any]:
+    from mmsearch.runtime.encoder import OnnxEncoder
+    from offline.encode.pipeline import encode_corpus
+
+    encoder = OnnxEncoder.from_repo(repo, key, providers=["CPUExecutionProvider"])
+    # The index pipeline turns ORT's spin-waiting off (its reader thread needs the core); the raw baseline is
+    # timed both ways and the ratio taken against the faster one.
+    quiet = OnnxEncoder.from_repo(
+        repo, key, providers=["CPUExecutionProvider"], config_entries={"session.intra_op.allow_spinning": "0"}
+    )
+
+    def raw() -> None:
+        encoder.encode_texts(texts, batch_size=32)
+
+    def raw_no_spin() -> None:
+        quiet.encode_texts(texts, batch_size=32)
+
+    def index() -> None:
+        out = work / "vec"
+        shutil.rmtree(out, ignore_errors=True)
+        encode_corpus(
+            corpus,
+            repo,
+            key,
+            "question",
+            out,
+            batch_size=32,
+            shard_size=1000,
+            providers=["CPUExecutionProvider"],
+            progress=False,
+        )
+
+    engines = {"raw_encode": raw, "raw_encode_no_spin": raw_no_spin, "index": index}
+    for fn in engines.values():
+        fn()  # warm-up
+    seconds: dict[str, list[float]] = {name: [] for name in engines}
+    for _ in range(repeats):
+        for name, fn in engines.items():  # round-robin: load from other processes falls on all alike
+            seconds[name].append(_timed(fn))
+    n = len(texts)
+    out: dict[str, Any] = {
+        name: {
+            "docs": n,
+            "best_s": round(min(s), 3),
+            "median_s": round(statistics.median(s), 3),
+            "docs_per_s": _rate(n, min(s)),
+        }
+        for name, s in seconds.items()
+    }
+    best_raw = max(out["raw_encode"]["docs_per_s"], out["raw_encode_no_spin"]["docs_per_s"])
+    out["index_over_raw"] = round(out["index"]["docs_per_s"] / best_raw, 3)
+    out["target_index_over_raw"] = 0.85
+    return out
+
+
+def bench_full_ingest(
+    repo: Any, key: str, corpus: Path, *, work: Path, mongo_uri: str, raw_dps: float
+) -> dict[str, Any]:
+    """One full ingest (fresh work dir, fresh stores): preprocess + index + MongoDB + Milvus Lite."""
+    from mmsearch.settings import MilvusSettings, MongoSettings
+    from offline.ingest.steps import IngestOptions, run_ingest
+    from offline.preprocess.qa import QAOptions, preprocess_qa
+
+    opts = IngestOptions(
+        corpus="bench_qa",
+        model_key=key,
+        field="question",
+        repo=repo,
+        work_dir=work / "ingest",
+        milvus=MilvusSettings(uri=str(work / "ingest-milvus.db")),
+        mongo=MongoSettings(uri=mongo_uri, database=f"bench_{uuid.uuid4().hex[:8]}"),
+        providers=["CPUExecutionProvider"],
+    )
+    n = sum(1 for _ in corpus.open(encoding="utf-8"))
+    seconds = _timed(lambda: run_ingest(opts, lambda out: preprocess_qa(corpus, out, QAOptions.for_format("jsonl"))))
+    dps = _rate(n, seconds)
+    return {"docs": n, "seconds": round(seconds, 3), "docs_per_s": dps, "over_raw_encode": round(dps / raw_dps, 3)}
+
+
+def _synthetic_vectors(folder: Path, n: int, dim: int) -> Path:
+    from offline.encode.manifest import IndexManifest, file_sha256, write_manifest
+    from offline.encode.shards import write_shard
+
+    folder.mkdir(parents=True)
+    corpus = folder / "corpus.jsonl"
+    cats = ["alpha", "beta", "gamma", "delta"]
+    with corpus.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            f.write(json.dumps({"id": i, "question": f"q{i}", "answer": "a", "category": [cats[i % 4]]}) + "\n")
+    rng = np.random.default_rng(0)
+    shards, shard_size = [], 10_000
+    for k, start in enumerate(range(0, n, shard_size)):
+        count = min(shard_size, n - start)
+        vec = rng.normal(size=(count, dim)).astype(np.float32)
+        vec /= np.linalg.norm(vec, axis=1, keepdims=True)
+        shards.append(write_shard(folder, k, start, np.arange(start, start + count, dtype=np.int64), vec))
+    manifest = IndexManifest(
+        model_key="synthetic",
+        model_kind="text_embedding",
+        model_sha256="0" * 64,
+        dim=dim,
+        field="question",
+        vector_field="question_emb",
+        input_path=str(corpus),
+        input_sha256=file_sha256(corpus),
+        total=n,
+        shard_size=shard_size,
+        shards=shards,
+        complete=True,
+    )
+    write_manifest(folder, manifest)
+    return folder
+
+
+def bench_milvus(work: Path, n: int, dim: int) -> dict[str, Any]:
+    from pymilvus import DataType, MilvusClient
+
+    from mmsearch.settings import MilvusSettings
+    from offline.encode.shards import iter_shards, open_vectors
+    from offline.push.milvus_push import MilvusPushOptions, push_milvus
+    from offline.push.schema import IndexType
+
+    folder = _synthetic_vectors(work / "synthetic", n, dim)
+    uri = str(work / "bench-milvus.db")
+    summary = push_milvus(
+        MilvusSettings(uri=uri, timeout_seconds=60),
+        MilvusPushOptions(vectors=folder, corpus="bench_vectors", index_type=IndexType.FLAT, progress=False),
+    )
+    ours: dict[str, Any] = {
+        "vectors": n,
+        "dim": dim,
+        "upsert_s": round(summary.upsert_seconds, 3),
+        "upsert_vectors_per_s": _rate(n, summary.upsert_seconds),
+        "total_s_with_flush_index_load_verify": round(summary.seconds, 3),
+        "index": "FLAT",
+    }
+    # Baseline: plain insert loop, same rows and batch size, into another collection of the same file.
+    manifest = open_vectors(folder)
+    client = MilvusClient(uri=uri)
+    schema = MilvusClient.create_schema(auto_id=False)
+    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field("question_emb", DataType.FLOAT_VECTOR, dim=dim)
+    schema.add_field("category", DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=8, max_length=64)
+    client.create_collection("baseline_insert", schema=schema)
+    cats = ["alpha", "beta", "gamma", "delta"]
+    start = time.perf_counter()
+    for ids, vec in iter_shards(folder, manifest):
+        for s in range(0, len(ids), 1000):
+            client.insert(
+                "baseline_insert",
+                [
+                    {"id": int(i), "question_emb": v.tolist(), "category": [cats[int(i) % 4]]}
+                    for i, v in zip(ids[s : s + 1000], vec[s : s + 1000], strict=True)
+                ],
+            )
+    baseline_s = time.perf_counter() - start
+    client.close()
+    baseline: dict[str, Any] = {
+        "vectors": n,
+        "insert_s": round(baseline_s, 3),
+        "insert_vectors_per_s": _rate(n, baseline_s),
+    }
+    return {
+        "push_milvus_upsert": ours,
+        "baseline_plain_insert": baseline,
+        "upsert_over_plain_insert": round(ours["upsert_vectors_per_s"] / baseline["insert_vectors_per_s"], 3),
+        "server": "Milvus Lite embedded (pymilvus MilvusClient on a local .db)",
+    }
+
+
+def bench_mongo(work: Path, mongo_uri: str, n: int) -> dict[str, Any]:
+    from pymongo import MongoClient
+
+    from mmsearch.settings import MongoSettings
+    from offline.preprocess.records import read_corpus
+    from offline.push.mongo_push import document, push_mongo
+
+    corpus = work / "mongo-corpus.jsonl"
+    with corpus.open("w", encoding="utf-8") as f:
+        for i in range(n):
+            row = {"id": i, "question": f"Question number {i}?", "answer": "An answer " * 20, "category": ["c"]}
+            f.write(json.dumps(row) + "\n")
+    database = f"bench_{uuid.uuid4().hex[:8]}"
+    summary = push_mongo(MongoSettings(uri=mongo_uri, database=database), corpus, "bulk", progress=False)
+    corpus_rows = [row for _, row in read_corpus(corpus)]
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    coll = client[database]["one_by_one"]
+    coll.create_index("queryid", unique=True)
+    start = time.perf_counter()
+    for corpus_row in corpus_rows:
+        coll.insert_one(document(corpus_row))
+    single_s = time.perf_counter() - start
+    # The idempotent per-row equivalent of what push mongo does: one replace_one(upsert) round trip per row.
+    coll = client[database]["one_by_one_upsert"]
+    coll.create_index("queryid", unique=True)
+    start = time.perf_counter()
+    for corpus_row in corpus_rows:
+        coll.replace_one({"_id": corpus_row.id}, document(corpus_row), upsert=True)
+    single_upsert_s = time.perf_counter() - start
+    client.drop_database(database)
+    client.close()
+    bulk = {"docs": n, "seconds": round(summary.seconds, 3), "docs_per_s": _rate(n, summary.seconds)}
+    single = {"docs": n, "seconds": round(single_s, 3), "docs_per_s": _rate(n, single_s)}
+    single_upsert = {"docs": n, "seconds": round(single_upsert_s, 3), "docs_per_s": _rate(n, single_upsert_s)}
+    return {
+        "push_mongo_bulk_upsert": bulk,
+        "baseline_insert_one_per_row": single,
+        "baseline_replace_one_upsert_per_row": single_upsert,
+        "bulk_over_one_per_row": round(bulk["docs_per_s"] / single["docs_per_s"], 2),
+        "bulk_over_upsert_per_row": round(bulk["docs_per_s"] / single_upsert["docs_per_s"], 2),
+        "target_bulk_over_one_per_row": 10.0,
+        "server": "SecantusDB 0.7.0b3 (MongoDB wire protocol, a Python server) on 127.0.0.1",
+    }
+
+
+def _start_secantus(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    from tests.fixtures.ports import free_port, wait_until
+    from tests.fixtures.stores import mongo_reachable
+
+    port = free_port()
+    uri = f"mongodb://127.0.0.1:{port}"
+    log_file = (folder / "secantusd.log").open("wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "secantusd-py"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--storage-path",
+            str(folder / "mongo"),
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    wait_until(lambda: mongo_reachable(uri), what="SecantusDB", timeout=60, proc=proc)
+    return proc, uri
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repo", type=Path, default=Path("models"), help="model repository with the text model")
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--docs", type=int, default=2000, help="texts for the encoding comparison")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--vectors", type=int, default=100_000, help="synthetic vectors for the Milvus load")
+    parser.add_argument("--mongo-docs", type=int, default=5000)
+    parser.add_argument("--contended", action="store_true", help="other work shared the CPU during the run")
+    parser.add_argument("--out", type=Path, default=Path("bench/results/ingest.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("offline").setLevel(logging.WARNING)
+
+    from mmsearch.model_repo import ModelRepository
+    from tests.fixtures.ports import stop_process
+
+    repo = ModelRepository(args.repo)
+    if args.model not in repo:
+        sys.exit(f"model {args.model!r} is not in {args.repo}: export it first (mmsearch export sbert ...)")
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+        work = Path(tmp)
+        proc, mongo_uri = _start_secantus(work)
+        try:
+            corpus, texts = _corpus(work, args.docs)
+            log.info("encoding: %d texts, %d repeats", len(texts), args.repeats)
+            encoding = bench_encoding(repo, args.model, corpus, texts, work=work, repeats=args.repeats)
+            log.info("full ingest")
+            raw_dps = max(
+                float(encoding["raw_encode"]["docs_per_s"]), float(encoding["raw_encode_no_spin"]["docs_per_s"])
+            )
+            full = bench_full_ingest(repo, args.model, corpus, work=work, mongo_uri=mongo_uri, raw_dps=raw_dps)
+            log.info("milvus: %d vectors", args.vectors)
+            milvus = bench_milvus(work, args.vectors, 384)
+            log.info("mongo: %d documents", args.mongo_docs)
+            mongo = bench_mongo(work, mongo_uri, args.mongo_docs)
+        finally:
+            stop_process(proc)
+    result = {
+        "benchmark": "ingest",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(contended=args.contended),
+        "load_average_at_start": list(load_before),
+        "model": args.model,
+        "encoding": encoding,
+        "full_ingest": full,
+        "milvus": milvus,
+        "mongo": mongo,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: result[k] for k in ("encoding", "full_ingest", "milvus", "mongo")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
