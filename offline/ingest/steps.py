@@ -15,6 +15,7 @@ from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import MilvusSettings, MongoSettings
 from offline.encode.pipeline import encode_corpus
 from offline.preprocess.rejects import PreprocessReport
+from offline.push.errors import PushError
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
@@ -62,8 +63,6 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
     pre = preprocess(corpus_file)
     report.add("preprocess", pre.summary())
     if pre.written == 0:
-        from offline.push.errors import PushError
-
         raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
     enc = encode_corpus(

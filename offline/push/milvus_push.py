@@ -145,7 +145,7 @@ def _fingerprint(manifest: IndexManifest, scalars: list[ScalarField], opts: Milv
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _load_rows(path: Path, manifest: IndexManifest) -> tuple[dict[int, CorpusRow], str]:
+def _load_rows(path: Path) -> tuple[dict[int, CorpusRow], str]:
     try:
         rows = {row.id: row for _, row in read_corpus(path)}
     except CorpusError as exc:
@@ -180,7 +180,7 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
     alias = check_corpus_name(opts.corpus)
     manifest = open_vectors(opts.vectors)
     corpus_path = opts.input_path or Path(manifest.input_path)
-    rows, corpus_sha = _load_rows(corpus_path, manifest)
+    rows, corpus_sha = _load_rows(corpus_path)
     if corpus_sha != manifest.input_sha256:
         raise PushError(
             f"{corpus_path} changed since the vectors in {opts.vectors} were made from it: run `mmsearch index` again"
