@@ -120,7 +120,8 @@ def _up_options(fn: F) -> F:
     "--clip-source",
     default=None,
     help="CLIP model for text-to-image: a Hugging Face hub id or a local folder (env MMSEARCH_LOCAL__CLIP_SOURCE). "
-    "Without it, and without a CLIP model already in the repository, text-to-image is off.",
+    "Without it, and without a CLIP model already in the repository, text-to-image is off. Towers already "
+    "exported (clip-text, clip-image) are reused; replace them with `mmsearch export clip --force`.",
 )
 @click.option(
     "--var-dir",
