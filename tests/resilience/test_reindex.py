@@ -102,6 +102,7 @@ def test_reingest_under_load_switches_only_to_a_verified_collection(fault_stack:
             finished = handle.now()
             time.sleep(2.0)  # queries on the new collection
         after = watch.target()
+        after_rows = watch.rows(after)
     samples = handle.snapshot()
     figures = summarize(samples)
     switches = [(round(t, 2), name, rows) for t, name, rows in watch.seen]
@@ -120,7 +121,7 @@ def test_reingest_under_load_switches_only_to_a_verified_collection(fault_stack:
     log_text = log_path.read_text(encoding="utf-8", errors="replace")
     assert rc == 0, f"mmsearch ingest failed ({rc}):\n{log_text[-3000:]}"
     assert after != before, f"the alias still names {before}: the re-index did not switch"
-    assert watch.rows(after) == expected
+    assert after_rows == expected
     incomplete = [s for s in switches if s[2] != expected]
     assert not incomplete, f"the alias named a collection before it held all {expected} rows: {incomplete}"
     failed = [s for s in samples if not s.ok]
