@@ -94,7 +94,8 @@ def push_mongo(
     with mongo_database(settings) as db:
         coll = db[corpus]
         try:
-            coll.create_index("queryid", unique=True, name=QUERYID_INDEX)
+            if not _has_unique_queryid_index(coll):
+                coll.create_index("queryid", unique=True, name=QUERYID_INDEX)
             bar = tqdm(total=len(rows), desc=f"mongo {corpus}", unit="docs", disable=progress is False)
             for s in range(0, len(rows), batch_size):
                 batch = rows[s : s + batch_size]
@@ -134,3 +135,12 @@ def _prune(coll: Any, keep: set[int], batch_size: int) -> int:
     if stale:
         log.info("removed %d documents whose ids are no longer in the corpus", len(stale))
     return len(stale)
+
+
+def _has_unique_queryid_index(coll: Any) -> bool:
+    """A unique index on queryid under another name (e.g. MongoDB's default `queryid_1`, made by hand or by another
+    loader) serves as well; creating ours beside it fails with IndexOptionsConflict."""
+    return any(
+        [(k, int(d)) for k, d in info.get("key", [])] == [("queryid", 1)] and bool(info.get("unique"))
+        for info in coll.index_information().values()
+    )
