@@ -112,6 +112,7 @@ def test_valid_change_under_load_applies_within_about_a_second_without_failures(
         ("unknown ranker", _config("rank.qa.mmr").replace("rankerName: mmr", "rankerName: xgboost"), "xgboost"),
         ("not a mapping", "- just\n- a list\n", "scene-config"),
     ],
+    ids=["yaml-syntax-error", "unknown-ranker", "not-a-mapping"],
 )
 def test_invalid_config_under_load_is_rejected_and_last_good_keeps_serving(
     consul_restored: FaultStack, name: str, text: str, reason: str

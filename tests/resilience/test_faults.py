@@ -70,6 +70,8 @@ def test_killed_dependency_fails_fast_with_503_naming_it_and_search_recovers(
 
     down = [s for s in samples if s.start >= killed + SETTLE_SECONDS and s.end <= restart]
     failed = [s for s in samples if s.start >= killed - 1.0 and not s.ok]
+    # Every request that overlapped the outage or the restart, including those in flight at the kill.
+    overlapping = [s for s in samples if s.end >= killed and s.start <= back]
     bound = fault_stack.stage_timeout + MARGIN_SECONDS
     figures = {
         "dependency": dependency,
@@ -80,6 +82,7 @@ def test_killed_dependency_fails_fast_with_503_naming_it_and_search_recovers(
         "failed_requests": len(failed),
         "while_down": summarize(down),
         "slowest_while_down_ms": round(max((s.seconds for s in down), default=0.0) * 1000, 1),
+        "slowest_kill_to_back_ms": round(max((s.seconds for s in overlapping), default=0.0) * 1000, 1),
         "timeout_bound_ms": round(bound * 1000),
         "stage_timeout_ms": round(fault_stack.stage_timeout * 1000),
         "recovery_seconds": round(recovered_at - back, 2) if recovered_at is not None else None,
