@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,7 @@ from typing import Any
 import pytest
 
 from mmsearch.model_repo import ModelRepository
-from tests.fixtures.stack import LocalStack, model_repo_with_minilm, start_local_stack
+from tests.fixtures.stack import LocalStack, child_pids, model_repo_with_minilm, start_local_stack
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,16 @@ def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback URL of our own stack
         data: dict[str, Any] = json.loads(resp.read())
     return data
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # A zombie (exited, not yet reaped by its parent) is not running.
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.is_file() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
 
 
 def assert_reference_item(item: dict[str, Any]) -> None:
@@ -96,3 +108,10 @@ def test_second_start_reuses_models_and_data(tmp_path: Path, model_repo: ModelRe
         assert "exporting" not in second_run
         reply = post_json(f"{second.search_url}/qa/user/10", {"query": "building permit"})
         assert reply["searchItemModels"][0]
+        # A process that dies takes the stack down with a message, not a half-working stack.
+        pids = child_pids(var_dir)
+        os.kill(pids["model"], signal.SIGKILL)
+        assert second.proc.wait(timeout=120) != 0
+        assert "the local stack stopped because a process exited with code" in second.output_text()
+        for name, pid in pids.items():
+            assert not pid_alive(pid), f"{name} (pid {pid}) still running after the stack stopped"
