@@ -369,11 +369,11 @@ async def _read_image(upload: UploadFile, max_mb: int) -> bytes:
 
 async def _watch(service: SearchService) -> None:
     """Finish the initial load if a dependency was down at start, then follow the config source."""
-    while service.manager.current is None:
+    while not service.source.settled:
         try:
             await service.source.load_initial(service.manager)
-            break
         except (DependencyUnavailableError, ConfigError) as exc:
             service.manager.source_state = f"no config yet: {exc}"
+        if not service.source.settled:
             await asyncio.sleep(1.0)
     await service.source.watch(service.manager)

@@ -23,6 +23,10 @@ RETRY_SECONDS = 1.0
 
 
 class ConfigSource(Protocol):
+    # True once the source gave an answer that validation could judge (applied or rejected); until then the
+    # initial load is retried (e.g. Milvus was down, so the config could not be checked yet).
+    settled: bool
+
     async def load_initial(self, manager: ConfigManager) -> None: ...
 
     async def watch(self, manager: ConfigManager) -> None: ...
@@ -34,6 +38,7 @@ class FileConfigSource:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._seen: tuple[float, int] | None = None
+        self.settled = False
 
     def _stamp(self) -> tuple[float, int]:
         st = self.path.stat()
@@ -43,7 +48,12 @@ class FileConfigSource:
         if not self.path.is_file():
             raise ConfigError([f"config file {self.path} does not exist (set MMSEARCH_SEARCH__CONFIG_FILE)"])
         self._seen = self._stamp()
-        await manager.apply(self.path.read_text(encoding="utf-8"), f"file:{self.path}")
+        try:
+            await manager.apply(self.path.read_text(encoding="utf-8"), f"file:{self.path}")
+        except ConfigError:
+            self.settled = True  # judged: the next edit of the file is what can change it
+            raise
+        self.settled = True
         manager.source_state = f"watching file {self.path}"
         manager.metrics.config_source_up.set(1)
 
@@ -61,8 +71,11 @@ class FileConfigSource:
                 self._seen = stamp
                 try:
                     await manager.apply(self.path.read_text(encoding="utf-8"), f"file:{self.path}")
-                except (ConfigError, DependencyUnavailableError, OSError) as exc:
+                except (ConfigError, OSError) as exc:
                     log.error("config file change not applied: %s", exc)
+                except DependencyUnavailableError as exc:
+                    self._seen = None  # not judged yet: try again at the next poll
+                    log.error("config file change not validated yet (%s); retrying", exc)
             await manager.recheck_disabled()
 
     def close(self) -> None:
@@ -81,6 +94,7 @@ class ConsulConfigSource:
             host=s.consul_host, port=s.consul_port, scheme=s.consul_scheme, token=s.consul_token or None
         )
         self.index: str | None = None
+        self.settled = False
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="consul-watch")
 
     async def _get(self, index: str | None) -> tuple[str | None, bytes | None]:
@@ -98,18 +112,20 @@ class ConsulConfigSource:
             await self._start_from_last_good(
                 manager, f"Consul at {self.where} unreachable ({type(exc).__name__}: {exc})"
             )
+            self.settled = True  # the watch keeps retrying Consul
             return
         manager.metrics.config_source_up.set(1)
         if value is None:
             await self._start_from_last_good(manager, f"Consul key {self.key!r} is empty")
-            self.index = index
-            return
-        try:
-            await manager.apply(value.decode("utf-8"), f"consul:{self.key}", save=True)
-        except ConfigError:
-            await self._start_from_last_good(manager, f"the config in Consul key {self.key!r} is invalid")
+        else:
+            try:
+                await manager.apply(value.decode("utf-8"), f"consul:{self.key}", save=True)
+                manager.source_state = f"watching Consul key {self.key!r} at {self.where}"
+            except ConfigError:
+                await self._start_from_last_good(manager, f"the config in Consul key {self.key!r} is invalid")
+        # Consul answered: from here on, the watch applies changes of the key (blocking queries).
         self.index = index
-        manager.source_state = f"watching Consul key {self.key!r} at {self.where}"
+        self.settled = True
 
     async def _start_from_last_good(self, manager: ConfigManager, why: str) -> None:
         text = manager.last_good_text()
@@ -123,9 +139,12 @@ class ConsulConfigSource:
         log.warning(manager.source_state)
 
     async def watch(self, manager: ConfigManager) -> None:
+        pending = False  # the last value could not be validated (a dependency was down): try it again
+        rejected: str | None = None  # the last value refused as invalid: not re-validated until it changes
         while True:
             try:
-                index, value = await self._get(self.index)
+                # A blocking query waits for a change; with a value pending, poll instead.
+                index, value = await self._get(None if pending else self.index)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - Consul down: say so in /ready, keep serving, retry
@@ -139,32 +158,26 @@ class ConsulConfigSource:
                 await asyncio.sleep(RETRY_SECONDS)
                 continue
             manager.metrics.config_source_up.set(1)
-            manager.source_state = f"watching Consul key {self.key!r} at {self.where}"
-            changed = index != self.index
-            # Consul's rule: an index that goes backwards means a reset; start over from the current value.
-            if index is not None and self.index is not None and _int(index) < _int(self.index):
-                changed = True
+            if manager.current is not None or value is not None:
+                manager.source_state = f"watching Consul key {self.key!r} at {self.where}"
             self.index = index
-            if (
-                changed
-                and value is not None
-                and (manager.current is None or value.decode("utf-8") != manager.current.text)
-            ):
+            text = value.decode("utf-8") if value is not None else None
+            current = manager.current.text if manager.current else None
+            if text is not None and text not in (current, rejected):
                 try:
-                    await manager.apply(value.decode("utf-8"), f"consul:{self.key}", save=True)
-                except (ConfigError, DependencyUnavailableError) as exc:
+                    await manager.apply(text, f"consul:{self.key}", save=True)
+                    pending, rejected = False, None
+                except ConfigError as exc:
+                    pending, rejected = False, text
                     log.error("Consul config change not applied: %s", exc)
+                except DependencyUnavailableError as exc:
+                    pending = True
+                    log.error("Consul config change not validated yet (%s); retrying", exc)
+                    await asyncio.sleep(RETRY_SECONDS)
             await manager.recheck_disabled()
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-
-
-def _int(s: str) -> int:
-    try:
-        return int(s)
-    except ValueError:
-        return 0
 
 
 def make_source(s: SearchSettings) -> ConfigSource:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from pathlib import Path
 
 from mmsearch.collection_meta import CollectionMeta
@@ -61,8 +62,10 @@ def _repo(root: Path) -> Path:
 
 
 def _rank_only(text: str, experiment: str) -> str:
+    """The config with every rank.qa user on one experiment."""
     other = "rank.qa.mmr" if experiment == "rank.qa.dummy" else "rank.qa.dummy"
-    return text.replace(f"- {{experimentName: {other}, ratio: 0.5}}\n", "").replace(
+    text = re.sub(rf"\n *- \{{experimentName: {re.escape(other)}, ratio: 0.5\}}", "", text)
+    return text.replace(
         f"{{experimentName: {experiment}, ratio: 0.5}}", f"{{experimentName: {experiment}, ratio: 1.0}}"
     )
 
