@@ -18,6 +18,7 @@ import pytest
 
 from offline.datasets.faq import load_faq
 from tests.fixtures.resilience import FaultStack
+from tests.resilience.milvus import milvus_client
 from tests.resilience.report import record
 
 pytestmark = pytest.mark.resilience
@@ -126,8 +127,6 @@ def _upserted(log: Path) -> int:
 def test_push_milvus_killed_mid_way_then_rerun_serves_exact_counts(
     fault_stack: FaultStack, corpus_file: tuple[Path, int], vectors_dir: Path, tmp_path: Path
 ) -> None:
-    from pymilvus import MilvusClient
-
     total = corpus_file[1]
     cmd = _mmsearch("push", "milvus", "--vectors", str(vectors_dir), "--corpus", CORPUS, "--batch-size", "5",
                     "--index", "FLAT", "--milvus-uri", fault_stack.milvus_uri)  # fmt: skip
@@ -135,7 +134,7 @@ def test_push_milvus_killed_mid_way_then_rerun_serves_exact_counts(
     killed_after = _kill_after_progress(cmd, log, lambda: 0 < _upserted(log) < total)
     at_kill = _upserted(log)
     _run(cmd, log)
-    client = MilvusClient(uri=fault_stack.milvus_uri, timeout=30)
+    client = milvus_client(fault_stack.milvus_uri)
     try:
         served = str(client.describe_alias(CORPUS)["collection_name"])
         rows = client.query(served, filter="id >= 0", output_fields=["id"], limit=16_384)

@@ -15,6 +15,7 @@ import pytest
 
 from tests.fixtures.resilience import FaultStack
 from tests.resilience.load import faq_bodies, load, summarize
+from tests.resilience.milvus import milvus_client
 from tests.resilience.report import record
 
 pytestmark = pytest.mark.resilience
@@ -37,9 +38,7 @@ class AliasWatch:
     """Polls Milvus: which collection the alias names, and how many rows that collection holds at that moment."""
 
     def __init__(self, uri: str) -> None:
-        from pymilvus import MilvusClient
-
-        self.client = MilvusClient(uri=uri, timeout=10)
+        self.client = milvus_client(uri, timeout=10)
         self.seen: list[tuple[float, str, int]] = []  # (t, collection, rows)
         self.stop = threading.Event()
         self.t0 = time.monotonic()
