@@ -106,7 +106,7 @@ def _load_rows(corpus: Path, field: str, is_image: bool) -> tuple[list[int], lis
     return ids, values
 
 
-def _plan(folder: Path, fresh: IndexManifest, restart: bool) -> IndexManifest:
+def _plan(folder: Path, fresh: IndexManifest, restart: bool, replace_other_job: bool) -> IndexManifest:
     """The manifest to continue with: the existing one when it is the same job, else a fresh one."""
     old = read_manifest(folder) if not restart else None
     if old is not None:
@@ -118,6 +118,9 @@ def _plan(folder: Path, fresh: IndexManifest, restart: bool) -> IndexManifest:
             "shard size": (old.shard_size, fresh.shard_size),
         }
         diff = [f"{k}: {a} -> {b}" for k, (a, b) in same.items() if a != b]
+        if diff and replace_other_job:
+            log.info("%s: the corpus or model changed (%s); encoding from scratch", folder, "; ".join(diff))
+            return _plan(folder, fresh, True, False)
         if diff:
             raise EncodeError(
                 f"{folder} holds vectors of a different job ({'; '.join(diff)}); "
@@ -150,12 +153,17 @@ def encode_corpus(
     batch_size: int = 32,
     shard_size: int = 10_000,
     restart: bool = False,
+    replace_other_job: bool = False,
     providers: list[str] | None = None,
     queue_batches: int = 8,
     progress: bool | None = None,
     on_shard: Callable[[int], None] | None = None,
 ) -> EncodeSummary:
-    """Encode `field` of every corpus row into shards under `folder`; resumes a matching earlier run."""
+    """Encode `field` of every corpus row into shards under `folder`; resumes a matching earlier run.
+
+    Vectors of another job in `folder` (other model, input, field or shard size) are an error, unless
+    `restart` (always start over) or `replace_other_job` (start over only then; `ingest` owns its folder).
+    """
     if batch_size < 1 or shard_size < 1:
         raise EncodeError("--batch-size and --shard-size must be at least 1")
     manifest = repo.manifest(model_key)  # ModelNotFoundError names the available keys
@@ -179,7 +187,7 @@ def encode_corpus(
         shard_size=shard_size,
     )
     folder.mkdir(parents=True, exist_ok=True)
-    plan = _plan(folder, fresh, restart)
+    plan = _plan(folder, fresh, restart, replace_other_job)
     start_shard = len(plan.shards)
     if plan.complete:
         write_manifest(folder, plan)

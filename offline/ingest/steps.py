@@ -1,4 +1,5 @@
-"""The ingest sequence: preprocess -> index (resumable) -> MongoDB upsert -> Milvus build + alias switch -> prune.
+"""The ingest sequence: preprocess -> index (resumable) alongside MongoDB upserts -> Milvus build + alias switch
+-> prune.
 
 Documents go to MongoDB before the alias switch, so every id the new collection can return has its document;
 documents of ids that left the corpus are removed only after the switch.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from offline.encode.pipeline import encode_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
-from offline.push.mongo_push import push_mongo
+from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
 
 log = logging.getLogger(__name__)
@@ -65,20 +67,31 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
     if pre.written == 0:
         raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
-    enc = encode_corpus(
-        corpus_file,
-        opts.repo,
-        opts.model_key,
-        opts.field,
-        vectors,
-        batch_size=opts.batch_size,
-        shard_size=opts.shard_size,
-        providers=opts.providers,
-    )
-    report.add("index", enc.text())
-    if not opts.skip_mongo:
-        mongo = push_mongo(opts.mongo, corpus_file, opts.corpus)
-        report.add("mongo", mongo.text())
+    # MongoDB upserts need only the corpus, so they run on a second thread while the model encodes: the
+    # documents are in place before the alias switch, and their I/O is hidden behind the encoding.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo") as pool:
+        mongo_job = (
+            None if opts.skip_mongo else pool.submit(push_mongo, opts.mongo, corpus_file, opts.corpus, progress=False)
+        )
+        try:
+            enc = encode_corpus(
+                corpus_file,
+                opts.repo,
+                opts.model_key,
+                opts.field,
+                vectors,
+                batch_size=opts.batch_size,
+                shard_size=opts.shard_size,
+                replace_other_job=True,  # a changed corpus is encoded afresh; an unchanged one resumes
+                providers=opts.providers,
+            )
+        except BaseException:
+            if mongo_job is not None:
+                mongo_job.cancel()
+            raise
+        report.add("index", enc.text())
+        if mongo_job is not None:
+            report.add("mongo", mongo_job.result().text())
     milvus = push_milvus(
         opts.milvus,
         MilvusPushOptions(
@@ -92,7 +105,7 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
     )
     report.add("milvus", milvus.text())
     if not opts.skip_mongo:
-        pruned = push_mongo(opts.mongo, corpus_file, opts.corpus, prune=True, progress=False)
-        if pruned.pruned:
-            report.add("mongo", f"removed {pruned.pruned} documents no longer in the corpus")
+        pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus)
+        if pruned:
+            report.add("mongo", f"removed {pruned} documents no longer in the corpus")
     return report

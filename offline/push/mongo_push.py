@@ -128,6 +128,21 @@ def push_mongo(
     return MongoPushSummary(settings.database, corpus, len(rows), inserted, updated, unchanged, pruned, seconds)
 
 
+def prune_mongo(settings: MongoSettings, corpus_path: Path, corpus: str, *, batch_size: int = 1000) -> int:
+    """Only the pruning half of `push_mongo(prune=True)`: delete documents whose ids left the corpus."""
+    from pymongo.errors import PyMongoError
+
+    try:
+        keep = {row.id for _, row in read_corpus(corpus_path)}
+    except CorpusError as exc:
+        raise PushError(str(exc)) from exc
+    with mongo_database(settings) as db:
+        try:
+            return _prune(db[check_corpus_name(corpus)], keep, batch_size)
+        except PyMongoError as exc:
+            raise StoreUnavailableError(f"MongoDB at {settings.uri!r} failed while pruning: {exc}") from exc
+
+
 def _prune(coll: Any, keep: set[int], batch_size: int) -> int:
     stale = [d["_id"] for d in coll.find({}, {"_id": 1}) if d["_id"] not in keep]
     for s in range(0, len(stale), batch_size):

@@ -196,3 +196,54 @@ def test_ingest_photos_demo_with_the_clip_image_tower(
         milvus.close()
         mongo.drop_database(database)
         mongo.close()
+
+
+def test_reingest_of_a_smaller_corpus_switches_the_alias_and_prunes_documents(
+    milvus_lite_server_uri: str, mongo_uri: str, corpus_name: str, model_repo: ModelRepository, tmp_path: Path
+) -> None:
+    from pymilvus import MilvusClient
+    from pymongo import MongoClient
+
+    from offline.push.milvus_push import alias_target, count_rows
+
+    raw = tmp_path / "qa.jsonl"
+    rows = [{"id": i, "question": f"How do I fix problem {i}?", "answer": f"Like this {i}."} for i in range(1, 41)]
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    database = f"t_{uuid.uuid4().hex[:10]}"
+    env = {
+        "MMSEARCH_MODEL_REPO": str(model_repo.root),
+        "MMSEARCH_MILVUS__URI": milvus_lite_server_uri,
+        "MMSEARCH_MONGO__URI": mongo_uri,
+        "MMSEARCH_MONGO__DATABASE": database,
+    }
+    args = [
+        "qa",
+        "--input",
+        str(raw),
+        "--model",
+        MINILM_KEY,
+        "--corpus",
+        corpus_name,
+        "--work-dir",
+        str(tmp_path / "w"),
+    ]
+    assert _ingest(args, env).exit_code == 0
+    milvus = MilvusClient(uri=milvus_lite_server_uri)
+    first = alias_target(milvus, corpus_name)
+
+    raw.write_text("".join(json.dumps(r) + "\n" for r in rows[:30]), encoding="utf-8")
+    res = _ingest(args, env)
+
+    mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    try:
+        assert res.exit_code == 0, res.output
+        assert "removed 10 documents no longer in the corpus" in res.output
+        assert alias_target(milvus, corpus_name) != first
+        assert first not in milvus.list_collections()
+        assert count_rows(milvus, corpus_name) == 30
+        assert mongo[database][corpus_name].count_documents({}) == 30
+        assert mongo[database][corpus_name].find_one({"_id": 31}) is None
+    finally:
+        milvus.close()
+        mongo.drop_database(database)
+        mongo.close()

@@ -223,3 +223,18 @@ def test_unreadable_image_names_the_file(model_repo: ModelRepository, tmp_path: 
     corpus.write_text(json.dumps({"id": 1, "name": "x", "image": str(tmp_path / "gone.png"), "url": "u"}) + "\n")
     with pytest.raises(EncodeError, match=r"cannot read image .*gone\.png"):
         encode_corpus(corpus, model_repo, TINY_CLIP_IMAGE, "image", tmp_path / "v")
+
+
+def test_replace_other_job_starts_over_only_when_the_input_changed(model_repo: ModelRepository, tmp_path: Path) -> None:
+    out = tmp_path / "vec"
+    corpus = _corpus(tmp_path)
+    encode_corpus(corpus, model_repo, MINILM_KEY, "question", out, shard_size=4)
+    same = encode_corpus(corpus, model_repo, MINILM_KEY, "question", out, shard_size=4, replace_other_job=True)
+    assert same.encoded == 0
+
+    changed = _corpus(tmp_path, TEXTS[:5], name="corpus.jsonl")
+    summary = encode_corpus(changed, model_repo, MINILM_KEY, "question", out, shard_size=4, replace_other_job=True)
+
+    assert summary.encoded == 5
+    assert _load(out)[0].tolist() == [100, 101, 102, 103, 104]
+    assert not (out / "shard-00002.vectors.npy").exists()
