@@ -10,7 +10,7 @@ Batch 1 and 32; throughput in items per second, the best of `--repeats` timed pa
 ratios are ONNX / PyTorch fp32 measured in this run. Engines are timed round-robin (one pass of each in turn)
 so that load from other processes on a shared machine falls on all of them alike. Usage:
 
-    .venv/bin/python -m bench.bench_encoder [--quick] [--contended] [--out bench/results/encoder.json]
+    .venv/bin/python -m bench.bench_encoder [--quick] [--contended] [--passive-wait] [--out FILE]
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def batches(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def st_encode(model: Any, texts: list[str], batch: int) -> Any:
-    return model.encode(texts, batch_size=batch, convert_to_numpy=True)
+    return model.encode(texts, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
 
 
 def onnx_texts(encoder: Any, texts: list[str], batch: int) -> Any:
@@ -73,10 +73,24 @@ def onnx_pixels(encoder: Any, pixels: np.ndarray[Any, Any], batch: int) -> Any:
     return [encoder.run({"pixel_values": pixels[c]}) for c in batches(list(range(len(pixels))), batch)]
 
 
-def bench_minilm(repo: Any, texts: list[str], sizes: dict[int, int], repeats: int) -> dict[str, Any]:
+def encoder(repo: Any, key: str, variant: str, *, passive: bool) -> Any:
+    """The runtime's OnnxEncoder; with `passive`, its ONNX Runtime threads block instead of spin-waiting."""
+    from mmsearch.runtime.encoder import OnnxEncoder
+
+    if not passive:
+        return OnnxEncoder.from_repo(repo, key, variant=variant, providers=["cpu"])
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    session = ort.InferenceSession(str(repo.onnx_path(key, variant)), options, providers=["CPUExecutionProvider"])
+    return OnnxEncoder(repo, repo.manifest(key), session)
+
+
+def bench_minilm(repo: Any, texts: list[str], sizes: dict[int, int], repeats: int, *, passive: bool) -> dict[str, Any]:
     from sentence_transformers import SentenceTransformer
 
-    from mmsearch.runtime.encoder import OnnxEncoder
     from tests.fixtures.models import minilm_source
 
     st = SentenceTransformer(str(minilm_source()), device="cpu")
@@ -84,8 +98,7 @@ def bench_minilm(repo: Any, texts: list[str], sizes: dict[int, int], repeats: in
         "pytorch_fp32": partial(st_encode, st),
     }
     for variant in ("fp32", "int8"):
-        enc = OnnxEncoder.from_repo(repo, "minilm", variant=variant, providers=["cpu"])
-        engines[f"onnx_{variant}"] = partial(onnx_texts, enc)
+        engines[f"onnx_{variant}"] = partial(onnx_texts, encoder(repo, "minilm", variant, passive=passive))
     out: dict[str, Any] = {}
     for batch, n in sizes.items():
         log.info("minilm batch %d (%d texts)", batch, n)
@@ -94,11 +107,12 @@ def bench_minilm(repo: Any, texts: list[str], sizes: dict[int, int], repeats: in
     return out
 
 
-def bench_clip(repo: Any, folder: Path, texts: list[str], sizes: dict[int, int], repeats: int) -> dict[str, Any]:
+def bench_clip(
+    repo: Any, folder: Path, texts: list[str], sizes: dict[int, int], repeats: int, *, passive: bool
+) -> dict[str, Any]:
     import torch
     from transformers import AutoTokenizer, CLIPModel
 
-    from mmsearch.runtime.encoder import OnnxEncoder
     from offline.export.clip import parity_photos, transformers_pixels
 
     model: Any = CLIPModel.from_pretrained(str(folder))
@@ -123,10 +137,10 @@ def bench_clip(repo: Any, folder: Path, texts: list[str], sizes: dict[int, int],
     text_engines: dict[str, Callable[[list[str], int], Any]] = {"pytorch_fp32": torch_text}
     image_engines: dict[str, Callable[[np.ndarray[Any, Any], int], Any]] = {"pytorch_fp32": torch_image}
     for variant in ("fp32", "int8"):
-        t_enc = OnnxEncoder.from_repo(repo, "clip-b32-text", variant=variant, providers=["cpu"])
-        i_enc = OnnxEncoder.from_repo(repo, "clip-b32-image", variant=variant, providers=["cpu"])
-        text_engines[f"onnx_{variant}"] = partial(onnx_texts, t_enc)
-        image_engines[f"onnx_{variant}"] = partial(onnx_pixels, i_enc)
+        text_engines[f"onnx_{variant}"] = partial(onnx_texts, encoder(repo, "clip-b32-text", variant, passive=passive))
+        image_engines[f"onnx_{variant}"] = partial(
+            onnx_pixels, encoder(repo, "clip-b32-image", variant, passive=passive)
+        )
     for batch, n in sizes.items():
         log.info("clip text batch %d (%d texts)", batch, n)
         timings = timed_round_robin({k: partial(r, texts[:n], batch) for k, r in text_engines.items()}, n, repeats)
@@ -149,16 +163,24 @@ def ratios(results: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def oversubscription_note(machine: dict[str, Any]) -> list[str]:
+def oversubscription_note(machine: dict[str, Any], *, passive: bool) -> list[str]:
     cores = machine.get("usable_cores") or 1
     loads = [machine["load_average_1_5_15"][0], machine["load_average_at_end"][0]]
     if max(loads) <= cores:
         return []
-    return [
-        f"oversubscribed: 1-min load {loads[0]:.1f} at start, {loads[1]:.1f} at end, on {cores} cores. PyTorch's "
-        "OpenMP threads spin-wait and lose far more to competing processes than ONNX Runtime's thread pool, so the "
-        "ONNX/PyTorch ratios here overstate what an idle machine shows; rerun on a quiet machine for the real ratio."
-    ]
+    note = f"oversubscribed: 1-min load {loads[0]:.1f} at start, {loads[1]:.1f} at end, on {cores} cores; "
+    if passive:
+        note += (
+            "threads block instead of spinning on both sides, but figures still swing from run to run (compare "
+            "best_s with median_s); rerun on a quiet machine for ratios to rely on."
+        )
+    else:
+        note += (
+            "PyTorch's OpenMP threads spin-wait and lose far more to competing processes than ONNX Runtime's "
+            "thread pool (see the --passive-wait run), so the ONNX/PyTorch ratios here overstate what an idle "
+            "machine shows; rerun on a quiet machine for ratios to rely on."
+        )
+    return [note]
 
 
 def main() -> None:
@@ -167,7 +189,15 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer items and repeats (a few minutes on 2 cores)")
     parser.add_argument("--contended", action="store_true", help="record that other work shared the CPU")
     parser.add_argument("--no-clip", action="store_true", help="MiniLM only")
+    parser.add_argument(
+        "--passive-wait",
+        action="store_true",
+        help="idle threads block instead of spinning, on both sides (OMP_WAIT_POLICY=PASSIVE for PyTorch, "
+        "allow_spinning=0 for ONNX Runtime): the fair setting on a machine shared with other work",
+    )
     args = parser.parse_args()
+    if args.passive_wait:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read when torch initialises OpenMP: before `import torch`
     logging.basicConfig(level="INFO", format="%(asctime)s %(name)s: %(message)s")
 
     import torch
@@ -191,6 +221,7 @@ def main() -> None:
         "settings": {
             "torch_threads": torch.get_num_threads(),
             "onnxruntime_threads": "default (all cores)",
+            "thread_wait": "passive (no spinning, both sides)" if args.passive_wait else "library defaults (spinning)",
             "repeats": repeats,
             "quick": args.quick,
             "texts": "Zaragoza construction FAQ questions (English), in file order",
@@ -201,7 +232,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-encoder-") as tmp:
         repo = ModelRepository(Path(tmp) / "models")
         export_sbert(str(minilm_source()), repo, "minilm", variants=VariantRequest(int8=True))
-        minilm = bench_minilm(repo, texts, minilm_sizes, repeats)
+        minilm = bench_minilm(repo, texts, minilm_sizes, repeats, passive=args.passive_wait)
         result["minilm"] = {"results": minilm, "ratios": ratios(minilm)}
         b32 = minilm["onnx_fp32_b32"]["items_per_s"] / minilm["pytorch_fp32_b32"]["items_per_s"]
         i8 = minilm["onnx_int8_b32"]["items_per_s"] / minilm["pytorch_fp32_b32"]["items_per_s"]
@@ -213,7 +244,7 @@ def main() -> None:
         if not args.no_clip:
             folder = write_clip_folder(Path(tmp) / "clip-src", CLIPConfig.from_pretrained(str(CLIP_CONFIG_DIR)))
             export_clip(str(folder), repo, "clip-b32", variants=VariantRequest(int8=True))
-            clip = bench_clip(repo, folder, texts, clip_sizes, repeats)
+            clip = bench_clip(repo, folder, texts, clip_sizes, repeats, passive=args.passive_wait)
             result["clip_vit_b32_random_weights"] = {
                 "results": clip,
                 "ratios": {**ratios(clip, "text_"), **ratios(clip, "image_")},
@@ -221,7 +252,7 @@ def main() -> None:
             }
     result["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     result["machine"]["load_average_at_end"] = list(os.getloadavg())
-    result["notes"] = oversubscription_note(result["machine"])
+    result["notes"] = oversubscription_note(result["machine"], passive=args.passive_wait)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({"targets": result["targets"], "minilm_ratios": result["minilm"]["ratios"]}, indent=2))
