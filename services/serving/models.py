@@ -125,7 +125,7 @@ class ModelRegistry:
             if entry is None:
                 log.info("new model %r in the repository", key)
                 await self.load(key)
-            elif entry.state in (ModelState.LOADED, ModelState.FAILED) and entry.version != self._version(key):
+            elif entry.state in (ModelState.LOADED, ModelState.FAILED) and entry.version != self._version_or_empty(key):
                 log.info("model %r changed in the repository: reloading", key)
                 await self.load(key)
         for key in [k for k in self.entries if k not in present]:
