@@ -61,3 +61,31 @@ def test_existing_key_is_refused_without_force_and_replaced_with_it(
     # Callers feed and read the same dtypes whatever the precision.
     assert {o.type.tensor_type.elem_type for o in fp16.graph.output} == {onnx.TensorProto.FLOAT}
     assert sorted(p.name for p in repo.root.iterdir()) == [MINILM_KEY]  # no staging or trash left behind
+
+
+def test_pairs_with_records_the_image_tower_and_checks_its_dimension(
+    tmp_path: Path, model_repo: ModelRepository
+) -> None:
+    from offline.export.clip import export_clip
+    from tests.fixtures.models import TINY_CLIP_IMAGE, tiny_clip_config, write_clip_folder
+
+    repo = ModelRepository(tmp_path / "repo")
+    shutil.copytree(model_repo.path(TINY_CLIP_IMAGE), repo.path(TINY_CLIP_IMAGE))  # 16-d
+    args = ["export", "sbert", "--source", str(minilm_source()), "--repo", str(repo.root)]
+
+    mismatch = CliRunner().invoke(cli, [*args, "--key", "q", "--pairs-with", TINY_CLIP_IMAGE])
+    assert mismatch.exit_code == 1
+    assert "embeddings are 16-d, this one's 384-d" in mismatch.output
+    assert "q" not in repo
+
+    not_an_image_tower = CliRunner().invoke(cli, [*args, "--key", "q", "--pairs-with", "q2"])
+    assert not_an_image_tower.exit_code == 1
+    assert "export the image tower it pairs with first" in not_an_image_tower.output
+
+    # A CLIP whose projection matches MiniLM's 384 dimensions stands in for a distilled query tower's target.
+    config = tiny_clip_config()
+    config.projection_dim = 384
+    export_clip(str(write_clip_folder(tmp_path / "clip384", config)), repo, "clip384")
+    paired = CliRunner().invoke(cli, [*args, "--key", "q", "--pairs-with", "clip384-image"])
+    assert paired.exit_code == 0, paired.output
+    assert repo.manifest("q").pairs_with == "clip384-image"
