@@ -100,8 +100,6 @@ class SearchService:
                 filters={k: tuple(v) if isinstance(v, list) else v for k, v in req.filters.items()},
                 debug=req.use_debug,
             )
-            await self.manager.recheck_disabled()
-            config = self.manager.current or config
             result = await run_scene(config, query, self.deps, self.metrics, pinned=req.specified_layer_and_experiment)
             status = "ok"
         except SearchError as exc:
