@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,20 +85,22 @@ def bench_encoding(repo: Any, key: str, corpus: Path, texts: list[str], *, work:
     def raw_no_spin() -> None:
         quiet.encode_texts(texts, batch_size=32)
 
+    stream_rates: list[float] = []
+
     def index() -> None:
         out = work / "vec"
         shutil.rmtree(out, ignore_errors=True)
-        encode_corpus(
+        summary = encode_corpus(
             corpus,
             repo,
             key,
             "question",
             out,
             batch_size=32,
-            shard_size=1000,
             providers=["CPUExecutionProvider"],
             progress=False,
         )
+        stream_rates.append(summary.docs_per_second)
 
     engines = {"raw_encode": raw, "raw_encode_no_spin": raw_no_spin, "index": index}
     for fn in engines.values():
@@ -117,7 +120,11 @@ def bench_encoding(repo: Any, key: str, corpus: Path, texts: list[str], *, work:
         for name, s in seconds.items()
     }
     best_raw = max(out["raw_encode"]["docs_per_s"], out["raw_encode_no_spin"]["docs_per_s"])
+    # Wall clock of the whole command (input and model hashing, session creation, shard writes) ...
     out["index_over_raw"] = round(out["index"]["docs_per_s"] / best_raw, 3)
+    # ... and the encoding stream alone (reader + ONNX + shard writes, after the model is loaded).
+    out["index_stream_docs_per_s"] = round(max(stream_rates[1:]), 2)
+    out["index_stream_over_raw"] = round(out["index_stream_docs_per_s"] / best_raw, 3)
     out["target_index_over_raw"] = 0.85
     return out
 
@@ -319,6 +326,8 @@ def main() -> None:
     parser.add_argument("--contended", action="store_true", help="other work shared the CPU during the run")
     parser.add_argument("--out", type=Path, default=Path("bench/results/ingest.json"))
     args = parser.parse_args()
+    # TERM (timeout, a stopped job) unwinds like Ctrl-C, so the SecantusDB started here is stopped by PID.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     logging.getLogger("offline").setLevel(logging.WARNING)
 
