@@ -99,3 +99,46 @@ def test_failed_parity_publishes_nothing(tmp_path: Path, monkeypatch: pytest.Mon
         export_sbert(str(minilm_source()), repo, "broken")
     assert repo.keys() == []
     assert list(repo.root.iterdir()) == []
+
+
+def test_folder_without_tokenizer_json_gets_one_from_the_fast_tokenizer(tmp_path: Path) -> None:
+    import shutil
+
+    from offline.export.sbert import export_sbert
+
+    source = tmp_path / "minilm-vocab-only"
+    shutil.copytree(minilm_source(), source, ignore=shutil.ignore_patterns("tokenizer.json"))
+    repo = ModelRepository(tmp_path / "repo")
+    m = export_sbert(str(source), repo, "m")
+    assert (repo.path("m") / "tokenizer.json").is_file()
+    assert m.parity[0].min_cosine >= FP32_MIN_COSINE  # the tokenisation check inside the export passed too
+
+
+def test_hub_id_is_resolved_through_the_hugging_face_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hub id takes the download path; offline mode and a cache laid out as a download leaves it serve it."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    from offline.export.sbert import export_sbert
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    cache = tmp_path / "hf-cache"
+    repo_dir = cache / "models--sentence-transformers--all-MiniLM-L6-v2"
+    shutil.copytree(minilm_source(), repo_dir / "snapshots" / revision)
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(revision)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+
+    repo = ModelRepository(tmp_path / "repo")
+    m = export_sbert("sentence-transformers/all-MiniLM-L6-v2", repo, "hub")
+    assert m.source.hub_id == "sentence-transformers/all-MiniLM-L6-v2"
+    assert m.source.revision == revision
+    assert m.source.weights_sha256 == model_weights_sha()
+
+
+def model_weights_sha() -> str:
+    from offline.export.source import file_sha256
+
+    return file_sha256(minilm_source() / "model.safetensors")
