@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.settings import load_settings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -145,22 +145,29 @@ def _report(manifests: list[Any]) -> None:
 def models(repo: Path | None, as_json: bool) -> None:
     """List the models in the model repository: key, kind, dimension, variants and parity."""
     repository = _open_repo(repo)
-    try:
-        manifests = repository.manifests()
-    except ModelRepoError as exc:
-        raise click.ClickException(str(exc)) from exc
+    manifests: list[ModelManifest] = []
+    broken: list[str] = []
+    keys = repository.keys()  # a list of folder names, not a mapping
+    for key in keys:
+        try:
+            manifests.append(repository.manifest(key))
+        except ModelRepoError as exc:  # one bad entry must not hide the others
+            broken.append(str(exc))
     if as_json:
         click.echo(json.dumps([m.model_dump(mode="json") for m in manifests], indent=2, ensure_ascii=False))
-        return
-    if not manifests:
+    elif not manifests and not broken:
         click.echo(f"no models in {repository.root} (export one with `mmsearch export sbert|clip`)")
-        return
-    rows = [("KEY", "KIND", "DIM", "VARIANTS", "PARITY (min cosine)", "PAIRS WITH")]
-    for m in manifests:
-        parity = " ".join(f"{p.variant}={p.min_cosine:.6f}" for p in m.parity) or "-"
-        rows.append(
-            (m.key, str(m.kind), str(m.embedding_dim), ",".join(["fp32", *m.variants]), parity, m.pairs_with or "-")
-        )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    elif manifests:
+        rows = [("KEY", "KIND", "DIM", "VARIANTS", "PARITY (min cosine)", "PAIRS WITH")]
+        for m in manifests:
+            parity = " ".join(f"{p.variant}={p.min_cosine:.6f}" for p in m.parity) or "-"
+            rows.append(
+                (m.key, str(m.kind), str(m.embedding_dim), ",".join(["fp32", *m.variants]), parity, m.pairs_with or "-")
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            click.echo("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
+    if broken:
+        for message in broken:
+            click.echo(f"error: {message}", err=True)
+        raise click.ClickException(f"{len(broken)} model(s) in {repository.root} have unreadable manifests")

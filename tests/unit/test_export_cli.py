@@ -69,3 +69,12 @@ def test_models_on_an_empty_repository(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["models", "--repo", str(tmp_path)])
     assert result.exit_code == 0
     assert "no models in" in result.output
+
+
+def test_models_reports_an_unreadable_manifest_without_hiding_it(tmp_path: Path) -> None:
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{}")
+    result = CliRunner().invoke(cli, ["models", "--repo", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "not a valid model manifest" in result.output
+    assert "1 model(s)" in result.output
