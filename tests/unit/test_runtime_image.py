@@ -1,7 +1,6 @@
 """Image preprocessing reproduces transformers' CLIPImageProcessor on real photos, and refuses bad bytes."""
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +10,7 @@ from transformers import CLIPImageProcessor
 
 from mmsearch.model_repo import ImagePreprocessing, ModelKind, ModelManifest, ModelSource, TensorSpec
 from mmsearch.runtime.image import ImageDecodeError, ImagePreprocessor
-
-CLIP_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "clip-vit-base-patch32"
+from tests.fixtures.models import CLIP_CONFIG_DIR as CLIP_DIR
 
 
 def _manifest() -> ModelManifest:

@@ -9,8 +9,7 @@ from transformers import AutoTokenizer
 
 from mmsearch.model_repo import ModelKind, ModelManifest, ModelRepository, ModelSource, TensorSpec, write_manifest
 from mmsearch.runtime.text import TextPreprocessor
-
-CLIP_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "clip-vit-base-patch32"
+from tests.fixtures.models import CLIP_CONFIG_DIR as CLIP_DIR
 
 
 def _minilm_dir() -> Path:
