@@ -44,6 +44,10 @@ class RpcMetrics:
             self.errors.labels(method, model, code.name).inc()
 
 
+class MetricsPortError(RuntimeError):
+    pass
+
+
 class MetricsHttpServer:
     """prometheus_client's HTTP exporter, bound to the same host as the gRPC server."""
 
@@ -53,7 +57,10 @@ class MetricsHttpServer:
         self._thread: Thread | None = None
 
     def start(self) -> None:
-        self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        try:
+            self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+        except OSError as exc:
+            raise MetricsPortError(f"cannot serve metrics on {self.host}:{self.port}: {exc}") from exc
         log.info("metrics on http://%s:%d/metrics", self.host, self.port)
 
     def stop(self) -> None:

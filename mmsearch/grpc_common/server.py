@@ -19,13 +19,18 @@ from prometheus_client import CollectorRegistry
 
 from mmsearch.grpc_common.client import channel_options
 from mmsearch.grpc_common.health import HEALTH_SERVICE_NAME, HealthStatus
-from mmsearch.grpc_common.metrics import MetricsHttpServer
+from mmsearch.grpc_common.metrics import MetricsHttpServer, MetricsPortError
+from mmsearch.runtime.providers import ProviderError
 
 log = logging.getLogger(__name__)
 
 
 class ServerStartError(RuntimeError):
     pass
+
+
+# What stops a server from starting because of its configuration (reported as one line, exit code 1).
+START_ERRORS = (ServerStartError, MetricsPortError, ProviderError)
 
 
 @dataclass(frozen=True)

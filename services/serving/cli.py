@@ -69,6 +69,7 @@ def command(
     Each flag has an environment variable MMSEARCH_MODEL_SERVER__<FLAG>
     (e.g. MMSEARCH_MODEL_SERVER__MAX_BATCH_SIZE=64); flags win.
     """
+    from mmsearch.grpc_common.server import START_ERRORS
     from services.serving.server import run
 
     settings = load_settings()
@@ -78,4 +79,7 @@ def command(
     if no_batching_models:
         update["no_batching_models"] = list(no_batching_models)
     section = settings.model_server.model_copy(update=update)
-    run(section, model_repo or settings.model_repo)
+    try:
+        run(section, model_repo or settings.model_repo)
+    except START_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc

@@ -37,8 +37,12 @@ def command(model_repo: Path | None, **flags: Any) -> None:
     Each flag has an environment variable MMSEARCH_TOKENIZER__<FLAG>
     (e.g. MMSEARCH_TOKENIZER__MAX_BATCH=128); flags win.
     """
+    from mmsearch.grpc_common.server import START_ERRORS
     from services.tokenizer.server import run
 
     settings = load_settings()
     section = settings.tokenizer.model_copy(update={k: v for k, v in flags.items() if v is not None})
-    run(section, model_repo or settings.model_repo)
+    try:
+        run(section, model_repo or settings.model_repo)
+    except START_ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
