@@ -81,7 +81,7 @@ def push_mongo(
     prune: bool = False,
     progress: bool | None = None,
 ) -> MongoPushSummary:
-    from pymongo import ReplaceOne
+    from pymongo import InsertOne, ReplaceOne
     from pymongo.errors import BulkWriteError, PyMongoError
 
     check_corpus_name(corpus)
@@ -96,17 +96,25 @@ def push_mongo(
         try:
             if not _has_unique_queryid_index(coll):
                 coll.create_index("queryid", unique=True, name=QUERYID_INDEX)
+            # An empty collection (a first load) takes plain inserts, cheaper than upserts on every server;
+            # otherwise replace-by-_id upserts keep re-runs idempotent.
+            fresh = coll.estimated_document_count() == 0
             bar = tqdm(total=len(rows), desc=f"mongo {corpus}", unit="docs", disable=progress is False)
             for s in range(0, len(rows), batch_size):
                 batch = rows[s : s + batch_size]
-                ops = [ReplaceOne({"_id": r.id}, document(r), upsert=True) for r in batch]
-                res = coll.bulk_write(ops, ordered=False)
-                inserted += res.upserted_count
-                updated += res.modified_count
-                unchanged += res.matched_count - res.modified_count
-                # Acknowledged writes: every replace either matched its _id or inserted it. (Counting the batch
-                # back with an $in query costs more than the write on some servers.)
-                acknowledged += res.matched_count + res.upserted_count
+                if fresh:
+                    res = coll.bulk_write([InsertOne(document(r)) for r in batch], ordered=False)
+                    inserted += res.inserted_count
+                    acknowledged += res.inserted_count
+                else:
+                    ops = [ReplaceOne({"_id": r.id}, document(r), upsert=True) for r in batch]
+                    res = coll.bulk_write(ops, ordered=False)
+                    inserted += res.upserted_count
+                    updated += res.modified_count
+                    unchanged += res.matched_count - res.modified_count
+                    # Every replace either matched its _id or inserted it. (Counting the batch back with an $in
+                    # query costs more than the write on some servers.)
+                    acknowledged += res.matched_count + res.upserted_count
                 bar.update(len(batch))
             bar.close()
             pruned = _prune(coll, {r.id for r in rows}, batch_size) if prune else 0
