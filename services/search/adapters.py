@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 
 from mmsearch.collection_meta import from_properties
-from mmsearch.grpc_common.client import ServiceCallError
+from mmsearch.grpc_common.client import RECONNECT_OPTIONS, ServiceCallError
 from mmsearch.settings import Settings
 from services.search.config_checks import CollectionStatus
 from services.search.errors import Dependency, DependencyUnavailableError, InvalidQueryError
@@ -159,7 +159,9 @@ class MilvusVectorStore(_Blocking):
         from pymilvus import MilvusClient
 
         m = self.settings
-        kwargs: dict[str, Any] = {"uri": m.uri, "timeout": m.timeout_seconds}
+        # gRPC shares subchannels (and their reconnect backoff, up to 120 s by default) across channels to the same
+        # address, so after a long Milvus outage even a new client kept failing for ~20 s after Milvus was back.
+        kwargs: dict[str, Any] = {"uri": m.uri, "timeout": m.timeout_seconds, "grpc_options": dict(RECONNECT_OPTIONS)}
         if m.token:
             kwargs["token"] = m.token
         if m.db_name:
