@@ -50,6 +50,9 @@ class ModelServerSettings(BaseModel):
     max_queue_size: int = 512
     # Batches of one model that may run at once (each is one ORT call); >1 overlaps ORT with the event loop.
     batch_concurrency: int = 1
+    # Cut a batch where padding its rows to the next (longer) request would waste more than this many tokens
+    # of compute, about the cost of one more ORT call; 0: cut only at max_batch_size.
+    split_padding_tokens: int = 48
     # ORT worker threads spin while waiting for work: a little lower latency on dedicated cores, but measured
     # 1.5x the CPU per query when the cores are shared with the tokenizer and the search service (bench_serving).
     allow_spinning: bool = False

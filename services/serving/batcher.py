@@ -78,6 +78,7 @@ class DynamicBatcher:
         max_queue_delay_ms: float,
         max_queue_size: int,
         concurrency: int = 1,
+        split_padding_tokens: int = 0,
     ) -> None:
         self.key = key
         self._run = run
@@ -92,6 +93,7 @@ class DynamicBatcher:
         self._last_arrival = 0.0
         self._previous_gap = float("inf")
         self.concurrency = max(1, concurrency)
+        self.split_padding_tokens = split_padding_tokens
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = False
 
@@ -170,13 +172,18 @@ class DynamicBatcher:
         taken.sort(key=lambda it: it.length)
         groups: list[list[_Item]] = []
         current: list[_Item] = []
-        current_rows = 0
+        current_rows = current_length = 0
         for item in taken:
-            if current and current_rows + item.rows > self.max_batch_size:
+            # Adding a longer request pads every row already in the group to its length; past a point that
+            # wasted compute costs more than a separate ORT call would.
+            repad = current_rows * (item.length - current_length)
+            too_much_padding = self.split_padding_tokens > 0 and repad > self.split_padding_tokens
+            if current and (current_rows + item.rows > self.max_batch_size or too_much_padding):
                 groups.append(current)
                 current, current_rows = [], 0
             current.append(item)
             current_rows += item.rows
+            current_length = item.length
         if current:
             groups.append(current)
         return groups

@@ -49,6 +49,12 @@ from mmsearch.settings import load_settings
 )
 @click.option("--batch-concurrency", type=int, default=None, help="Batches of one model running at once (default 1).")
 @click.option(
+    "--split-padding-tokens",
+    type=int,
+    default=None,
+    help="Cut a batch where padding would waste more than this many tokens (default 48; 0: never).",
+)
+@click.option(
     "--allow-spinning/--no-spinning",
     default=None,
     help="Let ORT worker threads spin between ops (default off: the cores are usually shared).",

@@ -224,6 +224,7 @@ class ModelRegistry:
             max_queue_delay_ms=s.max_queue_delay_ms,
             max_queue_size=s.max_queue_size,
             concurrency=s.batch_concurrency,
+            split_padding_tokens=s.split_padding_tokens,
         )
         batcher.start()
         return batcher

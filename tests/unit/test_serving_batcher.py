@@ -147,3 +147,29 @@ def test_burst_waits_for_company_but_a_lone_request_does_not(executor: ThreadPoo
     assert model.calls[:2] == [1, 1]
     assert sum(model.calls[2:]) == 4
     assert len(model.calls[2:]) <= 2
+
+
+@pytest.mark.parametrize(("split", "calls"), [(0, [1, 5]), (10, [1, 4, 1])])
+def test_a_much_longer_request_gets_its_own_call(executor: ThreadPoolExecutor, split: int, calls: list[int]) -> None:
+    gate = threading.Event()
+    model = MaskedMeanModel(gate)
+
+    async def go() -> list[Arrays]:
+        batcher = make(model, executor, split_padding_tokens=split)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(request([1, 2]), ["pooled"], 1))
+        await asyncio.sleep(0.05)  # the worker holds the first request at the gate; the rest queue up
+        rest = [request([3, 4]) for _ in range(4)] + [request(list(range(1, 41)))]
+        tasks = [asyncio.ensure_future(batcher.submit(r, ["pooled", "tokens"], 1)) for r in rest]
+        await asyncio.sleep(0.05)
+        gate.set()
+        out = list(await asyncio.gather(first, *tasks))
+        await batcher.stop()
+        return out
+
+    results = asyncio.run(go())
+    # Padding 4 rows from 2 to 40 tokens wastes 152 tokens: over a split of 10, under none.
+    assert model.calls == calls
+    np.testing.assert_allclose(results[-1]["pooled"], [[20.5]])
+    assert results[-1]["tokens"].shape == (1, 40, 1)
+    assert results[1]["tokens"].shape == (1, 2, 1)
