@@ -31,9 +31,11 @@ from typing import Any
 import numpy as np
 
 from bench.machine import machine_info
+from tests.fixtures.models import CLIP_CONFIG_DIR as TEST_CLIP_CONFIG_DIR
 
 log = logging.getLogger("bench.encoder")
-CLIP_CONFIG_DIR = Path(os.environ.get("MMSEARCH_CLIP_CONFIG_DIR", "/work/shared/data/clip-vit-base-patch32"))
+# The real ViT-B/32 config kept in tests/data (random weights are built from it).
+CLIP_CONFIG_DIR = Path(os.environ.get("MMSEARCH_CLIP_CONFIG_DIR", str(TEST_CLIP_CONFIG_DIR)))
 
 
 def timed_round_robin(engines: dict[str, Callable[[], Any]], n_items: int, repeats: int) -> dict[str, dict[str, float]]:

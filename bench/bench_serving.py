@@ -38,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.machine import machine_info
+from tests.fixtures.models import CLIP_CONFIG_DIR as TEST_CLIP_CONFIG_DIR
 
 log = logging.getLogger("bench.serving")
 
 MINILM = "minilm"
 CLIP = "clip-b32"
 CLIP_IMAGE = f"{CLIP}-image"
-CLIP_CONFIG_DIR = Path(os.environ.get("MMSEARCH_CLIP_CONFIG_DIR", "/work/shared/data/clip-vit-base-patch32"))
+# The real ViT-B/32 config kept in tests/data (random weights are built from it).
+CLIP_CONFIG_DIR = Path(os.environ.get("MMSEARCH_CLIP_CONFIG_DIR", str(TEST_CLIP_CONFIG_DIR)))
 CONCURRENCY = (1, 8, 32)
 
 
