@@ -68,9 +68,9 @@ def check_environment(
                     continue
                 problems.extend(_check_collection(exp.name, args, status.meta, models[args.model_name]))
         reason = "; ".join(dict.fromkeys(missing)) if missing else None
+        # Not logged here: validation re-runs every few seconds while a scene is disabled; the config manager
+        # reports disabled scenes when a config is applied and when their availability changes.
         scenes[scene.name] = dataclasses.replace(scene, disabled_reason=reason)
-        if reason:
-            log.warning("scene %s disabled: %s", scene.name, reason)
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(config, scenes=scenes)

@@ -88,14 +88,9 @@ class ConfigManager:
             self._checked_at = time.monotonic()
             self.last_error = None
             self.metrics.config_reloads.labels(source).inc()
-            disabled = {n: s.disabled_reason for n, s in cfg.scenes.items() if s.disabled_reason}
-            log.info(
-                "config %s from %s applied: scenes %s%s",
-                cfg.digest,
-                origin,
-                ", ".join(cfg.scenes),
-                f" (disabled: {disabled})" if disabled else "",
-            )
+            log.info("config %s from %s applied: scenes %s", cfg.digest, origin, ", ".join(cfg.scenes))
+            for name, reason in _disabled(cfg):
+                log.warning("scene %s disabled: %s", name, reason)
             if save:
                 self.save_last_good(text)
             return cfg

@@ -4,13 +4,17 @@ reported) while the config in force keeps serving; Consul's last good file is wr
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import re
 from pathlib import Path
 
+import pytest
+
 from mmsearch.collection_meta import CollectionMeta
 from mmsearch.model_repo import ModelKind, ModelManifest, ModelSource, TensorSpec, write_manifest
 from mmsearch.settings import SearchSettings, Settings
+from services.search import config_manager
 from services.search.config_checks import CollectionStatus
 from services.search.config_manager import ConfigManager
 from services.search.config_model import RuntimeConfig
@@ -114,3 +118,25 @@ def test_file_edits_apply_and_invalid_edits_are_rejected(tmp_path: Path) -> None
     assert metrics.config_reloads.labels("file")._value.get() == 2
     manager.save_last_good("scene-config: {}\n")
     assert manager.last_good_text() == "scene-config: {}\n"
+
+
+def test_a_disabled_scene_is_warned_about_once_not_on_every_recheck(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings(
+        model_repo=_repo(tmp_path / "models"),
+        search=SearchSettings(config_file=AB_CONFIG, last_good_config=tmp_path / "last.yaml"),
+    )
+    manager = ConfigManager(settings, FaqOnly(), SearchMetrics())
+    monkeypatch.setattr(config_manager, "RECHECK_DISABLED_SECONDS", 0.0)
+    caplog.set_level(logging.INFO, logger="services.search")
+
+    async def scenario() -> None:
+        await manager.apply(AB_CONFIG.read_text(), "test")
+        for _ in range(3):  # what the file and Consul sources do on every poll while a scene is disabled
+            await manager.recheck_disabled()
+
+    asyncio.run(scenario())
+    warned = [r.getMessage() for r in caplog.records if "scene textToImage disabled" in r.getMessage()]
+    assert len(warned) == 1
+    assert "clip-text" in warned[0]
