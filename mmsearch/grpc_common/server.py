@@ -21,6 +21,7 @@ from mmsearch.grpc_common.client import channel_options
 from mmsearch.grpc_common.health import HEALTH_SERVICE_NAME, HealthStatus
 from mmsearch.grpc_common.metrics import MetricsHttpServer, MetricsPortError
 from mmsearch.runtime.providers import ProviderError
+from mmsearch.settings import ModelServerSettings, TokenizerSettings
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,17 @@ class ServerConfig:
     metrics_port: int  # 0: no metrics HTTP server
     max_message_mb: int
     grace_seconds: float
+
+    @classmethod
+    def from_settings(cls, name: str, settings: TokenizerSettings | ModelServerSettings) -> ServerConfig:
+        return cls(
+            name=name,
+            host=settings.host,
+            port=settings.port,
+            metrics_port=settings.metrics_port,
+            max_message_mb=settings.max_message_mb,
+            grace_seconds=settings.grace_seconds,
+        )
 
 
 def create_server(max_message_mb: int) -> aio.Server:

@@ -60,15 +60,7 @@ async def serve(settings: ModelServerSettings, model_repo: Path) -> None:
         stop=stop,
         health=health,
     )
-    config = ServerConfig(
-        name="model server",
-        host=settings.host,
-        port=settings.port,
-        metrics_port=settings.metrics_port,
-        max_message_mb=settings.max_message_mb,
-        grace_seconds=settings.grace_seconds,
-    )
-    await run_server(config, service, registry)
+    await run_server(ServerConfig.from_settings("model server", settings), service, registry)
 
 
 def run(settings: ModelServerSettings, model_repo: Path) -> None:

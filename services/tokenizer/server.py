@@ -48,15 +48,7 @@ async def serve(settings: TokenizerSettings, model_repo: Path) -> None:
         stop=stop,
         health=health,
     )
-    config = ServerConfig(
-        name="tokenizer",
-        host=settings.host,
-        port=settings.port,
-        metrics_port=settings.metrics_port,
-        max_message_mb=settings.max_message_mb,
-        grace_seconds=settings.grace_seconds,
-    )
-    await run_server(config, service, registry)
+    await run_server(ServerConfig.from_settings("tokenizer", settings), service, registry)
 
 
 def run(settings: TokenizerSettings, model_repo: Path) -> None:
