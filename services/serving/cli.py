@@ -7,20 +7,12 @@ from typing import Any
 
 import click
 
-from mmsearch.settings import load_settings
+from mmsearch.grpc_common.cli_options import server_options
+from mmsearch.settings import ModelServerSettings, load_settings
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--host", default=None, help="Address to bind (default 127.0.0.1; 0.0.0.0 only behind a firewall).")
-@click.option("--port", type=int, default=None, help="gRPC port (default 50000).")
-@click.option("--metrics-port", type=int, default=None, help="Prometheus /metrics HTTP port (default 9102; 0: off).")
-@click.option(
-    "--repo",
-    "model_repo",
-    type=click.Path(path_type=Path, file_okay=False),
-    default=None,
-    help="Model repository folder written by `mmsearch export` (env MMSEARCH_MODEL_REPO, default ./models).",
-)
+@server_options(ModelServerSettings())
 @click.option(
     "--provider",
     "providers",
