@@ -164,7 +164,7 @@ def batch_stats(service: Any, model: str) -> tuple[float, float]:
 
 def served(stack: tuple[str, Any], model: str, inputs: list[Any], concurrency: int, seconds: float) -> dict[str, Any]:
     """Closed-loop clients doing preprocessing + Predict over gRPC (texts, or images for a clip_image model)."""
-    from services.serving.client import ModelServerClient, embed_images, embed_texts
+    from services.model_server.client import ModelServerClient, embed_images, embed_texts
     from services.tokenizer.client import TokenizerClient
 
     tokenizer, server = stack

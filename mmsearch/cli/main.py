@@ -11,7 +11,7 @@ from mmsearch.settings import load_settings
 
 _SERVE = {
     "tokenizer": ("services.tokenizer.cli:command", "gRPC tokenizer / image preprocessing service (:60051)."),
-    "model": ("services.serving.cli:command", "gRPC ONNX Runtime model server (:50000)."),
+    "model": ("services.model_server.cli:command", "gRPC ONNX Runtime model server (:50000)."),
     "search": ("services.search.cli:command", "FastAPI search service with A/B experiments (:8080)."),
     "web": ("web_ui.cli:command", "Flask web UI (:8090)."),
 }
@@ -22,8 +22,8 @@ _TOP = {
     "index": ("offline.encode.cli:index", "Encode a jsonl corpus into vector shards (resumable)."),
     "push": ("offline.push.cli:push", "Bulk-load vectors into Milvus or documents into MongoDB."),
     "ingest": ("offline.ingest.cli:ingest", "Preprocess, encode and push a corpus in one command."),
-    "config": ("services.search.config_cli:config", "Show, validate and push the A/B YAML; explain a user."),
-    "local": ("mmsearch.local.cli:local", "Run the whole stack locally on embedded defaults."),
+    "config": ("services.search.config.cli:config", "Show, validate and push the A/B YAML; explain a user."),
+    "local": ("stack.cli:local", "Run the whole stack locally on embedded defaults."),
     "models": ("offline.export.cli:models", "List the models in the model repository."),
 }
 

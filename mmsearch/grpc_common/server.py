@@ -20,7 +20,6 @@ from prometheus_client import CollectorRegistry
 from mmsearch.grpc_common.client import channel_options
 from mmsearch.grpc_common.health import HEALTH_SERVICE_NAME, HealthStatus
 from mmsearch.grpc_common.metrics import MetricsHttpServer, MetricsPortError
-from mmsearch.runtime.providers import ProviderError
 from mmsearch.settings import ModelServerSettings, TokenizerSettings
 
 log = logging.getLogger(__name__)
@@ -30,8 +29,10 @@ class ServerStartError(RuntimeError):
     pass
 
 
-# What stops a server from starting because of its configuration (reported as one line, exit code 1).
-START_ERRORS = (ServerStartError, MetricsPortError, ProviderError)
+# What stops a server from starting because of its configuration (reported as one line, exit code 1). This
+# module is shared with the tokenizer service, which must not load onnxruntime: the model server adds its own
+# ProviderError to these.
+START_ERRORS = (ServerStartError, MetricsPortError)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from offline.datasets.files import atomic_text_writer
+from mmsearch.files import atomic_text_writer
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from offline.datasets.files import atomic_text_writer
+from mmsearch.files import atomic_text_writer
 
 ATTRIBUTION = "Swedish Construction FAQ by Zaragoza AB, CC BY 4.0 (PyPI zaragoza-construction-faq)"
 FIELD_MAP = {"question": "q", "answer": "a", "category": "category"}

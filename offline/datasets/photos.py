@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from mmsearch.files import atomic_binary_writer
 
 # skimage.data function -> file name that says what is in the picture. Colour photos first; the grayscale
 # ones are real photos too and exercise the grayscale -> RGB path of the image preprocessing.
@@ -42,11 +42,7 @@ def write_photos(folder: Path, names: list[str] | None = None) -> list[Path]:
             raise KeyError(f"unknown sample photo {func!r}; known: {', '.join(PHOTOS)}")
         arr = np.asarray(getattr(data, func)())
         target = folder / PHOTOS[func]
-        tmp = folder / f".{target.name}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            Image.fromarray(arr).save(tmp, format="JPEG" if target.suffix == ".jpg" else "PNG", quality=92)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_binary_writer(target) as out:
+            Image.fromarray(arr).save(out, format="JPEG" if target.suffix == ".jpg" else "PNG", quality=92)
         written.append(target)
     return written

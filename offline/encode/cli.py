@@ -6,10 +6,10 @@ from pathlib import Path
 
 import click
 
-from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings
-from offline.encode.manifest import ManifestError
-from offline.encode.pipeline import EncodeError, encode_corpus
+from offline.encode.pipeline import encode_corpus
+from offline.errors import reported
 
 
 @click.command("index")
@@ -69,19 +69,18 @@ def index(
     """
     root = repo or load_settings().model_repo
     try:
-        summary = encode_corpus(
-            input_path,
-            ModelRepository(root),
-            model_key,
-            field,
-            output,
-            batch_size=batch_size,
-            shard_size=shard_size,
-            restart=restart,
-            providers=[p.strip() for p in providers.split(",") if p.strip()],
-        )
-    except (EncodeError, ManifestError, ModelRepoError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        with reported():
+            summary = encode_corpus(
+                input_path,
+                ModelRepository(root),
+                model_key,
+                field,
+                output,
+                batch_size=batch_size,
+                shard_size=shard_size,
+                restart=restart,
+                providers=[p.strip() for p in providers.split(",") if p.strip()],
+            )
     except KeyboardInterrupt:
         click.echo(
             f"interrupted: complete shards are kept in {output}; run the same command again to continue", err=True

@@ -7,12 +7,13 @@ that are whole on disk; a re-run continues from there.
 from __future__ import annotations
 
 import hashlib
-import os
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from mmsearch.files import write_text_atomic
+from offline.errors import OfflineError
 
 MANIFEST_NAME = "vectors.json"
 FORMAT_VERSION = 1
@@ -61,7 +62,7 @@ class IndexManifest(BaseModel):
         return -(-self.total // self.shard_size) if self.total else 0
 
 
-class ManifestError(ValueError):
+class ManifestError(OfflineError):
     pass
 
 
@@ -89,12 +90,4 @@ def read_manifest(folder: Path) -> IndexManifest | None:
 
 def write_manifest(folder: Path, manifest: IndexManifest) -> None:
     manifest.updated_at = _now()
-    tmp = folder / f".{MANIFEST_NAME}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            f.write(manifest.model_dump_json(indent=2) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, folder / MANIFEST_NAME)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_text_atomic(folder / MANIFEST_NAME, manifest.model_dump_json(indent=2) + "\n")

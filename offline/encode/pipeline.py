@@ -35,12 +35,13 @@ from offline.encode.manifest import (
     write_manifest,
 )
 from offline.encode.shards import shard_ok, write_shard
+from offline.errors import OfflineError
 from offline.preprocess.records import CorpusError, read_corpus
 
 log = logging.getLogger(__name__)
 
 
-class EncodeError(Exception):
+class EncodeError(OfflineError):
     """The corpus cannot be encoded as asked; the message says which row or option to fix."""
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
+from mmsearch.files import atomic_binary_writer
 from offline.encode.manifest import IndexManifest, ManifestError, ShardInfo, read_manifest
 
 Vectors = npt.NDArray[np.float32]
@@ -21,15 +20,8 @@ def shard_names(index: int) -> tuple[str, str]:
 
 
 def _save_atomic(path: Path, array: npt.NDArray[np.generic]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with tmp.open("wb") as f:
-            np.save(f, array, allow_pickle=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_binary_writer(path) as f:
+        np.save(f, array, allow_pickle=False)
 
 
 def write_shard(folder: Path, index: int, first_row: int, ids: Ids, vectors: Vectors) -> ShardInfo:

@@ -14,6 +14,7 @@ import click
 
 from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.settings import load_settings
+from offline.errors import reported
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,11 +90,10 @@ def export_sbert_command(
 
       mmsearch export sbert --source ./all-MiniLM-L6-v2 --key minilm --int8
     """
-    from offline.export.errors import ExportError
     from offline.export.sbert import export_sbert
     from offline.export.variants import VariantRequest
 
-    try:
+    with reported():
         manifest = export_sbert(
             source,
             _open_repo(repo),
@@ -103,8 +103,6 @@ def export_sbert_command(
             pairs_with=pairs_with,
             revision=revision,
         )
-    except (ExportError, ModelRepoError) as exc:
-        raise click.ClickException(str(exc)) from exc
     _report([manifest])
 
 
@@ -121,15 +119,12 @@ def export_clip_command(
       mmsearch export clip --source ./clip-vit-base-patch32 --key clip-b32
     """
     from offline.export.clip import export_clip
-    from offline.export.errors import ExportError
     from offline.export.variants import VariantRequest
 
-    try:
+    with reported():
         manifests = export_clip(
             source, _open_repo(repo), key, force=force, variants=VariantRequest(int8=int8, fp16=fp16), revision=revision
         )
-    except (ExportError, ModelRepoError) as exc:
-        raise click.ClickException(str(exc)) from exc
     _report(manifests)
 
 

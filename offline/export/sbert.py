@@ -29,7 +29,7 @@ from mmsearch.model_repo import (
 from offline.export.errors import ExportError
 from offline.export.graph_io import declare_output_shapes
 from offline.export.parity import PARITY_TEXTS, ParityCase, enforce_fp32
-from offline.export.settings import OPSET, export_record
+from offline.export.provenance import OPSET, export_record
 from offline.export.source import WEIGHT_FILES, require_files, resolve_source
 from offline.export.text_inputs import normalizer_lowercases, tokenize
 from offline.export.variants import VariantRequest, write_variants

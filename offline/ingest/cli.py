@@ -9,16 +9,15 @@ from typing import Any
 
 import click
 
-from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings
-from offline.encode.manifest import ManifestError
-from offline.encode.pipeline import EncodeError
+from offline.errors import reported
 from offline.ingest.steps import IngestOptions, default_work_dir, run_ingest
 from offline.preprocess.demo import Demo, prepare_demo
 from offline.preprocess.images import preprocess_images
-from offline.preprocess.qa import PreprocessError, QAFormat, QAOptions, parse_field_map, preprocess_qa
+from offline.preprocess.qa import QAFormat, QAOptions, parse_field_map, preprocess_qa
 from offline.preprocess.rejects import PreprocessReport
-from offline.push.cli import (
+from offline.push.options import (
     allow_option,
     filter_option,
     index_option,
@@ -30,7 +29,6 @@ from offline.push.cli import (
     mongo_uri_option,
     split_fields,
 )
-from offline.push.errors import PushError
 from offline.push.schema import IndexType, Metric
 
 
@@ -87,9 +85,8 @@ def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], Preprocess
         skip_mongo=kw["skip_mongo"],
     )
     try:
-        report = run_ingest(opts, preprocess)
-    except (PreprocessError, EncodeError, ManifestError, ModelRepoError, PushError) as exc:
-        raise click.ClickException(str(exc)) from exc
+        with reported():
+            report = run_ingest(opts, preprocess)
     except KeyboardInterrupt:
         click.echo(
             f"interrupted: the encoded shards are kept in {opts.work_dir}; the alias was not switched. "
@@ -146,15 +143,13 @@ def qa_command(
         prepare: Callable[[Path], PreprocessReport] = functools.partial(_demo, demo)
     else:
         assert input_path is not None
-        try:
+        with reported():
             opts = QAOptions.for_format(
                 fmt,
                 parse_field_map(field_map),
                 category_sep=category_sep,
                 ids="sequential" if ids == "sequential" else ("field" if ids == "field" else None),
             )
-        except PreprocessError as exc:
-            raise click.ClickException(str(exc)) from exc
         prepare = functools.partial(_qa, input_path, opts)
     _run(kw, "question", prepare)
 

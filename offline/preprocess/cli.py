@@ -6,9 +6,10 @@ from pathlib import Path
 
 import click
 
+from offline.errors import reported
 from offline.preprocess.demo import Demo, prepare_demo
 from offline.preprocess.images import preprocess_images
-from offline.preprocess.qa import PreprocessError, QAFormat, QAOptions, parse_field_map, preprocess_qa
+from offline.preprocess.qa import QAFormat, QAOptions, parse_field_map, preprocess_qa
 from offline.preprocess.rejects import PreprocessReport
 
 _output = click.option(
@@ -78,7 +79,7 @@ def qa_command(
     rejects: Path | None,
 ) -> None:
     """A raw QA file to normalised QA jsonl."""
-    try:
+    with reported():
         opts = QAOptions.for_format(
             fmt,
             parse_field_map(field_map),
@@ -86,8 +87,6 @@ def qa_command(
             ids="sequential" if ids == "sequential" else ("field" if ids == "field" else None),
         )
         report = preprocess_qa(input_path, output, opts, rejects_path=rejects)
-    except PreprocessError as exc:
-        raise click.ClickException(str(exc)) from exc
     _finish(report)
 
 
@@ -101,10 +100,8 @@ def images_command(folder: Path, base_url: str, output: Path, rejects: Path | No
 
     Every image is fully decoded once: corrupt or unreadable files are rejected with the reason.
     """
-    try:
+    with reported():
         report = preprocess_images(folder, base_url, output, rejects_path=rejects)
-    except PreprocessError as exc:
-        raise click.ClickException(str(exc)) from exc
     _finish(report)
 
 

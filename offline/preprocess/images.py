@@ -14,7 +14,7 @@ from urllib.parse import quote
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
-from offline.datasets.files import atomic_text_writer
+from mmsearch.files import atomic_text_writer
 from offline.preprocess.qa import PreprocessError
 from offline.preprocess.records import ImageRecord
 from offline.preprocess.rejects import PreprocessReport, Reject, default_rejects_path, write_rejects

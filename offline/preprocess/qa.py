@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from offline.datasets.files import atomic_text_writer
+from mmsearch.files import atomic_text_writer
+from offline.errors import OfflineError
 from offline.preprocess.records import MAX_ID, QARecord
 from offline.preprocess.rejects import PreprocessReport, Reject, default_rejects_path, write_rejects
 
@@ -26,7 +27,7 @@ TARGET_FIELDS = ("id", "question", "answer", "category", "title")
 _INT_RE = re.compile(r"^\s*\+?\d+\s*$")
 
 
-class PreprocessError(Exception):
+class PreprocessError(OfflineError):
     """The input as a whole cannot be used (missing file, csv header without a mapped column)."""
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
+from offline.errors import OfflineError
+
 # Milvus INT64 primary keys; negative ids are legal there but never produced by our loaders, so refuse them.
 MAX_ID = 2**63 - 1
 
@@ -54,7 +56,7 @@ class CorpusRow(BaseModel):
         return dict(self.model_extra or {})
 
 
-class CorpusError(ValueError):
+class CorpusError(OfflineError):
     """A normalised corpus file that index/push cannot read; the message names the file and line."""
 
 

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from offline.datasets.files import atomic_text_writer
+from mmsearch.files import atomic_text_writer
 
 
 @dataclass(frozen=True)

@@ -6,73 +6,24 @@ from pathlib import Path
 
 import click
 
-from mmsearch.settings import MilvusSettings, MongoSettings, load_settings
-from offline.encode.manifest import ManifestError
-from offline.push.errors import PushError
+from offline.errors import reported
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import push_mongo
+from offline.push.options import (
+    allow_option,
+    filter_option,
+    index_option,
+    metric_option,
+    milvus_db_option,
+    milvus_settings,
+    milvus_token_option,
+    milvus_uri_option,
+    mongo_db_option,
+    mongo_settings,
+    mongo_uri_option,
+    split_fields,
+)
 from offline.push.schema import IndexType, Metric
-
-
-def milvus_settings(uri: str | None, token: str | None, db_name: str | None) -> MilvusSettings:
-    """Flags over environment (MMSEARCH_MILVUS__URI, __TOKEN, __DB_NAME) over defaults."""
-    base = load_settings().milvus
-    update = {k: v for k, v in {"uri": uri, "token": token, "db_name": db_name}.items() if v is not None}
-    return base.model_copy(update=update)
-
-
-def mongo_settings(uri: str | None, database: str | None) -> MongoSettings:
-    """Flags over environment (MMSEARCH_MONGO__URI, __DATABASE) over defaults."""
-    base = load_settings().mongo
-    update = {k: v for k, v in {"uri": uri, "database": database}.items() if v is not None}
-    return base.model_copy(update=update)
-
-
-def split_fields(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    return [f.strip() for f in text.split(",") if f.strip()]
-
-
-milvus_uri_option = click.option(
-    "--milvus-uri",
-    default=None,
-    help="Milvus Lite file (e.g. var/milvus.db) or server URI http://host:19530 (env MMSEARCH_MILVUS__URI).",
-)
-milvus_token_option = click.option(
-    "--milvus-token", default=None, help="user:password or API token (env MMSEARCH_MILVUS__TOKEN)."
-)
-milvus_db_option = click.option("--milvus-db", default=None, help="Milvus database (env MMSEARCH_MILVUS__DB_NAME).")
-mongo_uri_option = click.option("--mongo-uri", default=None, help="MongoDB URI (env MMSEARCH_MONGO__URI).")
-mongo_db_option = click.option(
-    "--mongo-database", default=None, help="MongoDB database (env MMSEARCH_MONGO__DATABASE)."
-)
-index_option = click.option(
-    "--index",
-    "index_type",
-    type=click.Choice([i.value for i in IndexType]),
-    default=IndexType.HNSW.value,
-    show_default=True,
-    help="Vector index: HNSW (M 16, efConstruction 200), IVF_FLAT (nlist n/39, max 1024) or FLAT.",
-)
-metric_option = click.option(
-    "--metric",
-    type=click.Choice([m.value for m in Metric]),
-    default=Metric.IP.value,
-    show_default=True,
-    help="IP equals cosine on our unit vectors.",
-)
-filter_option = click.option(
-    "--filter-fields",
-    default=None,
-    help="Comma-separated corpus fields stored as scalar fields for filtering (default: category when present; "
-    "'' for none). Lists of text become ARRAY<VARCHAR>.",
-)
-allow_option = click.option(
-    "--allow-model-change",
-    is_flag=True,
-    help="Replace a corpus whose vectors came from another model or dimension (the search config must follow).",
-)
 
 
 @click.group()
@@ -134,10 +85,8 @@ def milvus_command(
         allow_model_change=allow_model_change,
         force=force,
     )
-    try:
+    with reported():
         summary = push_milvus(milvus_settings(milvus_uri, milvus_token, milvus_db), opts)
-    except (PushError, ManifestError) as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(summary.text())
 
 
@@ -158,10 +107,8 @@ def mongo_command(
     *, input_path: Path, corpus: str, batch_size: int, prune: bool, mongo_uri: str | None, mongo_database: str | None
 ) -> None:
     """Upsert one document per row (_id = id, queryid = str(id), unique index on queryid) and verify the count."""
-    try:
+    with reported():
         summary = push_mongo(
             mongo_settings(mongo_uri, mongo_database), input_path, corpus, batch_size=batch_size, prune=prune
         )
-    except PushError as exc:
-        raise click.ClickException(str(exc)) from exc
     click.echo(summary.text())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from offline.errors import OfflineError
 
-class PushError(Exception):
+
+class PushError(OfflineError):
     """The push was refused or failed; nothing the search side reads was changed."""
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mmsearch import stores
 from mmsearch.collection_meta import CollectionMeta, from_properties, physical_name, to_properties
 from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import IndexManifest, file_sha256
@@ -90,7 +91,6 @@ class _LiteUnimplementedFilter(logging.Filter):
 
 @contextmanager
 def milvus_client(settings: MilvusSettings) -> Iterator[Any]:
-    from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
     if "://" not in settings.uri:  # a local file: Milvus Lite embedded
@@ -99,9 +99,7 @@ def milvus_client(settings: MilvusSettings) -> Iterator[Any]:
             grpc_log.addFilter(_LiteUnimplementedFilter())
 
     try:
-        client = MilvusClient(
-            uri=settings.uri, token=settings.token, db_name=settings.db_name, timeout=settings.timeout_seconds
-        )
+        client = stores.milvus_client(settings)
     except MilvusException as exc:
         raise StoreUnavailableError(
             f"cannot reach Milvus at {settings.uri!r} (set {URI_HINT}): {getattr(exc, 'message', exc)}"

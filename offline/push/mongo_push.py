@@ -16,6 +16,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from mmsearch import stores
 from mmsearch.settings import MongoSettings
 from offline.preprocess.records import CorpusError, CorpusRow, read_corpus
 from offline.push.errors import PushError, StoreUnavailableError
@@ -52,15 +53,9 @@ def document(row: CorpusRow) -> dict[str, Any]:
 
 @contextmanager
 def mongo_database(settings: MongoSettings) -> Iterator[Any]:
-    from pymongo import MongoClient
     from pymongo.errors import PyMongoError
 
-    client: Any = MongoClient(
-        settings.uri,
-        serverSelectionTimeoutMS=settings.timeout_ms,
-        connectTimeoutMS=settings.timeout_ms,
-        appname="mmsearch-push",
-    )
+    client: Any = stores.mongo_client(settings, bound_operations=False, appname="mmsearch-push")
     try:
         try:
             client.admin.command("ping")

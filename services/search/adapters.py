@@ -16,13 +16,14 @@ import grpc
 import numpy as np
 
 from mmsearch.collection_meta import from_properties
-from mmsearch.grpc_common.client import RECONNECT_OPTIONS, ServiceCallError
+from mmsearch.grpc_common.client import ServiceCallError
 from mmsearch.settings import Settings
-from services.search.config_checks import CollectionStatus
+from mmsearch.stores import milvus_client, mongo_client
+from services.model_server.client import ModelServerClient
+from services.search.config.checks import CollectionStatus
 from services.search.errors import Dependency, DependencyUnavailableError, InvalidQueryError
 from services.search.metrics import SearchMetrics
 from services.search.ports import AnnHit, AnnSearch
-from services.serving.client import ModelServerClient
 from services.tokenizer.client import TokenizerClient
 
 log = logging.getLogger(__name__)
@@ -159,17 +160,7 @@ class MilvusVectorStore(_Blocking):
         logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.ERROR)
 
     def _connect(self) -> Any:
-        from pymilvus import MilvusClient
-
-        m = self.settings
-        # gRPC shares subchannels (and their reconnect backoff, up to 120 s by default) across channels to the same
-        # address, so after a long Milvus outage even a new client kept failing for ~20 s after Milvus was back.
-        kwargs: dict[str, Any] = {"uri": m.uri, "timeout": m.timeout_seconds, "grpc_options": dict(RECONNECT_OPTIONS)}
-        if m.token:
-            kwargs["token"] = m.token
-        if m.db_name:
-            kwargs["db_name"] = m.db_name
-        return MilvusClient(**kwargs)
+        return milvus_client(self.settings)
 
     def _is_unavailable(self, exc: Exception) -> bool:
         from pymilvus.exceptions import MilvusException
@@ -245,12 +236,7 @@ class MongoDocumentStore(_Blocking):
         super().__init__(min(settings.search.stage_timeout_seconds, settings.mongo.timeout_ms / 1000), metrics, workers)
 
     def _connect(self) -> Any:
-        from pymongo import MongoClient
-
-        ms = self.settings.timeout_ms
-        return MongoClient(
-            self.settings.uri, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms, tz_aware=True
-        )
+        return mongo_client(self.settings, appname="mmsearch-search")
 
     def _is_unavailable(self, exc: Exception) -> bool:
         from pymongo.errors import ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError

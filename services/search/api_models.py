@@ -51,6 +51,8 @@ class SearchResponse(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: str  # short kind: invalid_query, unknown_scene, scene_disabled, dependency_unavailable, not_ready
+    # short kind: invalid_request (body or field), invalid_query, unknown_scene, not_found, method_not_allowed,
+    # upload_too_large, unsupported_image, scene_disabled, dependency_unavailable, internal
+    error: str
     message: str
     dependency: str | None = None

@@ -12,7 +12,7 @@ import hashlib
 import random
 from collections.abc import Mapping
 
-from services.search.config_model import BUCKETS, Experiment, Layer, Scene
+from services.search.config.model import BUCKETS, Experiment, Layer, Scene
 from services.search.errors import InvalidQueryError
 
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from services.search.bucketing import assign
-from services.search.config_model import Experiment, RuntimeConfig, StageKind
+from services.search.config.model import Experiment, RuntimeConfig, StageKind
 from services.search.errors import SceneDisabledError, SceneNotFoundError
 from services.search.metrics import SearchMetrics
 from services.search.ports import Deps

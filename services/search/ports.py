@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from services.search.config_checks import CollectionStatus
+from services.search.config.checks import CollectionStatus
 
 
 class QueryModels(Protocol):

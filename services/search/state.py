@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from services.search.config_model import Experiment, StageKind
+from services.search.config.model import Experiment, StageKind
 from services.search.filters import FilterValue
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})

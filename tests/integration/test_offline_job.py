@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from mmsearch.local import catalog
-from mmsearch.local.plan import Corpus
 from mmsearch.model_repo import ModelRepository
+from stack import catalog
+from stack.plan import Corpus
 from tests.fixtures.stack import LocalStack, model_repo_with_minilm
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,9 +14,9 @@ import pytest
 from mmsearch.collection_meta import CollectionMeta
 from mmsearch.settings import SearchSettings, Settings
 from services.search.app import _watch
-from services.search.config_checks import CollectionStatus
-from services.search.config_manager import ConfigManager, parse_config
-from services.search.config_sources import ConsulConfigSource
+from services.search.config.checks import CollectionStatus
+from services.search.config.manager import ConfigManager, parse_config
+from services.search.config.sources import ConsulConfigSource
 from services.search.errors import DependencyUnavailableError
 from services.search.metrics import SearchMetrics
 from services.search.ports import AnnHit, AnnSearch

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mmsearch.api.v1 import model_server_pb2, model_server_pb2_grpc, tensor_pb2, tokenizer_pb2, tokenizer_pb2_grpc
-from mmsearch.local import probes
 from mmsearch.tensors import TensorDecodeError, from_proto
+from stack import probes
 from tests.fixtures.stack import LocalStack, child_pids
 from tests.resilience.report import record
 

@@ -9,7 +9,7 @@ from collections import Counter
 import pytest
 
 from services.search.bucketing import assign, bucket_of, pick
-from services.search.config_model import BUCKETS, Experiment, Layer, RankArgs, Scene, bucket_bounds
+from services.search.config.model import BUCKETS, Experiment, Layer, RankArgs, Scene, bucket_bounds
 from services.search.errors import InvalidQueryError
 
 N_USERS = 10_000

@@ -9,9 +9,9 @@ import yaml
 
 from mmsearch.collection_meta import CollectionMeta
 from mmsearch.model_repo import ModelKind, ModelManifest, ModelSource, TensorSpec
-from services.search.config_checks import CollectionStatus, check_environment
-from services.search.config_manager import parse_config
-from services.search.config_model import MatchArgs, RankArgs, RuntimeConfig, SummaryArgs
+from services.search.config.checks import CollectionStatus, check_environment
+from services.search.config.manager import parse_config
+from services.search.config.model import MatchArgs, RankArgs, RuntimeConfig, SummaryArgs
 from services.search.errors import ConfigError
 
 DEFAULT = Path(__file__).resolve().parents[2] / "deploy" / "ab-config.yaml"

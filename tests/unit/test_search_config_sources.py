@@ -14,11 +14,11 @@ import pytest
 from mmsearch.collection_meta import CollectionMeta
 from mmsearch.model_repo import ModelKind, ModelManifest, ModelSource, TensorSpec, write_manifest
 from mmsearch.settings import SearchSettings, Settings
-from services.search import config_manager
-from services.search.config_checks import CollectionStatus
-from services.search.config_manager import ConfigManager
-from services.search.config_model import RuntimeConfig
-from services.search.config_sources import FileConfigSource
+from services.search.config import manager as config_manager
+from services.search.config.checks import CollectionStatus
+from services.search.config.manager import ConfigManager
+from services.search.config.model import RuntimeConfig
+from services.search.config.sources import FileConfigSource
 from services.search.metrics import SearchMetrics
 from services.search.ports import AnnHit, AnnSearch
 

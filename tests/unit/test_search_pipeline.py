@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.search.config_checks import CollectionStatus
-from services.search.config_manager import parse_config
-from services.search.config_model import RankArgs
+from services.search.config.checks import CollectionStatus
+from services.search.config.manager import parse_config
+from services.search.config.model import RankArgs
 from services.search.errors import DependencyUnavailableError
 from services.search.metrics import SearchMetrics
 from services.search.pipeline import run_scene

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from services.search.config_model import StageArgs
+from services.search.config.model import StageArgs
 from services.search.ports import Deps
 from services.search.state import State
 

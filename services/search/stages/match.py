@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Iterable
 from typing import Protocol
 
-from services.search.config_model import MatchArgs, RankArgs, StageArgs
+from services.search.config.model import MatchArgs, RankArgs, StageArgs
 from services.search.errors import InvalidQueryError
 from services.search.filters import build_expression
 from services.search.ports import AnnSearch, Deps

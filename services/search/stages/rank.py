@@ -7,7 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
-from services.search.config_model import RankArgs, StageArgs
+from services.search.config.model import RankArgs, StageArgs
 from services.search.ports import Deps
 from services.search.state import Item, State
 

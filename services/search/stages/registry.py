@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.search.config_model import StageKind
+from services.search.config.model import StageKind
 from services.search.stages.base import Stage
 from services.search.stages.match import MATCHERS, MatchStage
 from services.search.stages.qp import QueryProcessing

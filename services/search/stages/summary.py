@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from services.search.config_model import StageArgs, SummaryArgs
+from services.search.config.model import StageArgs, SummaryArgs
 from services.search.ports import Deps
 from services.search.state import State
 

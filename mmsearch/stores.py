@@ -1,0 +1,56 @@
+"""The one place that builds Milvus and MongoDB clients from settings (URI, token, database, time-outs).
+
+The search service, `push` / `ingest` and the local stack's probes all connect through these two functions, so
+a setting (a token, a time-out, the reconnect backoff) means the same thing everywhere. Clients are returned
+unconnected-checked: each caller decides what a failure means for it (a 503, a push error, "not ready yet").
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mmsearch.grpc_common.client import RECONNECT_OPTIONS
+from mmsearch.settings import MilvusSettings, MongoSettings
+
+
+def milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = None) -> Any:
+    """A pymilvus MilvusClient for `settings.uri`: a Milvus Lite file (embedded) or a server URI.
+
+    Raises pymilvus' MilvusException when the server cannot be reached.
+    """
+    from pymilvus import MilvusClient
+
+    kwargs: dict[str, Any] = {
+        "uri": settings.uri,
+        "timeout": settings.timeout_seconds if timeout_seconds is None else timeout_seconds,
+    }
+    # gRPC shares subchannels (and their reconnect backoff, up to 120 s by default) across channels to the same
+    # address, so after a long Milvus outage even a new client kept failing for ~20 s after Milvus was back.
+    kwargs["grpc_options"] = dict(RECONNECT_OPTIONS)
+    if settings.token:
+        kwargs["token"] = settings.token
+    if settings.db_name:
+        kwargs["db_name"] = settings.db_name
+    return MilvusClient(**kwargs)
+
+
+def mongo_client(
+    settings: MongoSettings, *, timeout_ms: int | None = None, bound_operations: bool = True, appname: str = "mmsearch"
+) -> Any:
+    """A pymongo MongoClient for `settings.uri` (pymongo connects lazily, on the first operation).
+
+    Finding and connecting to the server is bounded by the time-out. With `bound_operations` every operation is
+    too (the search service answers within its stage time-out); bulk loads pass False, since one large batch
+    may rightly take longer than a query.
+    """
+    from pymongo import MongoClient
+
+    ms = settings.timeout_ms if timeout_ms is None else timeout_ms
+    return MongoClient(
+        settings.uri,
+        serverSelectionTimeoutMS=ms,
+        connectTimeoutMS=ms,
+        socketTimeoutMS=ms if bound_operations else None,
+        tz_aware=True,
+        appname=appname,
+    )

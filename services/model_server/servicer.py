@@ -1,0 +1,156 @@
+"""The ModelServer gRPC service.
+
+Predict, top to bottom: find the model (NOT_FOUND lists what exists; UNAVAILABLE when it is loading, failed or
+unloaded), decode the tensors with the one codec, check them against the manifest signature (INVALID_ARGUMENT
+naming the tensor), then either queue them on the model's dynamic batcher (RESOURCE_EXHAUSTED when its queue is
+full) or run them alone in the thread pool, and encode the outputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import Executor
+
+import grpc
+from grpc import aio
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
+
+from mmsearch.api.v1 import model_server_pb2, model_server_pb2_grpc, tensor_pb2
+from mmsearch.grpc_common.errors import RpcRunner, RpcStatusError, invalid_argument, not_found
+from mmsearch.model_repo import ModelRepoError, TensorSpec, validate_key
+from mmsearch.tensors import TensorDecodeError, map_from_proto, map_to_proto
+from services.model_server.batcher import Arrays, BatcherStoppedError, QueueFullError
+from services.model_server.metrics import ServingMetrics
+from services.model_server.registry import ModelEntry, ModelRegistry, ModelState
+from services.model_server.signature import SignatureError, check_inputs, check_outputs
+
+log = logging.getLogger(__name__)
+
+Context = aio.ServicerContext[object, object]
+
+
+class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
+    def __init__(self, registry: ModelRegistry, executor: Executor, metrics: ServingMetrics) -> None:
+        self.registry = registry
+        self.executor = executor
+        self.rpc = RpcRunner(metrics, log)
+
+    async def Predict(  # noqa: N802 (gRPC method name)
+        self, request: model_server_pb2.PredictRequest, context: Context
+    ) -> model_server_pb2.PredictResponse:
+        return await self.rpc.run("Predict", self._label(request.model_name), context, lambda: self._predict(request))
+
+    async def ListModels(  # noqa: N802
+        self, request: model_server_pb2.ListModelsRequest, context: Context
+    ) -> model_server_pb2.ListModelsResponse:
+        async def body() -> model_server_pb2.ListModelsResponse:
+            return model_server_pb2.ListModelsResponse(models=[self._info(k) for k in self.registry.known_keys()])
+
+        return await self.rpc.run("ListModels", "", context, body)
+
+    async def LoadModel(  # noqa: N802
+        self, request: model_server_pb2.LoadModelRequest, context: Context
+    ) -> model_server_pb2.LoadModelResponse:
+        async def body() -> model_server_pb2.LoadModelResponse:
+            key = request.model_name
+            if key not in self.registry.repo:
+                raise not_found("model", key, self.registry.repo.keys())
+            entry = await self.registry.load(key)
+            if entry.state == ModelState.FAILED:
+                raise RpcStatusError(
+                    grpc.StatusCode.FAILED_PRECONDITION, f"model {key!r} failed to load: {entry.error}"
+                )
+            return model_server_pb2.LoadModelResponse(model=self._info(key))
+
+        return await self.rpc.run("LoadModel", self._label(request.model_name), context, body)
+
+    async def UnloadModel(  # noqa: N802
+        self, request: model_server_pb2.UnloadModelRequest, context: Context
+    ) -> model_server_pb2.UnloadModelResponse:
+        async def body() -> model_server_pb2.UnloadModelResponse:
+            key = request.model_name
+            if key not in self.registry.entries:
+                raise not_found("model", key, self.registry.known_keys())
+            await self.registry.unload(key)
+            return model_server_pb2.UnloadModelResponse()
+
+        return await self.rpc.run("UnloadModel", self._label(request.model_name), context, body)
+
+    async def _predict(self, request: model_server_pb2.PredictRequest) -> model_server_pb2.PredictResponse:
+        entry = self._serving_entry(request.model_name)
+        manifest, runner = entry.manifest, entry.runner
+        assert manifest is not None
+        assert runner is not None
+        try:
+            inputs = map_from_proto(request.inputs)
+            rows = check_inputs(manifest, inputs)
+            outputs = check_outputs(manifest, list(request.output_names))
+        except (TensorDecodeError, SignatureError) as exc:
+            raise invalid_argument(str(exc)) from exc
+        try:
+            if entry.batcher is not None:
+                result = await entry.batcher.submit(inputs, outputs, rows)
+            else:
+                result = await asyncio.get_running_loop().run_in_executor(self.executor, runner.run, inputs, outputs)
+        except QueueFullError as exc:
+            raise RpcStatusError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)) from exc
+        except BatcherStoppedError as exc:
+            raise RpcStatusError(grpc.StatusCode.UNAVAILABLE, str(exc)) from exc
+        except InvalidArgument as exc:
+            # Values the signature cannot describe, e.g. a token id beyond the vocabulary.
+            raise invalid_argument(f"model {manifest.key!r} rejected the input values: {exc}") from exc
+        except Fail as exc:
+            raise invalid_argument(f"model {manifest.key!r} could not run on these inputs: {exc}") from exc
+        return model_server_pb2.PredictResponse(outputs=map_to_proto(_in_order(result, outputs)))
+
+    def _serving_entry(self, key: str) -> ModelEntry:
+        entry = self.registry.entries.get(key)
+        if entry is None:
+            raise not_found("model", key, self.registry.known_keys())
+        if entry.state == ModelState.LOADED and entry.runner is not None:
+            return entry
+        why = {
+            ModelState.LOADING: "is still loading; retry shortly",
+            ModelState.UNLOADED: "is unloaded; call LoadModel to serve it again",
+            ModelState.FAILED: f"failed to load ({entry.error}); fix the model and call LoadModel",
+        }[entry.state]
+        raise RpcStatusError(grpc.StatusCode.UNAVAILABLE, f"model {key!r} {why}")
+
+    def _info(self, key: str) -> model_server_pb2.ModelInfo:
+        entry = self.registry.entries.get(key)
+        manifest = entry.manifest if entry is not None else None
+        if manifest is None:
+            try:
+                manifest = self.registry.repo.manifest(key)
+            except ModelRepoError:
+                manifest = None
+        info = model_server_pb2.ModelInfo(
+            key=key,
+            state=entry.state.value if entry is not None else ModelState.UNLOADED.value,
+            error=entry.error if entry is not None else "",
+        )
+        if manifest is not None:
+            info.kind = manifest.kind.value
+            info.embedding_dim = manifest.embedding_dim
+            info.inputs.extend(_spec(s) for s in manifest.inputs)
+            info.outputs.extend(_spec(s) for s in manifest.outputs)
+        return info
+
+    def _label(self, key: str) -> str:
+        # Metric labels only for known models, so arbitrary names from clients cannot grow the label set.
+        try:
+            validate_key(key)
+        except ModelRepoError:
+            return "_unknown"
+        return key if key in self.registry.entries else "_unknown"
+
+
+def _spec(spec: TensorSpec) -> tensor_pb2.TensorSpec:
+    return tensor_pb2.TensorSpec(
+        name=spec.name, dtype=spec.dtype, shape=[d if isinstance(d, int) else -1 for d in spec.shape]
+    )
+
+
+def _in_order(result: Arrays, names: list[str]) -> Arrays:
+    return {name: result[name] for name in names}
