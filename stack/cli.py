@@ -183,9 +183,14 @@ def up(
     click.echo(f"starting {len(procfile.processes(plan))} processes under honcho; logs in {plan.logs_dir}/")
     try:
         rc = supervisor.run(
-            procfile.processes(plan), env=procfile.stack_env(plan), cwd=plan.root, logs_dir=plan.logs_dir
+            procfile.processes(plan),
+            env=procfile.stack_env(plan),
+            cwd=plan.root,
+            logs_dir=plan.logs_dir,
+            run_dir=plan.run_dir,
         )
     finally:
+        # Only now: every child is gone (supervisor.run guarantees it), so `local down` has nothing left to find.
         (plan.run_dir / PID_FILE).unlink(missing_ok=True)
         (plan.run_dir / READY_FILE).unlink(missing_ok=True)
     # honcho answers a Ctrl-C / SIGTERM with 130 / 143: that is a clean, requested stop.
@@ -220,21 +225,47 @@ def status(var_dir: Path) -> None:
 
 @local.command("down")
 @click.option("--var-dir", type=click.Path(file_okay=False, path_type=Path), default=Path("var"), show_default=True)
-@click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds to wait for a clean stop.")
+@click.option(
+    "--timeout",
+    type=float,
+    default=supervisor.STOP_GRACE_SECONDS + 10,
+    show_default=True,
+    help="Seconds to wait for `mmsearch local up` to stop its processes before stopping them directly.",
+)
 def down(var_dir: Path, timeout: float) -> None:
-    """Stop a stack started by `mmsearch local up` in another terminal (same as Ctrl-C there)."""
+    """Stop a stack started by `mmsearch local up` in another terminal (same as Ctrl-C there).
+
+    Asks the supervising `local up` to stop; if it does not within --timeout (or is gone while its processes
+    still run), stops every process it started directly, from the PIDs recorded under VAR_DIR/local/pids/.
+    """
     run_dir = var_dir.absolute() / "local"
     pid = _running_pid(run_dir)
-    if pid is None:
+    orphans = [n for n, p in supervisor.recorded_children(run_dir).items() if supervisor.group_alive(p)]
+    if pid is None and not orphans:
         click.echo(f"no local stack is running from {var_dir}")
         return
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _running_pid(run_dir) == pid and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _running_pid(run_dir) == pid:
-        raise click.ClickException(f"the stack (pid {pid}) is still stopping after {timeout:.0f} s")
-    click.echo(f"stopped the local stack (pid {pid})")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _running_pid(run_dir) == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _running_pid(run_dir) != pid:
+            click.echo(f"stopped the local stack (pid {pid})")
+            return
+        click.echo(
+            f"`mmsearch local up` (pid {pid}) did not stop within {timeout:.0f} s; stopping its processes directly"
+        )
+    stopped = supervisor.stop_children(run_dir)
+    if pid is not None and _running_pid(run_dir) == pid:
+        # Its processes are gone; a supervisor that still does not exit after that is wedged for good.
+        deadline = time.monotonic() + 5
+        while _running_pid(run_dir) == pid and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if _running_pid(run_dir) == pid:
+            os.kill(pid, signal.SIGKILL)
+    (run_dir / PID_FILE).unlink(missing_ok=True)
+    (run_dir / READY_FILE).unlink(missing_ok=True)
+    click.echo(f"stopped {', '.join(stopped) if stopped else 'no'} processes of the local stack from {var_dir}")
 
 
 local.add_command(setup_command)

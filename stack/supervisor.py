@@ -3,33 +3,57 @@
 honcho stops every process when one of them ends or on Ctrl-C / SIGTERM (TERM to each process group, then
 KILL after a grace period). Its default grace (5 s) is shorter than SecantusDB's clean shutdown (~4 s on a
 busy machine, more with data) plus the gRPC servers' drain, so it is raised here.
+
+A stop must never depend on the terminal. With `scripts/local-up | tee up.log`, Ctrl-C kills `tee` too, and
+honcho's "SIGINT received" line then met a broken pipe: the exception broke honcho's loop, the services (each
+in its own session, so the terminal's SIGINT never reaches them) kept running, and the supervisor hung joining
+its output relays. So the printer stops writing to a terminal or pipe that is gone (the log files still get
+every line), each child's PID is recorded under var/local/pids/ as it starts, and whatever ends the loop, every
+recorded child is stopped before `run` returns. `mmsearch local down` uses the same records when the supervisor
+itself does not answer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import signal
 import sys
+import time
 from pathlib import Path
 from typing import IO, Any
 
 import honcho.manager
+import honcho.process
 from honcho.printer import Printer
 
 from stack.procfile import ProcessSpec
 
 STOP_GRACE_SECONDS = 20
+PIDS_DIR = "pids"
 
 
 class TeePrinter(Printer):  # type: ignore[misc]  # honcho is untyped
-    """honcho's printer, also appending each process's lines to <logs>/<name>.log (honcho's own to honcho.log)."""
+    """honcho's printer, also appending each process's lines to <logs>/<name>.log (honcho's own to honcho.log).
+
+    When the terminal or pipe goes away (tee killed by the same Ctrl-C), output to it stops and standard output
+    is pointed at /dev/null, so no later write (honcho's, click's, the interpreter's final flush) can fail.
+    """
 
     def __init__(self, output: IO[str], logs_dir: Path) -> None:
         super().__init__(output)
         self._logs_dir = logs_dir
         self._files: dict[str, IO[str]] = {}
+        self.terminal_gone = False
 
     def write(self, message: Any) -> None:
-        super().write(message)
+        if not self.terminal_gone:
+            try:
+                super().write(message)
+            except (OSError, ValueError):  # BrokenPipeError, EIO from a closed terminal, or a closed file
+                self.terminal_gone = True
+                silence_stdout()
         name = message.name or "honcho"
         log = self._files.get(name)
         if log is None:
@@ -46,17 +70,121 @@ class TeePrinter(Printer):  # type: ignore[misc]  # honcho is untyped
             f.close()
 
 
-def run(specs: list[ProcessSpec], *, env: dict[str, str], cwd: Path, logs_dir: Path) -> int:
-    """Run the processes under honcho until one ends or we are told to stop; returns honcho's exit code."""
+def silence_stdout() -> None:
+    """Point file descriptors 1 and 2 at /dev/null when they lead to a pipe or terminal that is gone."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(devnull, stream.fileno())
+    finally:
+        os.close(devnull)
+
+
+def _recording_popen(pid_file: Path) -> Any:
+    """honcho's Popen (a new session per process), writing the child's PID to `pid_file` once it runs."""
+
+    def start(cmd: str, **kwargs: Any) -> honcho.process.Popen:
+        child = honcho.process.Popen(cmd, **kwargs)
+        tmp = pid_file.with_name(f".{pid_file.name}.tmp")
+        tmp.write_text(f"{child.pid}\n", encoding="utf-8")
+        tmp.replace(pid_file)
+        return child
+
+    return start
+
+
+def recorded_children(run_dir: Path) -> dict[str, int]:
+    """Process name -> PID (also its process group: honcho starts each in a new session) of recorded children."""
+    out: dict[str, int] = {}
+    folder = run_dir / PIDS_DIR
+    if not folder.is_dir():
+        return out
+    for f in sorted(folder.iterdir()):
+        if f.name.startswith("."):
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            out[f.name] = int(f.read_text(encoding="utf-8").strip())
+    return out
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether any process of the group still runs. Zombies do not count: a process that has exited but whose
+    parent has not collected it yet (or never will, once reparented) cannot be stopped any further."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    proc = Path("/proc")
+    if not proc.is_dir():  # no procfs to tell zombies apart: the signal check is all there is
+        return True
+    for stat in proc.glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+            if int(group) == pgid and state != "Z":
+                return True
+    return False
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except OSError as exc:
+        if exc.errno not in (errno.ESRCH, errno.EPERM):
+            raise
+
+
+def stop_children(run_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> list[str]:
+    """TERM every recorded child still running, KILL what is left after `grace`; returns the names it stopped.
+
+    The records are removed once their process group is gone.
+    """
+    children = {n: p for n, p in recorded_children(run_dir).items() if group_alive(p)}
+    for pgid in children.values():
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while any(group_alive(p) for p in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for pgid in children.values():
+        if group_alive(pgid):
+            _signal_group(pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 10  # SIGKILL cannot be refused; this only waits for the kernel
+    while any(group_alive(p) for p in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for name, pid in recorded_children(run_dir).items():
+        if not group_alive(pid):
+            (run_dir / PIDS_DIR / name).unlink(missing_ok=True)
+    return sorted(children)
+
+
+def run(specs: list[ProcessSpec], *, env: dict[str, str], cwd: Path, logs_dir: Path, run_dir: Path) -> int:
+    """Run the processes under honcho until one ends or we are told to stop; returns honcho's exit code.
+
+    Every child is gone when this returns or raises.
+    """
     logs_dir.mkdir(parents=True, exist_ok=True)
+    pids = run_dir / PIDS_DIR
+    pids.mkdir(parents=True, exist_ok=True)
+    for stale in pids.iterdir():
+        stale.unlink()
     honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
     printer = TeePrinter(sys.stdout, logs_dir)
     manager = honcho.manager.Manager(printer)
     full_env = {**os.environ, **env}
     for spec in specs:
-        manager.add_process(spec.name, spec.command, env=full_env, cwd=str(cwd))
+        process = manager.add_process(spec.name, spec.command, env=full_env, cwd=str(cwd))
+        process._child_ctor = _recording_popen(pids / spec.name)
     try:
         manager.loop()
     finally:
-        printer.close()
+        # honcho's loop stops the children itself; this covers a loop that ended early (an exception, a second
+        # signal) and must not be interrupted by one more Ctrl-C.
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            stop_children(run_dir)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            printer.close()
     return int(manager.returncode or 0)

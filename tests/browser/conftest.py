@@ -1,6 +1,6 @@
 """Browser-test fixtures: headless Debian Chromium driven by Playwright, and the web UIs it looks at.
 
-- `chromium`: one browser for the session (/usr/bin/chromium from `scripts/install-browser`; Playwright never
+- `chromium`: one browser for the session (/usr/bin/chromium from `scripts/apt-ensure`; Playwright never
   downloads a browser here).
 - `desktop` / `phone`: a fresh page at 1280x900 or 390x844 that records console errors and uncaught page
   errors; a test fails if the page threw or the Content-Security-Policy blocked anything.
@@ -52,7 +52,10 @@ def playwright_driver() -> Iterator[Playwright]:
 @pytest.fixture(scope="session")
 def chromium(playwright_driver: Playwright) -> Iterator[Browser]:
     if not CHROMIUM.is_file():
-        pytest.fail(f"{CHROMIUM} is missing: run scripts/install-browser (Debian's chromium)", pytrace=False)
+        pytest.fail(
+            f"{CHROMIUM} is missing: run scripts/apt-ensure /usr/bin/chromium chromium chromium-driver",
+            pytrace=False,
+        )
     browser = playwright_driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
     yield browser
     browser.close()

@@ -246,9 +246,25 @@ def test_injected_html_in_an_answer_is_shown_as_text(side_ui: str, device: str, 
     watched.screenshot(f"qa-escaped-html-{device}")
 
 
-def test_text_to_image_not_configured_says_how_to_add_clip(side_ui: str, desktop: WatchedPage) -> None:
-    desktop.allow.append("503 (SERVICE UNAVAILABLE)")  # the UI's API answers 503 not_configured: the state shown
-    page = desktop.page
+# Right edges of the notice's command boxes, of the notice, and the left edge of the Debug panel when it is open.
+_NOTICE_GEOMETRY = """() => {
+  const notice = document.querySelector('#panel-t2i [data-role="notice"]').getBoundingClientRect();
+  const pres = [...document.querySelectorAll('#panel-t2i [data-role="notice"] pre')].map((p) => ({
+    right: p.getBoundingClientRect().right, overflow: p.scrollWidth - p.clientWidth,
+  }));
+  const debug = document.getElementById("debug-panel");
+  const debugLeft = debug && !debug.hidden ? debug.getBoundingClientRect().left : null;
+  return {noticeRight: notice.right, pres, debugLeft, viewport: window.innerWidth};
+}"""
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_text_to_image_not_configured_says_how_to_add_clip(
+    side_ui: str, device: str, request: pytest.FixtureRequest
+) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    watched.allow.append("503 (SERVICE UNAVAILABLE)")  # the UI's API answers 503 not_configured: the state shown
+    page = watched.page
     page.goto(side_ui + "/")
     page.click("#tab-t2i")
     notice = page.locator("#panel-t2i [data-role=notice]")
@@ -259,7 +275,20 @@ def test_text_to_image_not_configured_says_how_to_add_clip(side_ui: str, desktop
     expect(notice).to_be_visible()
     expect(notice).to_contain_text("not configured")
     assert page.locator("#panel-t2i .image-card").count() == 0
-    desktop.screenshot("t2i-not-configured-desktop")
+    if device == "desktop":
+        page.click("#debug-toggle")  # the panel beside the results, where long commands used to run under it
+        expect(page.locator("#debug-panel")).to_be_visible()
+    geometry = page.evaluate(_NOTICE_GEOMETRY)
+    assert len(geometry["pres"]) == 3
+    for box in geometry["pres"]:
+        # Every command stays inside the card: wrapped, nothing to scroll sideways, nothing past its edge.
+        assert box["right"] <= geometry["noticeRight"] + 0.5, geometry
+        assert box["overflow"] <= 0, geometry
+    assert geometry["noticeRight"] <= geometry["viewport"], geometry
+    if device == "desktop":
+        assert geometry["debugLeft"] is not None
+        assert geometry["noticeRight"] <= geometry["debugLeft"], geometry
+    watched.screenshot(f"t2i-not-configured-{device}")
 
 
 @pytest.fixture(scope="module")
