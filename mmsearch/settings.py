@@ -14,12 +14,19 @@ from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
+# Default ports, each written once: the sections below, the search service's targets and the local stack use them.
+TOKENIZER_PORT, TOKENIZER_METRICS_PORT = 60051, 9101
+MODEL_SERVER_PORT, MODEL_SERVER_METRICS_PORT = 50000, 9102
+SEARCH_PORT = 8080
+WEB_PORT = 8090
+MILVUS_PORT = 19530
+MONGO_PORT = 27017
 
 
 class TokenizerSettings(BaseModel):
     host: str = LOOPBACK
-    port: int = 60051
-    metrics_port: int = 9101
+    port: int = TOKENIZER_PORT
+    metrics_port: int = TOKENIZER_METRICS_PORT
     max_message_mb: int = 32
     max_batch: int = 256  # texts or images per call
     max_image_mb: int = 20
@@ -33,8 +40,8 @@ class TokenizerSettings(BaseModel):
 
 class ModelServerSettings(BaseModel):
     host: str = LOOPBACK
-    port: int = 50000
-    metrics_port: int = 9102
+    port: int = MODEL_SERVER_PORT
+    metrics_port: int = MODEL_SERVER_METRICS_PORT
     max_message_mb: int = 64
     # "auto" picks CUDA when onnxruntime offers it, else CPU; or name providers explicitly.
     providers: list[str] = Field(default_factory=lambda: ["auto"])
@@ -72,16 +79,16 @@ class MilvusSettings(BaseModel):
 
 
 class MongoSettings(BaseModel):
-    uri: str = "mongodb://127.0.0.1:27017"
+    uri: str = f"mongodb://{LOOPBACK}:{MONGO_PORT}"
     database: str = "mmsearch"
     timeout_ms: int = 3000
 
 
 class SearchSettings(BaseModel):
     host: str = LOOPBACK
-    port: int = 8080
-    tokenizer_target: str = f"{LOOPBACK}:60051"
-    model_server_target: str = f"{LOOPBACK}:50000"
+    port: int = SEARCH_PORT
+    tokenizer_target: str = f"{LOOPBACK}:{TOKENIZER_PORT}"
+    model_server_target: str = f"{LOOPBACK}:{MODEL_SERVER_PORT}"
     config_source: Literal["file", "consul"] = "file"
     config_file: Path = Path("deploy/ab-config.yaml")
     consul_host: str = LOOPBACK
@@ -99,8 +106,8 @@ class SearchSettings(BaseModel):
 
 class WebSettings(BaseModel):
     host: str = LOOPBACK
-    port: int = 8090
-    search_url: str = f"http://{LOOPBACK}:8080"
+    port: int = WEB_PORT
+    search_url: str = f"http://{LOOPBACK}:{SEARCH_PORT}"
     max_upload_mb: int = 8
     request_timeout_seconds: float = 15.0
     threads: int = 8
@@ -115,6 +122,26 @@ class WebSettings(BaseModel):
     secure_cookies: bool = False
 
 
+class LocalSettings(BaseModel):
+    """`mmsearch local up`: the whole stack on this machine (env MMSEARCH_LOCAL__<NAME>). It passes the ports it
+    uses to each service through that service's own section."""
+
+    var_dir: Path = Path("var")
+    # Text-to-image: a Hugging Face hub id or a local folder with CLIP weights; "" turns it off (as --no-clip).
+    # A hub id is used when the hub answers within hub_probe_seconds, or from the local Hugging Face cache.
+    clip_source: str = "openai/clip-vit-base-patch32"
+    hub_probe_seconds: float = 3.0
+    milvus_port: int = MILVUS_PORT
+    mongo_port: int = MONGO_PORT
+    tokenizer_port: int = TOKENIZER_PORT
+    tokenizer_metrics_port: int = TOKENIZER_METRICS_PORT
+    model_port: int = MODEL_SERVER_PORT
+    model_metrics_port: int = MODEL_SERVER_METRICS_PORT
+    search_port: int = SEARCH_PORT
+    web_port: int = WEB_PORT
+    ready_timeout_seconds: float = 600.0
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="MMSEARCH_", env_nested_delimiter="__", extra="ignore", frozen=True)
 
@@ -127,6 +154,7 @@ class Settings(BaseSettings):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    local: LocalSettings = Field(default_factory=LocalSettings)
 
 
 def load_settings() -> Settings:

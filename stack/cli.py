@@ -13,9 +13,10 @@ from typing import Any, TypeVar
 import click
 
 from mmsearch.model_repo import ModelRepoError, ModelRepository
-from mmsearch.settings import load_settings
+from mmsearch.settings import LocalSettings, load_settings
 from stack import bundled_models, corpora, probes, procfile, supervisor
-from stack.plan import DATA_READY_FILE, READY_FILE, Corpus, LocalSettings, Ports, StackPlan
+from stack.clip_source import ClipSourceError
+from stack.plan import DATA_READY_FILE, READY_FILE, Corpus, Ports, StackPlan
 from stack.ports import PortInUseError, check_ports
 from stack.setup import setup_command, text_to_image_off_message
 
@@ -75,9 +76,12 @@ def build_plan(settings: LocalSettings, *, root: Path, ab_config: Path | None) -
     bin_dir = _bin_dir()
     try:
         text_key = bundled_models.ensure_text_model(repo, bin_dir)
-        clip = bundled_models.ensure_clip(repo, bin_dir, settings.clip_source)
-    except (bundled_models.ModelSetupError, ModelRepoError) as exc:
+        clip_setup = bundled_models.ensure_clip(
+            repo, bin_dir, settings.clip_source, probe_seconds=settings.hub_probe_seconds
+        )
+    except (bundled_models.ModelSetupError, ClipSourceError, ModelRepoError) as exc:
         raise click.ClickException(str(exc)) from exc
+    clip = clip_setup.towers
     demo = var_dir / "demo"
     todo = [Corpus(name=FAQ_CORPUS, kind="qa", source=corpora.write_faq(demo), model_key=text_key)]
     if clip is not None:
@@ -93,6 +97,7 @@ def build_plan(settings: LocalSettings, *, root: Path, ab_config: Path | None) -
         clip_text_model=clip[0] if clip else None,
         clip_image_model=clip[1] if clip else None,
         corpora=todo,
+        clip_off_reason=clip_setup.off_reason,
         bin_dir=bin_dir,
         ready_timeout_seconds=settings.ready_timeout_seconds,
     )
@@ -119,10 +124,13 @@ def _up_options(fn: F) -> F:
 @click.option(
     "--clip-source",
     default=None,
-    help="CLIP model for text-to-image: a Hugging Face hub id or a local folder (env MMSEARCH_LOCAL__CLIP_SOURCE). "
-    "Without it, and without a CLIP model already in the repository, text-to-image is off. Towers already "
+    help="CLIP model for text-to-image: a Hugging Face hub id or a local folder with the weights "
+    f"(env MMSEARCH_LOCAL__CLIP_SOURCE, default {_DEFAULTS['clip_source'].default}). A hub id is exported "
+    "when the hub answers within a few seconds (MMSEARCH_LOCAL__HUB_PROBE_SECONDS) or from the Hugging Face "
+    "cache; HF_HUB_OFFLINE=1 skips the probe. Otherwise text-to-image is off and the rest starts. Towers already "
     "exported (clip-text, clip-image) are reused; replace them with `mmsearch export clip --force`.",
 )
+@click.option("--no-clip", is_flag=True, help="Skip text-to-image: no CLIP export, no probe of the hub, no photos.")
 @click.option(
     "--var-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -139,6 +147,7 @@ def _up_options(fn: F) -> F:
 @_up_options
 def up(
     clip_source: str | None,
+    no_clip: bool,
     var_dir: Path | None,
     ab_config: Path | None,
     ready_timeout: float | None,
@@ -154,11 +163,13 @@ def up(
     overrides: dict[str, Any] = {k: v for k, v in ports.items() if v is not None}
     if clip_source is not None:
         overrides["clip_source"] = clip_source
+    if no_clip:
+        overrides["clip_source"] = ""
     if var_dir is not None:
         overrides["var_dir"] = var_dir
     if ready_timeout is not None:
         overrides["ready_timeout_seconds"] = ready_timeout
-    settings = LocalSettings(**overrides)
+    settings = load_settings().local.model_copy(update=overrides)
     run_dir = settings.var_dir.absolute() / "local"
     other = _running_pid(run_dir)
     if other is not None:
@@ -179,7 +190,7 @@ def up(
     procfile.write_procfile(plan)
     (plan.run_dir / PID_FILE).write_text(f"{os.getpid()}\n")
     if not plan.text_to_image:
-        click.echo(text_to_image_off_message())
+        click.echo(text_to_image_off_message(plan.clip_off_reason))
     click.echo(f"starting {len(procfile.processes(plan))} processes under honcho; logs in {plan.logs_dir}/")
     try:
         rc = supervisor.run(

@@ -9,30 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
 PLAN_FILE = "plan.json"
 READY_FILE = "ready.json"
 DATA_READY_FILE = "data-ready"
-
-
-class LocalSettings(BaseSettings):
-    """Flags of `mmsearch local up`, also read from env MMSEARCH_LOCAL__<NAME> (e.g. MMSEARCH_LOCAL__CLIP_SOURCE)."""
-
-    model_config = SettingsConfigDict(env_prefix="MMSEARCH_LOCAL__", extra="ignore", frozen=True)
-
-    var_dir: Path = Path("var")
-    clip_source: str | None = None
-    milvus_port: int = 19530
-    mongo_port: int = 27017
-    tokenizer_port: int = 60051
-    tokenizer_metrics_port: int = 9101
-    model_port: int = 50000
-    model_metrics_port: int = 9102
-    search_port: int = 8080
-    web_port: int = 8090
-    ready_timeout_seconds: float = 600.0
 
 
 class Ports(BaseModel):
@@ -82,6 +63,7 @@ class StackPlan(BaseModel):
     clip_text_model: str | None  # None: text-to-image is off
     clip_image_model: str | None
     corpora: list[Corpus]
+    clip_off_reason: str | None = None  # why text-to-image is off, in one line
     bin_dir: Path  # where mmsearch, milvus-lite and secantusd-py are installed
     ready_timeout_seconds: float
 

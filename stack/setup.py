@@ -158,16 +158,16 @@ def banner(plan: StackPlan, report: ReadyReport) -> str:
             f'    -d \'{{"query": "a cat"}}\' {report.search_url}/t2i/user/10',
         ]
     else:
-        lines += ["", text_to_image_off_message()]
+        lines += ["", text_to_image_off_message(plan.clip_off_reason)]
     return "\n".join(lines) + "\n"
 
 
-def text_to_image_off_message() -> str:
+def text_to_image_off_message(reason: str | None) -> str:
     return (
-        "Text-to-image is OFF: no CLIP model was given. To turn it on, pass a CLIP source (a Hugging Face hub id "
-        "or a local folder with the weights), e.g.\n"
-        "  scripts/local-up --clip-source openai/clip-vit-base-patch32\n"
-        "  MMSEARCH_LOCAL__CLIP_SOURCE=/path/to/clip-vit-base-patch32 scripts/local-up"
+        f"Text-to-image is OFF: {reason or 'no CLIP model'}. To turn it on, give a CLIP source that can be had "
+        "here: a local folder with the weights, or a hub id on a machine that reaches the Hugging Face hub, e.g.\n"
+        "  scripts/local-up --clip-source /path/to/clip-vit-base-patch32\n"
+        "  MMSEARCH_LOCAL__CLIP_SOURCE=openai/clip-vit-base-patch32 scripts/local-up"
     )
 
 

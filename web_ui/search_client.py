@@ -172,30 +172,16 @@ class SearchClient:
 
 
 def _error_detail(response: httpx.Response) -> tuple[str | None, str]:
-    """(kind, reason) from the search service's {"error": kind, "message": reason}, or a FastAPI-style
-    {"detail": str | [{"loc", "msg"}]} (request validation), or the start of a plain-text body."""
+    """(kind, reason) from the search service's one error shape {"error": kind, "message": reason}; anything
+    else (a proxy's page in front of it, say) as the start of its body."""
     try:
         body = response.json()
     except ValueError:
         return None, response.text[:300].strip()
-    if not isinstance(body, dict):
-        return None, str(body)[:300]
-    kind = body.get("error") if isinstance(body.get("error"), str) else None
-    if isinstance(body.get("message"), str):
+    if isinstance(body, dict) and isinstance(body.get("message"), str):
+        kind = body.get("error") if isinstance(body.get("error"), str) else None
         return kind, body["message"][:500]
-    detail: Any = body.get("detail", body.get("error", ""))
-    if isinstance(detail, dict):
-        detail = detail.get("message") or detail.get("msg") or json.dumps(detail)[:300]
-    if isinstance(detail, list):
-        parts = []
-        for entry in detail[:5]:
-            if isinstance(entry, dict):
-                where = ".".join(str(x) for x in entry.get("loc", []) if x != "body")
-                parts.append(f"{where}: {entry.get('msg', '')}" if where else str(entry.get("msg", "")))
-            else:
-                parts.append(str(entry))
-        detail = "; ".join(parts)
-    return kind, str(detail)[:500]
+    return None, json.dumps(body)[:300]
 
 
 def _says_not_configured(status: int, detail: str) -> bool:

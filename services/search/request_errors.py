@@ -7,10 +7,13 @@ with `{"detail": [...]}`, a second error shape. The app turns every such error i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 EXAMPLE = '{"query": "how do I apply for a building permit"}'
+_UNION_TAG = re.compile(r"^(str|int|float|bool|bytes|none|[a-z]+\[.*\])$")
+_VALID = re.compile(r"^Input should be a valid (\w+)")
 _WHERE = {"path": "in the URL path", "query": "in the URL query string", "header": "in a header"}
 
 
@@ -32,9 +35,10 @@ def _one(error: dict[str, Any]) -> str:
     loc = [str(part) for part in error.get("loc", ())]
     kind = str(error.get("type", ""))
     where, field = (loc[0], ".".join(loc[1:])) if loc else ("body", "")
+    # A body that does not parse is reported at ("body", <offset>); one sent as another content type arrives raw.
+    if kind == "json_invalid" or (where == "body" and isinstance(error.get("input"), bytes | bytearray)):
+        return f"the body is not valid JSON: send a JSON object such as {EXAMPLE} (Content-Type: application/json)"
     if where == "body" and not field:
-        if kind == "json_invalid":
-            return f"the body is not valid JSON: send a JSON object such as {EXAMPLE} (Content-Type: application/json)"
         if kind == "missing":
             return f"the body is empty: send a JSON object such as {EXAMPLE}"
         return f"the body must be a JSON object such as {EXAMPLE}, not {_what(error.get('input'))}"
@@ -47,7 +51,31 @@ def _one(error: dict[str, Any]) -> str:
     return f"{field}{place}: {message}{shown}"
 
 
+def _untagged(error: dict[str, Any]) -> dict[str, Any]:
+    """Drop the union-member tags pydantic appends to a location (filters.c.str, filters.c.list[...])."""
+    loc = list(error.get("loc", ()))
+    while len(loc) > 2 and isinstance(loc[-1], str) and _UNION_TAG.match(loc[-1]):
+        loc.pop()
+    return {**error, "loc": tuple(loc)}
+
+
 def describe(errors: Sequence[Any]) -> str:
-    """Every problem of one request, most useful first, joined into one message."""
-    parts = [_one(e) for e in errors if isinstance(e, dict)]
+    """Every problem of one request, most useful first, joined into one message.
+
+    A value that fits none of a union's types gives one error per type; they become one line per field that
+    names every type accepted.
+    """
+    by_field: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for raw in errors:
+        if isinstance(raw, dict):
+            e = _untagged(raw)
+            by_field.setdefault(e["loc"], []).append(e)
+    parts: list[str] = []
+    for loc, errs in by_field.items():
+        wanted = [m.group(1) for e in errs if (m := _VALID.match(str(e.get("msg", ""))))]
+        if len(errs) > 1 and len(wanted) == len(errs):
+            field = ".".join(str(p) for p in loc[1:])
+            parts.append(f"{field}: Input should be a valid {', '.join(wanted[:-1])} or {wanted[-1]}")
+        else:
+            parts.extend(_one(e) for e in errs)
     return "; ".join(dict.fromkeys(parts)) or "the request is not valid"

@@ -12,7 +12,7 @@ import pytest
 from mmsearch.model_repo import ModelKind, ModelRepository
 from mmsearch.runtime.encoder import OnnxEncoder
 from offline.export.parity import FP32_MIN_COSINE
-from tests.fixtures.models import MINILM_KEY, minilm_source
+from tests.fixtures.models import MINILM_KEY, hf_cache_snapshot, minilm_source
 
 pytestmark = pytest.mark.integration
 
@@ -122,19 +122,16 @@ def test_hub_id_is_resolved_through_the_hugging_face_cache(tmp_path: Path, monke
 
     from offline.export.sbert import export_sbert
 
-    revision = "0123456789abcdef0123456789abcdef01234567"
     cache = tmp_path / "hf-cache"
-    repo_dir = cache / "models--sentence-transformers--all-MiniLM-L6-v2"
-    shutil.copytree(minilm_source(), repo_dir / "snapshots" / revision)
-    (repo_dir / "refs").mkdir()
-    (repo_dir / "refs" / "main").write_text(revision)
+    snapshot = hf_cache_snapshot(cache, "sentence-transformers/all-MiniLM-L6-v2")
+    shutil.copytree(minilm_source(), snapshot)
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
 
     repo = ModelRepository(tmp_path / "repo")
     m = export_sbert("sentence-transformers/all-MiniLM-L6-v2", repo, "hub")
     assert m.source.hub_id == "sentence-transformers/all-MiniLM-L6-v2"
-    assert m.source.revision == revision
+    assert m.source.revision == snapshot.name
     assert m.source.weights_sha256 == model_weights_sha()
 
 

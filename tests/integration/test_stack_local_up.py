@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from mmsearch.model_repo import ModelRepository
+from tests.fixtures.models import CLIP_CONFIG_DIR, hf_cache_snapshot, write_clip_folder
 from tests.fixtures.stack import LocalStack, child_pids, model_repo_with_minilm, start_local_stack
 
 pytestmark = pytest.mark.integration
@@ -92,12 +93,40 @@ def test_every_process_logs_to_one_place_and_binds_loopback(local_stack: LocalSt
     assert plan.milvus_uri.startswith("http://127.0.0.1:")
 
 
+@pytest.mark.slow
+def test_default_clip_source_exports_from_the_hugging_face_cache(tmp_path: Path, model_repo: ModelRepository) -> None:
+    """No --clip-source: the default hub id, served here by an offline Hugging Face cache that holds the real
+    ViT-B/32 configuration and tokenizer with random weights (laid out as a hub download), as on a machine whose
+    first start downloads it. Both towers are exported and the demo photos ingested."""
+    from transformers import CLIPConfig
+
+    from mmsearch.settings import LocalSettings
+
+    hub_id = LocalSettings().clip_source
+    cache = tmp_path / "hf-cache"
+    write_clip_folder(hf_cache_snapshot(cache, hub_id), CLIPConfig.from_pretrained(str(CLIP_CONFIG_DIR)))
+    repo_dir = model_repo_with_minilm(tmp_path / "models", model_repo)
+    with start_local_stack(tmp_path / "var", repo_dir, hf_cache=cache) as running:
+        assert running.ready.text_to_image
+        assert running.ready.loaded["photos"] > 0
+        assert f"CLIP {hub_id} from the Hugging Face cache (HF_HUB_OFFLINE is set)" in running.output_text()
+        repo = ModelRepository(repo_dir)
+        text, image = repo.manifest("clip-text"), repo.manifest("clip-image")
+        assert text.source.hub_id == image.source.hub_id == hub_id
+        assert text.embedding_dim == image.embedding_dim == 512
+        reply = post_json(f"{running.search_url}/t2i/user/10", {"query": "a cat"})
+        assert reply["searchItemModels"][0]
+
+
 def test_second_start_reuses_models_and_data(tmp_path: Path, model_repo: ModelRepository) -> None:
     repo_dir = model_repo_with_minilm(tmp_path / "models", model_repo)
     var_dir = tmp_path / "var"
     with start_local_stack(var_dir, repo_dir) as first:
         assert "faq_qa: ingesting" in first.log_text("setup")
-        assert "Text-to-image is OFF" in first.output_text()
+        # The default CLIP source is a hub id that neither the (offline) hub nor the cache has: one line, no export.
+        off = "Text-to-image is OFF: HF_HUB_OFFLINE is set and openai/clip-vit-base-patch32 is not in the"
+        assert off in first.output_text()
+        assert "exporting" not in first.output_text()
         assert not first.ready.text_to_image
         count = first.ready.loaded["faq_qa"]
     first_output = first.output_text()

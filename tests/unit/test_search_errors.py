@@ -97,3 +97,65 @@ def test_app_without_dependencies_is_alive_not_ready_and_still_validates(tmp_pat
         assert "query" in r.text
         metrics = client.get("/metrics").text
         assert 'mmsearch_search_requests_total{scene="questionAnswer",status="InvalidQueryError"} 1.0' in metrics
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "says"),
+    [
+        (b"garbage", "application/json", "the body is not valid JSON"),
+        (b"[1,2]", "application/json", "the body must be a JSON object such as"),
+        (b'"text"', "application/json", "not a JSON string"),
+        (b"", "application/json", "the body is empty"),
+        (b'{"query": 5}', "application/json", "query: Input should be a valid string (got 5)"),
+        (b'{"query": "permit", "topK": -3}', "application/json", "topK: Input should be greater than 0 (got -3)"),
+        (b'{"topK": 5}', "application/json", "query is required (in the body)"),
+        (
+            b'{"query": "a", "filters": {"c": {"x": 1}}}',
+            "application/json",
+            "filters.c: Input should be a valid string,",
+        ),
+        (b"query=permit", "application/x-www-form-urlencoded", "the body is not valid JSON"),
+    ],
+)
+def test_every_malformed_body_gets_the_documented_error_shape(
+    tmp_path: Path, body: bytes, content_type: str, says: str
+) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    app = create_app(_settings(tmp_path, tokenizer=closed, model=closed))
+    with TestClient(app) as client:
+        for path in ("/qa/user/1", "/t2i/user/1", "/scene/questionAnswer/user/1"):
+            r = client.post(path, content=body, headers={"Content-Type": content_type})
+            assert r.status_code == 422, r.text
+            assert set(r.json()) == {"error", "message", "dependency"}, r.json()
+            assert r.json()["error"] == "invalid_request"
+            assert r.json()["dependency"] is None
+            assert says in r.json()["message"]
+
+
+def test_routing_and_form_errors_get_the_documented_error_shape(tmp_path: Path) -> None:
+    closed = f"127.0.0.1:{free_port()}"
+    app = create_app(_settings(tmp_path, tokenizer=closed, model=closed))
+    with TestClient(app) as client:
+        for r, status, kind in [
+            (client.post("/nowhere", json={"query": "x"}), 404, "not_found"),
+            (client.get("/qa/user/1"), 405, "method_not_allowed"),
+            (client.post("/qa/user/" + "u" * 129, json={"query": "x"}), 422, "invalid_request"),
+            (client.post("/i2i/user/1", data={"topK": "3"}), 422, "invalid_request"),  # no image part
+            (client.post("/i2i/user/1", files={"image": ("a.txt", b"hello", "text/plain")}), 415, "unsupported_image"),
+        ]:
+            assert r.status_code == status, r.text
+            assert set(r.json()) == {"error", "message", "dependency"}, r.json()
+            assert r.json()["error"] == kind
+        assert "GET /qa/user/1" in client.get("/qa/user/1").json()["message"]
+        assert "image is required" in client.post("/i2i/user/1", data={"topK": "3"}).json()["message"]
+
+
+def test_openapi_documents_one_error_shape(tmp_path: Path) -> None:
+    app = create_app(_settings(tmp_path, tokenizer="127.0.0.1:1", model="127.0.0.1:1"))
+    schema = app.openapi()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for path in ("/qa/user/{user_id}", "/t2i/user/{user_id}", "/i2i/user/{user_id}", "/scene/{scene}/user/{user_id}"):
+        responses = schema["paths"][path]["post"]["responses"]
+        for status in ("404", "413", "415", "422", "503"):
+            ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
+            assert ref == "#/components/schemas/ErrorBody", (path, status)

@@ -125,10 +125,11 @@ def test_invalid_query_keeps_the_services_reason() -> None:
     assert error.message == "query is longer than 512 characters"
 
 
-def test_fastapi_validation_detail_is_readable() -> None:
-    detail = [{"loc": ["body", "query"], "msg": "Field required", "type": "missing"}]
-    error = _client()._service_error("qa", httpx.Response(422, json={"detail": detail}))
-    assert error.message == "query: Field required"
+def test_request_validation_errors_pass_through_readably() -> None:
+    # The search service answers request validation in its one error shape too (no FastAPI {"detail": [...]}).
+    body = {"error": "invalid_request", "message": "query is required (in the body)", "dependency": None}
+    error = _client()._service_error("qa", httpx.Response(422, json=body))
+    assert error.message == "query is required (in the body)"
 
 
 def test_a_500_with_html_is_a_502_without_the_html_page() -> None:
