@@ -14,6 +14,8 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from offline.export.source import hub_refusal
+
 log = logging.getLogger(__name__)
 
 
@@ -70,16 +72,8 @@ def _probe(hub_id: str, seconds: float) -> str | None:
 
     try:
         HfApi().model_info(hub_id, timeout=seconds)
-    except HFValidationError as exc:
-        raise ClipSourceError(f"CLIP source {hub_id!r} is neither an existing folder nor a valid hub id") from exc
-    except GatedRepoError as exc:
-        raise ClipSourceError(
-            f"hub model {hub_id!r} is gated: log in (HF_TOKEN) with access, or pass a folder"
-        ) from exc
-    except RepositoryNotFoundError as exc:
-        raise ClipSourceError(
-            f"hub model {hub_id!r} not found (unknown id, or private): check --clip-source, or pass --no-clip"
-        ) from exc
+    except (HFValidationError, GatedRepoError, RepositoryNotFoundError) as exc:
+        raise ClipSourceError(f"--clip-source: {hub_refusal(hub_id, exc)} (or pass --no-clip)") from exc
     except Exception as exc:
         log.debug("Hugging Face hub probe failed", exc_info=True)
         return f"{type(exc).__name__}: {exc}".split("\n")[0][:200]

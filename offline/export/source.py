@@ -58,14 +58,8 @@ def _download(hub_id: str, revision: str | None) -> Path:
     log.info("downloading %s from the Hugging Face hub (revision %s)", hub_id, revision or "main")
     try:
         return Path(snapshot_download(hub_id, revision=revision))
-    except HFValidationError as exc:
-        raise ExportError(f"--source {hub_id!r} is neither an existing folder nor a valid hub id: {exc}") from exc
-    except GatedRepoError as exc:
-        raise ExportError(f"hub model {hub_id!r} is gated: log in (HF_TOKEN) with access, or pass a folder") from exc
-    except RepositoryNotFoundError as exc:
-        raise ExportError(
-            f"hub model {hub_id!r} not found (unknown id, or private): check the id, or pass a local folder"
-        ) from exc
+    except (HFValidationError, GatedRepoError, RepositoryNotFoundError) as exc:
+        raise ExportError(f"--source: {hub_refusal(hub_id, exc)}") from exc
     except RevisionNotFoundError as exc:
         raise ExportError(f"hub model {hub_id!r} has no revision {revision!r}") from exc
     except LocalEntryNotFoundError as exc:
@@ -79,6 +73,17 @@ def _download(hub_id: str, revision: str | None) -> Path:
         raise ExportError(
             f"cannot download {hub_id!r} from the Hugging Face hub ({exc}); pass a local folder with --source DIR"
         ) from exc
+
+
+def hub_refusal(hub_id: str, exc: Exception) -> str:
+    """What to tell a person whose hub id the hub refused: not a valid id, gated, or unknown (or private)."""
+    from huggingface_hub.errors import GatedRepoError, HFValidationError
+
+    if isinstance(exc, HFValidationError):
+        return f"{hub_id!r} is neither an existing folder nor a valid hub id: {exc}"
+    if isinstance(exc, GatedRepoError):
+        return f"hub model {hub_id!r} is gated: log in (HF_TOKEN) with access, or pass a local folder"
+    return f"hub model {hub_id!r} not found (unknown id, or private): check the id, or pass a local folder"
 
 
 def weights_sha256(folder: Path) -> str | None:

@@ -13,6 +13,7 @@ import pytest
 
 from mmsearch.model_repo import ModelRepository
 from tests.fixtures.models import CLIP_CONFIG_DIR, hf_cache_snapshot, write_clip_folder
+from tests.fixtures.ports import pid_running
 from tests.fixtures.stack import LocalStack, child_pids, model_repo_with_minilm, start_local_stack
 
 pytestmark = pytest.mark.integration
@@ -25,16 +26,6 @@ def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
     with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback URL of our own stack
         data: dict[str, Any] = json.loads(resp.read())
     return data
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    # A zombie (exited, not yet reaped by its parent) is not running.
-    stat = Path(f"/proc/{pid}/stat")
-    return not (stat.is_file() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
 
 
 def assert_reference_item(item: dict[str, Any]) -> None:
@@ -143,4 +134,4 @@ def test_second_start_reuses_models_and_data(tmp_path: Path, model_repo: ModelRe
         assert second.proc.wait(timeout=120) != 0
         assert "the local stack stopped because a process exited with code" in second.output_text()
         for name, pid in pids.items():
-            assert not pid_alive(pid), f"{name} (pid {pid}) still running after the stack stopped"
+            assert not pid_running(pid), f"{name} (pid {pid}) still running after the stack stopped"

@@ -22,7 +22,7 @@ import pytest
 from mmsearch.model_repo import ModelRepository
 from stack.plan import READY_FILE
 from stack.supervisor import STOP_GRACE_SECONDS, group_alive, recorded_children, stop_children
-from tests.fixtures.ports import wait_until
+from tests.fixtures.ports import pid_running, wait_until
 from tests.fixtures.stack import ROOT, local_up_command, local_up_env, model_repo_with_minilm, start_local_stack
 
 pytestmark = pytest.mark.integration
@@ -63,15 +63,6 @@ def terminal(tmp_path: Path) -> Iterator[Terminal]:
         term.close()
 
 
-def _pid_running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")  # a zombie has exited; only its parent has not reaped it yet
-    return not (stat.is_file() and stat.read_text().split(") ", 1)[-1].startswith("Z"))
-
-
 def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
     tmp_path: Path, model_repo: ModelRepository, terminal: Terminal
 ) -> None:
@@ -95,7 +86,7 @@ def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
         _press_ctrl_c_and_check_everything_stops(terminal, tmp_path, var_dir, children, supervisor_pid)
     finally:
         stop_children(run_dir, grace=5)  # a failed check must not leave the stack running
-        if _pid_running(supervisor_pid):
+        if pid_running(supervisor_pid):
             os.kill(supervisor_pid, signal.SIGKILL)
 
 
@@ -111,7 +102,7 @@ def _press_ctrl_c_and_check_everything_stops(
         what="every process of the stack stopped",
         timeout=STOP_GRACE_SECONDS + 5,
     )
-    wait_until(lambda: not _pid_running(supervisor_pid), what="`mmsearch local up` exited", timeout=15)
+    wait_until(lambda: not pid_running(supervisor_pid), what="`mmsearch local up` exited", timeout=15)
     wait_until((tmp_path / "ended").is_file, what="the piped command line ended", timeout=15)
     assert not (run_dir / "up.pid").exists()
     assert recorded_children(run_dir) == {}
