@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PREFIX = "mmsearch."
 
@@ -26,10 +26,33 @@ class CollectionMeta(BaseModel):
     corpus: str
     count: int
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    # Text fields searchable with BM25 (each with a `<field>_bm25` sparse vector made by Milvus), and their analyzer.
+    lexical_fields: tuple[str, ...] = ()
+    analyzer: str = ""
+
+    @field_validator("lexical_fields", mode="before")
+    @classmethod
+    def _split(cls, v: Any) -> Any:
+        # Properties are strings: a comma-separated list there.
+        return tuple(f for f in v.split(",") if f) if isinstance(v, str) else v
+
+
+def sparse_field(lexical_field: str) -> str:
+    """The SPARSE_FLOAT_VECTOR field that Milvus' BM25 function fills from a lexical text field."""
+    return f"{lexical_field}_bm25"
 
 
 def to_properties(meta: CollectionMeta) -> dict[str, str]:
-    return {PREFIX + k: str(v) for k, v in meta.model_dump().items()}
+    # Unset optional fields are left out, so a collection without lexical fields reads the same to an older
+    # search service (whose metadata model forbids unknown keys) during a rolling upgrade.
+    return {
+        PREFIX + k: ",".join(v) if isinstance(v, tuple) else str(v)
+        for k, v in meta.model_dump().items()
+        if k not in _OPTIONAL or v
+    }
+
+
+_OPTIONAL = {"lexical_fields", "analyzer"}
 
 
 def from_properties(props: dict[str, Any] | None) -> CollectionMeta | None:

@@ -100,6 +100,8 @@ class SearchSettings(BaseModel):
     last_good_config: Path = Path("var/search/last-good-config.yaml")
     max_query_chars: int = 512
     max_top_k: int = 200
+    # Deepest page served (request field offset); every matcher searches offset + topK deep.
+    max_offset: int = 1000
     max_upload_mb: int = 8
     stage_timeout_seconds: float = 3.0
 

@@ -17,10 +17,13 @@ from offline.preprocess.demo import Demo, prepare_demo
 from offline.preprocess.images import preprocess_images
 from offline.preprocess.qa import QAFormat, QAOptions, parse_field_map, preprocess_qa
 from offline.preprocess.rejects import PreprocessReport
+from offline.push.lexical import Analyzer
 from offline.push.options import (
     allow_option,
+    analyzer_option,
     filter_option,
     index_option,
+    lexical_option,
     metric_option,
     milvus_settings,
     milvus_uri_option,
@@ -53,6 +56,8 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
             "--shard-size", default=10_000, show_default=True, help="Rows per vector shard (unit of resuming)."
         ),
         filter_option,
+        lexical_option,
+        analyzer_option,
         index_option,
         metric_option,
         allow_option,
@@ -79,6 +84,8 @@ def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], Preprocess
         batch_size=kw["batch_size"],
         shard_size=kw["shard_size"],
         filter_fields=split_fields(kw["filter_fields"]),
+        lexical_fields=list(kw["lexical_fields"]),
+        analyzer=Analyzer(kw["analyzer"]),
         index_type=IndexType(kw["index_type"]),
         metric=Metric(kw["metric"]),
         allow_model_change=kw["allow_model_change"],

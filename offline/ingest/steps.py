@@ -7,6 +7,7 @@ documents of ids that left the corpus are removed only after the switch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,7 @@ from mmsearch.settings import MilvusSettings, MongoSettings
 from offline.encode.pipeline import encode_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
+from offline.push.lexical import Analyzer
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
@@ -37,6 +39,9 @@ class IngestOptions:
     batch_size: int = 32
     shard_size: int = 10_000
     filter_fields: list[str] | None = None
+    # (`field` is taken by the encoded field's name in this class.)
+    lexical_fields: list[str] = dataclasses.field(default_factory=list)
+    analyzer: Analyzer = Analyzer.STANDARD
     index_type: IndexType = IndexType.HNSW
     metric: Metric = Metric.IP
     allow_model_change: bool = False
@@ -98,6 +103,8 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
             vectors=vectors,
             corpus=opts.corpus,
             filter_fields=opts.filter_fields,
+            lexical_fields=opts.lexical_fields,
+            analyzer=opts.analyzer,
             index_type=opts.index_type,
             metric=opts.metric,
             allow_model_change=opts.allow_model_change,

@@ -7,12 +7,15 @@ from pathlib import Path
 import click
 
 from offline.errors import reported
+from offline.push.lexical import Analyzer
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import push_mongo
 from offline.push.options import (
     allow_option,
+    analyzer_option,
     filter_option,
     index_option,
+    lexical_option,
     metric_option,
     milvus_db_option,
     milvus_settings,
@@ -44,6 +47,8 @@ def push() -> None:
     help="Corpus jsonl for the filter fields (default: the one recorded in the vectors).",
 )
 @filter_option
+@lexical_option
+@analyzer_option
 @index_option
 @metric_option
 @click.option("--batch-size", default=1000, show_default=True, help="Rows per upsert call (the tail batch too).")
@@ -58,6 +63,8 @@ def milvus_command(
     corpus: str,
     input_path: Path | None,
     filter_fields: str | None,
+    lexical_fields: tuple[str, ...],
+    analyzer: str,
     index_type: str,
     metric: str,
     batch_size: int,
@@ -69,9 +76,10 @@ def milvus_command(
 ) -> None:
     """Load vectors into a new collection CORPUS__<timestamp>, verify it, then switch the alias CORPUS to it.
 
-    Steps: create (INT64 id, <field>_emb, filter fields), upsert in batches, flush, build the index, load,
-    check the count and that a vector finds itself, record the model key and dimension in the collection
-    properties, switch the alias, drop the older physical collections. Re-running with the same input changes
+    Steps: create (INT64 id, <field>_emb, filter fields, lexical fields with their BM25 function), upsert in
+    batches, flush, build the indexes, load, check the count, that a vector finds itself and that a row's text
+    finds it by BM25, record the model key, dimension and lexical fields in the collection properties, switch
+    the alias, drop the older physical collections. Re-running with the same input changes
     nothing. Any failure leaves the previous collection serving.
     """
     opts = MilvusPushOptions(
@@ -84,6 +92,8 @@ def milvus_command(
         batch_size=batch_size,
         allow_model_change=allow_model_change,
         force=force,
+        lexical_fields=list(lexical_fields),
+        analyzer=Analyzer(analyzer),
     )
     with reported():
         summary = push_milvus(milvus_settings(milvus_uri, milvus_token, milvus_db), opts)

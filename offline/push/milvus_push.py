@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,13 +23,15 @@ from typing import Any
 from tqdm import tqdm
 
 from mmsearch import stores
-from mmsearch.collection_meta import CollectionMeta, from_properties, physical_name, to_properties
+from mmsearch.collection_meta import CollectionMeta, from_properties, physical_name, sparse_field, to_properties
 from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import IndexManifest, file_sha256
 from offline.encode.shards import iter_shards, open_vectors
 from offline.preprocess.records import CorpusError, CorpusRow, read_corpus
 from offline.push.errors import ModelMismatchError, PushError, StoreUnavailableError
+from offline.push.lexical import Analyzer, LexicalField, check_store, lexical_fields
 from offline.push.schema import (
+    BM25_INDEX,
     IndexType,
     Metric,
     ScalarField,
@@ -58,6 +60,8 @@ class MilvusPushOptions:
     allow_model_change: bool = False
     force: bool = False  # rebuild even when the alias already serves identical data
     progress: bool | None = None
+    lexical_fields: list[str] = field(default_factory=list)  # text fields searchable with BM25 (full-text search)
+    analyzer: Analyzer = Analyzer.STANDARD
 
 
 @dataclass(frozen=True)
@@ -133,13 +137,21 @@ def count_rows(client: Any, name: str) -> int:
     return int(res[0]["count(*)"])
 
 
-def _fingerprint(manifest: IndexManifest, scalars: list[ScalarField], opts: MilvusPushOptions, corpus_sha: str) -> str:
-    spec = {
+def _fingerprint(
+    manifest: IndexManifest,
+    scalars: list[ScalarField],
+    lexical: list[LexicalField],
+    opts: MilvusPushOptions,
+    corpus_sha: str,
+) -> str:
+    spec: dict[str, Any] = {
         "vectors": [manifest.model_key, manifest.model_sha256, manifest.field, manifest.input_sha256, manifest.total],
         "corpus_sha256": corpus_sha,
         "scalars": [[f.name, str(f.kind), f.max_length, f.max_capacity] for f in scalars],
         "index": index_params(opts.index_type, opts.metric, manifest.total),
     }
+    if lexical:  # absent otherwise, so collections built before lexical fields existed keep their fingerprint
+        spec["lexical"] = [[f.name, f.max_length] for f in lexical] + [str(opts.analyzer)]
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -187,9 +199,12 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
     if names is None:
         names = ["category"] if any("category" in r.fields() for r in rows.values()) else []
     scalars = infer_scalar_fields(names, rows.values())
-    fingerprint = _fingerprint(manifest, scalars, opts, corpus_sha)
+    lexical = lexical_fields(opts.lexical_fields, rows.values(), taken={"id", *(f.name for f in scalars)})
+    fingerprint = _fingerprint(manifest, scalars, lexical, opts, corpus_sha)
 
     with milvus_client(settings) as client:
+        if lexical:
+            check_store(str(client.get_server_version()), opts.analyzer)
         current = alias_target(client, alias)
         if current is not None:
             meta, old_fp = collection_meta(client, current)
@@ -205,9 +220,13 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
             index_type=str(opts.index_type),
             corpus=alias,
             count=manifest.total,
+            lexical_fields=tuple(f.name for f in lexical),
+            analyzer=str(opts.analyzer) if lexical else "",
         )
         props = {**to_properties(meta), FINGERPRINT_KEY: fingerprint}
-        upsert_seconds = _build(client, new, manifest=manifest, opts=opts, rows=rows, scalars=scalars, properties=props)
+        upsert_seconds = _build(
+            client, new, manifest=manifest, opts=opts, rows=rows, scalars=scalars, lexical=lexical, properties=props
+        )
         # The switch: from here on searches read the new collection.
         if current is None:
             client.create_alias(new, alias)
@@ -226,24 +245,27 @@ def _build(
     opts: MilvusPushOptions,
     rows: dict[int, CorpusRow],
     scalars: list[ScalarField],
+    lexical: list[LexicalField],
     properties: dict[str, str],
 ) -> float:
     """Create, fill and verify `name`; on any failure drop it, so nothing half-built is left behind."""
     from pymilvus.exceptions import MilvusException
 
-    schema = build_schema(manifest.vector_field, manifest.dim, scalars)
+    schema = build_schema(manifest.vector_field, manifest.dim, scalars, lexical, opts.analyzer)
     client.create_collection(name, schema=schema, properties=properties)
     try:
         t0 = time.perf_counter()
-        _upsert_all(client, name, manifest=manifest, opts=opts, rows=rows, scalars=scalars)
+        _upsert_all(client, name, manifest=manifest, opts=opts, rows=rows, scalars=scalars, lexical=lexical)
         upsert_seconds = time.perf_counter() - t0
         client.flush(name)  # index building and counting see only flushed segments
         params = client.prepare_index_params()
         spec = index_params(opts.index_type, opts.metric, manifest.total)
         params.add_index(manifest.vector_field, index_name=manifest.vector_field, **spec)
+        for lf in lexical:
+            params.add_index(sparse_field(lf.name), index_name=sparse_field(lf.name), **BM25_INDEX)
         client.create_index(name, params)
         client.load_collection(name)
-        _verify(client, name, manifest, opts.vectors)
+        _verify(client, name, manifest, opts.vectors, lexical=lexical, rows=rows)
     except BaseException as exc:
         log.error("building %s failed (%s); dropping it, the alias is unchanged", name, exc)
         try:
@@ -264,6 +286,7 @@ def _upsert_all(
     opts: MilvusPushOptions,
     rows: dict[int, CorpusRow],
     scalars: list[ScalarField],
+    lexical: list[LexicalField],
 ) -> None:
     bar = tqdm(total=manifest.total, desc=f"upsert {name}", unit="vec", disable=opts.progress is False)
     try:
@@ -281,6 +304,8 @@ def _upsert_all(
                     for f in scalars:
                         v = values.get(f.name)
                         entity[f.name] = f.default() if v is None else v
+                    for lf in lexical:  # Milvus fills <field>_bm25 from the text itself
+                        entity[lf.name] = values.get(lf.name) or ""
                     batch.append(entity)
                 client.upsert(name, batch)
                 bar.update(len(batch))
@@ -288,7 +313,15 @@ def _upsert_all(
         bar.close()
 
 
-def _verify(client: Any, name: str, manifest: IndexManifest, folder: Path) -> None:
+def _verify(
+    client: Any,
+    name: str,
+    manifest: IndexManifest,
+    folder: Path,
+    *,
+    lexical: list[LexicalField],
+    rows: dict[int, CorpusRow],
+) -> None:
     got = count_rows(client, name)
     if got != manifest.total:
         raise PushError(f"{name} holds {got} rows after loading, expected {manifest.total}")
@@ -299,6 +332,16 @@ def _verify(client: Any, name: str, manifest: IndexManifest, folder: Path) -> No
     )[0]
     if not hits or float(hits[0]["distance"]) < 0.99:
         raise PushError(f"{name}: searching for the vector of id {int(ids[0])} did not find it (got {list(hits)})")
+    # A row's own text finds it by BM25: catches an analyzer that produced no terms or an unbuilt sparse index.
+    # The longest of the first rows is the most distinctive one (a short text can be all stop words).
+    sample = list(rows.items())[:1000]
+    for lf in lexical:
+        row_id, text = max(((rid, str(r.fields().get(lf.name) or "")) for rid, r in sample), key=lambda t: len(t[1]))
+        found = client.search(
+            name, data=[text[:2000]], anns_field=sparse_field(lf.name), limit=100, search_params={"metric_type": "BM25"}
+        )[0]
+        if row_id not in {int(h["id"]) for h in found}:
+            raise PushError(f"{name}: a BM25 search of {lf.name!r} for the text of row {row_id} did not find it")
 
 
 def _drop_old(client: Any, alias: str, keep: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from mmsearch.settings import MilvusSettings, MongoSettings, load_settings
+from offline.push.lexical import Analyzer
 from offline.push.schema import IndexType, Metric
 
 
@@ -66,4 +67,20 @@ allow_option = click.option(
     "--allow-model-change",
     is_flag=True,
     help="Replace a corpus whose vectors came from another model or dimension (the search config must follow).",
+)
+lexical_option = click.option(
+    "--lexical-field",
+    "lexical_fields",
+    multiple=True,
+    help="A text field of the corpus to make searchable by keywords (BM25 full-text search in Milvus, for the "
+    "BM25Matcher); repeat for several, e.g. --lexical-field question --lexical-field answer. Needs Milvus Lite "
+    "or Milvus >= 2.5.",
+)
+analyzer_option = click.option(
+    "--analyzer",
+    type=click.Choice([a.value for a in Analyzer]),
+    default=Analyzer.STANDARD.value,
+    show_default=True,
+    help="How lexical fields are cut into terms: standard (words, lower-cased), jieba (Chinese), english "
+    "(standard + stemming; Milvus >= 2.5 servers only, Milvus Lite refuses it).",
 )

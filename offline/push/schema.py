@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from mmsearch.collection_meta import sparse_field
 from offline.preprocess.records import CorpusRow
 from offline.push.errors import PushError
+from offline.push.lexical import ANALYZER_PARAMS, VARCHAR_LIMIT, Analyzer, LexicalField
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,180}$")
-VARCHAR_LIMIT = 65_535
 ARRAY_LIMIT = 4_096
 
 
@@ -128,12 +129,36 @@ def infer_scalar_fields(names: list[str], rows: Iterable[CorpusRow]) -> list[Sca
     return out
 
 
-def build_schema(vector_field: str, dim: int, scalars: list[ScalarField]) -> Any:
-    from pymilvus import DataType, MilvusClient
+def build_schema(
+    vector_field: str,
+    dim: int,
+    scalars: list[ScalarField],
+    lexical: list[LexicalField] | None = None,
+    analyzer: Analyzer = Analyzer.STANDARD,
+) -> Any:
+    from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field(vector_field, DataType.FLOAT_VECTOR, dim=dim)
+    for lf in lexical or []:
+        # Milvus analyses the text and fills the sparse vector itself, at insert and at query time.
+        schema.add_field(
+            lf.name,
+            DataType.VARCHAR,
+            max_length=lf.max_length,
+            enable_analyzer=True,
+            analyzer_params=ANALYZER_PARAMS[analyzer],
+        )
+        schema.add_field(sparse_field(lf.name), DataType.SPARSE_FLOAT_VECTOR)
+        schema.add_function(
+            Function(
+                name=f"{sparse_field(lf.name)}_fn",
+                function_type=FunctionType.BM25,
+                input_field_names=[lf.name],
+                output_field_names=[sparse_field(lf.name)],
+            )
+        )
     for f in scalars:
         if f.kind == ScalarKind.STRING_ARRAY:
             schema.add_field(
@@ -152,6 +177,10 @@ def build_schema(vector_field: str, dim: int, scalars: list[ScalarField]) -> Any
         else:
             schema.add_field(f.name, DataType.BOOL)
     return schema
+
+
+# BM25 over the sparse vectors Milvus makes from a lexical field; the BM25 parameters are Milvus' defaults.
+BM25_INDEX: dict[str, Any] = {"index_type": "SPARSE_INVERTED_INDEX", "metric_type": "BM25", "params": {}}
 
 
 def index_params(index_type: IndexType, metric: Metric, count: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from services.model_server.client import ModelServerClient
 from services.search.config.checks import CollectionStatus
 from services.search.errors import Dependency, DependencyUnavailableError, InvalidQueryError
 from services.search.metrics import SearchMetrics
-from services.search.ports import AnnHit, AnnSearch
+from services.search.ports import AnnHit, AnnSearch, TextSearch
 from services.tokenizer.client import TokenizerClient
 
 log = logging.getLogger(__name__)
@@ -194,17 +194,7 @@ class MilvusVectorStore(_Blocking):
             )
 
         def go(client: Any) -> list[AnnHit]:
-            from pymilvus.exceptions import MilvusException
-
-            try:
-                res = search(client)
-            except MilvusException as exc:
-                # A restarted Milvus may come back with the collection released: load it again, once.
-                if exc.code != NOT_LOADED and "load()" not in str(exc):
-                    raise
-                log.warning("collection %s was not loaded in Milvus; loading it", req.collection)
-                client.load_collection(req.collection, timeout=self.timeout)
-                res = search(client)
+            res = self._with_load(client, req.collection, lambda: search(client))
             hits = []
             for h in res[0]:
                 vec = None
@@ -214,6 +204,48 @@ class MilvusVectorStore(_Blocking):
             return hits
 
         return await self.run(go)
+
+    async def text_search(self, req: TextSearch) -> list[AnnHit]:
+        def go(client: Any) -> list[AnnHit]:
+            res = self._with_load(
+                client,
+                req.collection,
+                lambda: client.search(
+                    req.collection,
+                    data=[req.text],
+                    anns_field=req.sparse_field,
+                    limit=req.limit,
+                    filter=req.expression,
+                    output_fields=[req.vector_field] if req.vector_field else [],
+                    search_params={"metric_type": "BM25"},
+                    timeout=self.timeout,
+                ),
+            )
+            # Milvus returns BM25 scores as positive numbers, Milvus Lite as their negatives (the order is the same
+            # in both): the rest of the service sees one convention, positive and higher-is-better.
+            return [
+                AnnHit(
+                    id=str(h["id"]),
+                    distance=abs(float(h["distance"])),
+                    vector=np.asarray(h["entity"][req.vector_field], dtype=np.float32) if req.vector_field else None,
+                )
+                for h in res[0]
+            ]
+
+        return await self.run(go)
+
+    def _with_load(self, client: Any, collection: str, search: Callable[[], Any]) -> Any:
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            return search()
+        except MilvusException as exc:
+            # A restarted Milvus may come back with the collection released: load it again, once.
+            if exc.code != NOT_LOADED and "load()" not in str(exc):
+                raise
+            log.warning("collection %s was not loaded in Milvus; loading it", collection)
+            client.load_collection(collection, timeout=self.timeout)
+            return search()
 
     async def describe(self, collection: str) -> CollectionStatus:
         def go(client: Any) -> CollectionStatus:

@@ -20,6 +20,13 @@ class SearchRequest(BaseModel):
         description="{layer: experiment}; honoured only with useDebug.",
     )
     top_k: int | None = Field(default=None, alias="topK", gt=0, description="At most this many hits (capped).")
+    offset: int = Field(
+        default=0,
+        ge=0,
+        description="Skip this many hits of the ranked list (paging; at most search.max_offset). With the same "
+        "query, user and topK, consecutive offsets give consecutive slices of one list while offset + topK "
+        "stays within the match experiment's maxReservation.",
+    )
     filters: dict[str, FilterValue | list[FilterValue]] = Field(
         default_factory=dict, description='Field filters, e.g. {"category": "Permits"}; fields the scene allows only.'
     )
@@ -46,6 +53,7 @@ class DebugInfo(BaseModel):
 class SearchResponse(BaseModel):
     queryModel: dict[str, Any]  # noqa: N815
     searchItemModels: list[list[SearchItemModel]]  # noqa: N815 - one list per query, as the reference
+    hasMore: bool = Field(default=False, description="The ranked list goes on after this page (ask with offset).")  # noqa: N815
     experiments: dict[str, str] = Field(description="Which experiment served each layer (layer -> experiment).")
     debug: DebugInfo | None = None
 

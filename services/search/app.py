@@ -160,6 +160,7 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
         image: Annotated[UploadFile, File(description="JPEG, PNG, GIF, WebP or BMP; no URLs are fetched.")],
         useDebug: Annotated[bool, Form()] = False,  # noqa: N803 - the reference's field names
         topK: Annotated[int | None, Form(gt=0)] = None,  # noqa: N803
+        offset: Annotated[int, Form(ge=0)] = 0,
         specifiedLayerAndExperiment: Annotated[str, Form(description="JSON {layer: experiment}")] = "{}",  # noqa: N803
         filters: Annotated[str, Form(description="JSON {field: value}")] = "{}",
     ) -> SearchResponse:
@@ -171,6 +172,7 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
                     "query": image.filename or "image",
                     "useDebug": useDebug,
                     "topK": topK,
+                    "offset": offset,
                     "specifiedLayerAndExperiment": json.loads(specifiedLayerAndExperiment),
                     "filters": json.loads(filters),
                 }

@@ -45,13 +45,13 @@ async def run_scene(
         for layer in scene.layers:
             current = chosen[layer.name]
             if layer.stage == "summary":
-                state = _cut_top_k(state)
+                state = _page(state)  # documents are fetched for the page only
             t0 = time.perf_counter()
             state = await STAGES[layer.stage].run(state, current.args, deps)
             elapsed = time.perf_counter() - t0
             stage_ms[layer.name] = round(elapsed * 1000, 3)
             metrics.stage_seconds.labels(scene.name, layer.stage, current.name).observe(elapsed)
-        state = _cut_top_k(state)
+        state = _page(state)
     except Exception:
         if current is not None:
             metrics.experiment_errors.labels(scene.name, current.layer, current.name).inc()
@@ -63,8 +63,11 @@ async def run_scene(
     return SearchResult(state, {k: v.name for k, v in chosen.items()}, stage_ms)
 
 
-def _cut_top_k(state: State) -> State:
-    k = state.query.top_k
-    if k is None or len(state.items) <= k:
+def _page(state: State) -> State:
+    """The requested page of the whole ranked list: rankers (MMR too) rank the full depth, then it is sliced, so
+    consecutive pages of one query are consecutive slices of one list (while the depth stays the same)."""
+    if state.paged:
         return state
-    return dataclasses.replace(state, items=state.items[:k])
+    q = state.query
+    end = q.offset + (q.top_k if q.top_k is not None else q.max_top_k)
+    return dataclasses.replace(state, items=state.items[q.offset : end], paged=True, has_more=len(state.items) > end)

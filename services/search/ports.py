@@ -38,16 +38,34 @@ class AnnSearch:
 
 
 @dataclass(frozen=True)
+class TextSearch:
+    """Full-text (BM25) search of a lexical field: Milvus analyses `text` with the field's analyzer."""
+
+    collection: str
+    sparse_field: str  # the field's BM25 sparse vector (collection_meta.sparse_field)
+    text: str
+    limit: int
+    expression: str
+    vector_field: str | None = None  # also return each hit's vector from this field (rankers that need them)
+
+
+@dataclass(frozen=True)
 class AnnHit:
     id: str
-    distance: float
+    distance: float  # similarity for ANN; a positive BM25 score for full-text search (higher is better)
     vector: np.ndarray | None = None
 
 
-class VectorStore(Protocol):
-    async def search(self, req: AnnSearch) -> list[AnnHit]: ...
+class CollectionCatalog(Protocol):
+    """What validating a config needs of Milvus: whether a collection exists, and what it records."""
 
     async def describe(self, collection: str) -> CollectionStatus: ...
+
+
+class VectorStore(CollectionCatalog, Protocol):
+    async def search(self, req: AnnSearch) -> list[AnnHit]: ...
+
+    async def text_search(self, req: TextSearch) -> list[AnnHit]: ...
 
     async def ping(self) -> None: ...
 

@@ -61,13 +61,20 @@ class SearchService:
             text = self.check_query(req.query) if image is None else None
             if config is None:
                 raise DependencyUnavailableError("config", self.manager.source_state)
-            top_k = min(req.top_k or self.settings.search.max_top_k, self.settings.search.max_top_k)
+            cap = self.settings.search.max_top_k
+            if req.offset > self.settings.search.max_offset:
+                raise InvalidQueryError(
+                    f"offset {req.offset} is past the deepest page served (search.max_offset "
+                    f"{self.settings.search.max_offset}): refine the query instead"
+                )
             query = Query(
                 scene=scene,
                 user_id=user_id,
                 text=text,
                 image=image,
-                top_k=top_k,
+                top_k=min(req.top_k, cap) if req.top_k else None,
+                offset=req.offset,
+                max_top_k=cap,
                 filters={k: tuple(v) if isinstance(v, list) else v for k, v in req.filters.items()},
                 debug=req.use_debug,
             )
@@ -107,7 +114,11 @@ class SearchService:
             )
         query_model: dict[str, Any] = {"query": req.query} if image is None else {"query": req.query, "image": True}
         return SearchResponse(
-            queryModel=query_model, searchItemModels=[items], experiments=result.experiments, debug=debug
+            queryModel=query_model,
+            searchItemModels=[items],
+            hasMore=result.state.has_more,
+            experiments=result.experiments,
+            debug=debug,
         )
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
@@ -143,6 +154,7 @@ class SearchService:
                 "digest": cfg.digest if cfg else None,
                 "source": self.manager.source_state,
                 "lastError": self.manager.last_error,
+                "warnings": list(cfg.warnings) if cfg else [],
                 "scenes": {n: (s.disabled_reason or "enabled") for n, s in cfg.scenes.items()} if cfg else {},
             },
         }

@@ -23,9 +23,16 @@ class Query:
     user_id: str
     text: str | None = None
     image: bytes | None = None
-    top_k: int | None = None
+    top_k: int | None = None  # None: as many as the experiments keep, at most max_top_k
+    offset: int = 0  # the page starts after this many items of the ranked list
+    max_top_k: int = 200
     filters: Mapping[str, FilterValue | tuple[FilterValue, ...]] = field(default_factory=lambda: _EMPTY)
     debug: bool = False
+
+    @property
+    def depth(self) -> int:
+        """How far down the ranked list this page reaches: every matcher and ranker keeps at least this many."""
+        return self.offset + (self.top_k or 0)
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,5 @@ class State:
     model_inputs: Mapping[str, np.ndarray] | None = None
     items: tuple[Item, ...] = ()
     missing_summaries: int = 0
+    paged: bool = False  # items are the requested page (offset, topK) of the ranked list
+    has_more: bool = False  # the ranked list goes on after this page

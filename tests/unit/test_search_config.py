@@ -130,10 +130,10 @@ def test_unknown_ranker_and_matcher_are_rejected() -> None:
         if e["experimentName"] == "rank.qa.mmr":
             e["extraExperimentArgs"]["rankerName"] = "xgboost"
         if e["experimentName"] == "match.qa.base":
-            e["extraExperimentArgs"]["matcherNames"] = ["ANNMatcher", "BM25Matcher"]
+            e["extraExperimentArgs"]["matcherNames"] = ["ANNMatcher", "RecencyMatcher"]
     out = _problems(doc)
     assert "unknown ranker 'xgboost'" in out
-    assert "unknown matcher 'BM25Matcher'" in out
+    assert "unknown matcher 'RecencyMatcher'" in out
 
 
 def test_unknown_stage_and_bucketizer_are_rejected() -> None:

@@ -21,8 +21,9 @@ from services.search.config.model import RankArgs
 from services.search.errors import DependencyUnavailableError
 from services.search.metrics import SearchMetrics
 from services.search.pipeline import run_scene
-from services.search.ports import AnnHit, AnnSearch, Deps
-from services.search.stages.match import ANN_LEVEL, merge, retrieval_scores
+from services.search.ports import AnnHit, AnnSearch, Deps, TextSearch
+from services.search.stages.fusion import LEVEL as ANN_LEVEL
+from services.search.stages.fusion import merge, retrieval_scores
 from services.search.stages.rank import BlendRanker, DummyRanker, MmrRanker, mmr_order
 from services.search.state import Item, Query
 
@@ -47,13 +48,28 @@ class Models:
 
 
 class Vectors:
-    """Documents per collection as (id, vector); search is exact inner product."""
+    """Documents per collection as (id, vector); search is exact inner product. Full-text search scores a document
+    by how many of the query's words its text holds (texts per collection, by id)."""
 
-    def __init__(self, docs: dict[str, list[tuple[str, list[float]]]], delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        docs: dict[str, list[tuple[str, list[float]]]],
+        delay: float = 0.0,
+        texts: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self.docs = docs
         self.delay = delay
+        self.texts = texts or {}
         self.seen: list[AnnSearch] = []
+        self.seen_text: list[TextSearch] = []
         self.down = False
+
+    async def text_search(self, req: TextSearch) -> list[AnnHit]:
+        self.seen_text.append(req)
+        words = set(req.text.lower().split())
+        scored = [(i, float(len(words & set(t.lower().split())))) for i, t in self.texts[req.collection].items()]
+        hits = sorted((h for h in scored if h[1] > 0), key=lambda h: (-h[1], h[0]))
+        return [AnnHit(i, d) for i, d in hits[: req.limit]]
 
     async def search(self, req: AnnSearch) -> list[AnnHit]:
         if self.down:

@@ -43,6 +43,7 @@ def check_environment(
     describe_collection: DescribeCollection,
 ) -> RuntimeConfig:
     problems: list[str] = []
+    warnings: list[str] = list(config.warnings)
     scenes: dict[str, Scene] = {}
     described: dict[str, CollectionStatus] = {}
     for scene in config.scenes.values():
@@ -67,13 +68,32 @@ def check_environment(
                     missing.append(f"collection {name!r} does not exist in Milvus (build it with {hint})")
                     continue
                 problems.extend(_check_collection(exp.name, args, status.meta, models[args.model_name]))
+                if status.meta is not None:
+                    warnings.extend(_search_params_warnings(exp.name, args, status.meta))
         reason = "; ".join(dict.fromkeys(missing)) if missing else None
         # Not logged here: validation re-runs every few seconds while a scene is disabled; the config manager
         # reports disabled scenes when a config is applied and when their availability changes.
         scenes[scene.name] = dataclasses.replace(scene, disabled_reason=reason)
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(config, scenes=scenes)
+    return dataclasses.replace(config, scenes=scenes, warnings=tuple(dict.fromkeys(warnings)))
+
+
+# The search parameters each index type reads; any other is ignored by Milvus, which is worth saying.
+_SEARCH_PARAMS = {"HNSW": {"ef"}, "IVF_FLAT": {"nprobe"}, "FLAT": set[str]()}
+
+
+def _search_params_warnings(exp: str, args: MatchArgs, meta: CollectionMeta) -> list[str]:
+    fits = _SEARCH_PARAMS.get(meta.index_type)
+    if fits is None:
+        return []
+    name = args.milvus_args.collection_name
+    takes = f"it takes {', '.join(sorted(fits))}" if fits else "it takes none"
+    return [
+        f"experiment {exp!r}: searchParams {param!r} does not apply to collection {name!r}'s {meta.index_type} "
+        f"index and is ignored ({takes})"
+        for param in sorted(set(args.milvus_args.search_params) - fits)
+    ]
 
 
 def _check_collection(exp: str, args: MatchArgs, meta: CollectionMeta | None, manifest: ModelManifest) -> list[str]:
@@ -93,6 +113,12 @@ def _check_collection(exp: str, args: MatchArgs, meta: CollectionMeta | None, ma
         out.append(
             f"experiment {exp!r}: collection {name!r} has vector field {meta.vector_field!r}, "
             f"not {args.milvus_args.vector_field!r}"
+        )
+    if args.lexical_field and args.lexical_field not in meta.lexical_fields:
+        have = ", ".join(meta.lexical_fields) or "none"
+        out.append(
+            f"experiment {exp!r}: BM25Matcher searches lexical field {args.lexical_field!r}, which collection "
+            f"{name!r} does not have (lexical fields: {have}): ingest it with --lexical-field {args.lexical_field}"
         )
     if meta.dim != manifest.embedding_dim:
         out.append(

@@ -67,6 +67,7 @@ def _describe(cfg: RuntimeConfig) -> str:
             lines.append(f"  layer {layer.name} ({layer.stage}, bucketizer {layer.bucketizer}, salt {layer.salt!r})")
             for e in layer.experiments:
                 lines.append(f"    {e.name}: {e.ratio:g} -> {type(e.args).__name__} {e.args.model_dump(by_alias=True)}")
+    lines.extend(f"warning: {w}" for w in cfg.warnings)
     return "\n".join(lines)
 
 

@@ -21,7 +21,7 @@ from services.search.config.checks import CollectionStatus, check_environment
 from services.search.config.model import MatchArgs, RuntimeConfig, resolve
 from services.search.errors import ConfigError
 from services.search.metrics import SearchMetrics
-from services.search.ports import VectorStore
+from services.search.ports import CollectionCatalog
 from services.search.stages.registry import MATCHERS, RANKERS
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ def collections_of(config: RuntimeConfig) -> set[str]:
     return {e.args.milvus_args.collection_name for e in config.experiments() if isinstance(e.args, MatchArgs)}
 
 
-async def validate_config(text: str, origin: str, *, repo: ModelRepository, vectors: VectorStore) -> RuntimeConfig:
+async def validate_config(
+    text: str, origin: str, *, repo: ModelRepository, vectors: CollectionCatalog
+) -> RuntimeConfig:
     """Full validation: structure, then the model repository and Milvus. Raises ConfigError listing every problem;
     a Milvus that cannot be reached raises DependencyUnavailableError (the config is neither good nor bad yet)."""
     parsed = parse_config(text, origin)
@@ -63,7 +65,7 @@ async def validate_config(text: str, origin: str, *, repo: ModelRepository, vect
 
 
 class ConfigManager:
-    def __init__(self, settings: Settings, vectors: VectorStore, metrics: SearchMetrics) -> None:
+    def __init__(self, settings: Settings, vectors: CollectionCatalog, metrics: SearchMetrics) -> None:
         self.settings = settings
         self.repo = ModelRepository(settings.model_repo)
         self.vectors = vectors
@@ -89,6 +91,8 @@ class ConfigManager:
             self.last_error = None
             self.metrics.config_reloads.labels(source).inc()
             log.info("config %s from %s applied: scenes %s", cfg.digest, origin, ", ".join(cfg.scenes))
+            for warning in cfg.warnings:
+                log.warning("config %s: %s", cfg.digest, warning)
             for name, reason in _disabled(cfg):
                 log.warning("scene %s disabled: %s", name, reason)
             if save:

@@ -7,6 +7,7 @@ so a typo in a key that a stage knows is an error before the config is used, not
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from services.search.errors import ConfigError
 
@@ -102,6 +103,32 @@ class MilvusArgs(_Args):
         return v
 
 
+class FusionArgs(_Args):
+    """How the matchers' lists become one (the `fusion` argument of a match experiment).
+
+    - max: each matcher's scores by the reference's rule (raw / (best + 0.001) + 3), an item keeps its best;
+      with one matcher this is exactly the reference's behaviour. Scores lie in about (3, 4].
+    - rrf: reciprocal rank fusion, the sum over matchers of 1 / (k + rank) (rank from 1); a matcher that did not
+      find the item adds nothing. Scores lie in (0, n / (k + 1)] for n matchers.
+    - weighted: each matcher's raw scores normalised to [0, 1] within its own list (min-max; a list of equal
+      scores is all 1), then the weighted sum. Scores lie in [0, sum of weights].
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    method: Literal["max", "rrf", "weighted"] = "max"
+    k: int = Field(default=60, gt=0)
+    weights: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [name for name, w in v.items() if w < 0]
+        if bad:
+            raise ValueError(f"fusion weights must not be negative: {', '.join(bad)}")
+        return v
+
+
 class MatchArgs(_Args):
     model_name: str = Field(alias="modelName", min_length=1)
     vector_name: str = Field(default="sentence_embedding", alias="vectorName")
@@ -111,11 +138,33 @@ class MatchArgs(_Args):
     # Fields a request may filter on (`filters` in the body), with their kind: "array" (ARRAY<VARCHAR>, matched
     # with ARRAY_CONTAINS) or "scalar"; a list means all scalar. Any other field is refused.
     filter_fields: dict[str, Literal["array", "scalar"]] = Field(default_factory=dict, alias="filterFields")
+    # The text field the BM25Matcher searches (ingested with --lexical-field).
+    lexical_field: str | None = Field(default=None, alias="lexicalField", min_length=1)
+    fusion: FusionArgs = Field(default_factory=FusionArgs)
+    # Drop items whose fused score (see FusionArgs for its range per method) is below this.
+    min_score: float | None = Field(default=None, alias="minScore")
+    # Drop ANN hits whose raw similarity (cosine on our unit vectors) is below this, before fusion.
+    min_similarity: float | None = Field(default=None, alias="minSimilarity")
 
     @field_validator("filter_fields", mode="before")
     @classmethod
     def _list_is_scalar(cls, v: Any) -> Any:
         return dict.fromkeys(v, "scalar") if isinstance(v, list) else v
+
+    @model_validator(mode="after")
+    def _fusion_fits_the_matchers(self) -> MatchArgs:
+        if "BM25Matcher" in self.matcher_names and not self.lexical_field:
+            raise ValueError("BM25Matcher needs lexicalField: the text field ingested with --lexical-field")
+        unknown = sorted(set(self.fusion.weights) - set(self.matcher_names))
+        if unknown:
+            raise ValueError(
+                f"fusion weights for {', '.join(unknown)}, which matcherNames does not list "
+                f"({', '.join(self.matcher_names)})"
+            )
+        missing = [m for m in self.matcher_names if m not in self.fusion.weights]
+        if self.fusion.method == "weighted" and missing:
+            raise ValueError(f"weighted fusion needs a weight for every matcher; missing: {', '.join(missing)}")
+        return self
 
 
 class RankArgs(_Args):
@@ -127,7 +176,8 @@ class RankArgs(_Args):
 
 class SummaryArgs(_Args):
     summary_fields: list[str] = Field(alias="summaryFields", min_length=1)
-    mongo_collection: str = Field(alias="mongoCollection", min_length=1)
+    # Default: the collection of the scene's match experiment (ingest writes both under the corpus name).
+    mongo_collection: str = Field(default="", alias="mongoCollection")
 
 
 StageArgs = QpArgs | MatchArgs | RankArgs | SummaryArgs
@@ -185,6 +235,8 @@ class RuntimeConfig:
     text: str
     origin: str  # where it came from: a file path, "consul:<key>", "last-good:<path>"
     digest: str = field(default="")
+    # What is accepted but worth a look: arguments mmsearch ignores, search parameters the index does not use.
+    warnings: tuple[str, ...] = ()
 
     def experiments(self) -> Iterable[Experiment]:
         for scene in self.scenes.values():
@@ -283,9 +335,68 @@ def resolve(
         if name not in referenced:
             # Allowed (an experiment ramped down to nothing stays defined), but said, since it may be a typo.
             log.warning("experiment %r (layer %r) is not used by any layer", name, ed.layer_name)
+    for name, scene in scenes.items():
+        scenes[name] = _default_summary_collections(scene, problems)
     if problems:
         raise ConfigError(problems)
-    return RuntimeConfig(scenes=scenes, text=text, origin=origin, digest=hashlib.sha256(text.encode()).hexdigest()[:12])
+    return RuntimeConfig(
+        scenes=scenes,
+        text=text,
+        origin=origin,
+        digest=hashlib.sha256(text.encode()).hexdigest()[:12],
+        warnings=tuple(_ignored_arguments(doc)),
+    )
+
+
+def _default_summary_collections(scene: Scene, problems: list[str]) -> Scene:
+    """A summary experiment without mongoCollection reads the collection of the scene's match experiment."""
+    collections = sorted(
+        {e.args.milvus_args.collection_name for la in scene.layers_of("match") for e in la.experiments}  # type: ignore[union-attr]
+    )
+    layers = []
+    for layer in scene.layers:
+        exps = []
+        for e in layer.experiments:
+            if isinstance(e.args, SummaryArgs) and not e.args.mongo_collection:
+                if len(collections) != 1:
+                    problems.append(
+                        f"experiment {e.name!r}: no mongoCollection, and the scene's match experiments use "
+                        f"{len(collections)} collections ({', '.join(collections) or 'none'}): set mongoCollection"
+                    )
+                    continue
+                exps.append(dataclasses.replace(e, args=e.args.model_copy(update={"mongo_collection": collections[0]})))
+                continue
+            exps.append(e)
+        layers.append(dataclasses.replace(layer, experiments=tuple(exps)))
+    return dataclasses.replace(scene, layers=tuple(layers))
+
+
+# Keys every layer understands beside its stage's arguments.
+_LAYER_KEYS = {"stage", "bucketizer", "salt"}
+
+
+def _known_keys() -> set[str]:
+    keys = set(_LAYER_KEYS)
+    for model in _ARGS_BY_STAGE.values():
+        for name, f in model.model_fields.items():
+            keys.update({name, f.alias} - {None})  # type: ignore[arg-type]
+    return keys
+
+
+def _ignored_arguments(doc: SceneConfigDoc) -> list[str]:
+    """Arguments no stage reads (the reference's processorName, a typo): accepted, and said to be ignored."""
+    known = _known_keys()
+    where: dict[str, list[str]] = {}
+    for sd in doc.scenes:
+        for key in sd.extra_scene_args.keys() - known:
+            where.setdefault(key, []).append(f"scene {sd.name}")
+        for ld in sd.layers:
+            for key in ld.extra_layer_args.keys() - known:
+                where.setdefault(key, []).append(f"layer {ld.name}")
+    for ed in doc.experiments:
+        for key in ed.extra_experiment_args.keys() - known:
+            where.setdefault(key, []).append(f"experiment {ed.experiment_name}")
+    return [f"argument {key!r} is not used by mmsearch and is ignored ({', '.join(w)})" for key, w in where.items()]
 
 
 def _resolve_layer(
@@ -363,8 +474,16 @@ def _check_scene_shape(scene: str, layers: list[Layer]) -> list[str]:
     qp_models = {
         e.args.model_name for la in layers if la.stage == "qp" for e in la.experiments if isinstance(e.args, QpArgs)
     }
+    image_query = any(
+        isinstance(e.args, QpArgs) and e.args.input == "image"
+        for la in layers
+        if la.stage == "qp"
+        for e in la.experiments
+    )
     for la in layers:
         for e in la.experiments:
+            if isinstance(e.args, MatchArgs) and image_query and "BM25Matcher" in e.args.matcher_names:
+                out.append(f"experiment {e.name!r}: BM25Matcher needs query text, and scene {scene!r} queries by image")
             if isinstance(e.args, MatchArgs) and qp_models and e.args.model_name not in qp_models:
                 out.append(
                     f"experiment {e.name!r}: modelName {e.args.model_name!r} differs from the qp layer's model(s) "

@@ -16,7 +16,9 @@ class Ranker(Protocol):
     key: str
     needs_vectors: bool  # the matchers return the documents' vectors when the chosen ranker needs them
 
-    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]: ...
+    def rank(self, items: tuple[Item, ...], args: RankArgs, keep: int | None = None) -> tuple[Item, ...]:
+        """Rank `items`; return at most `keep` (default: args.max_reservation)."""
+        ...
 
 
 def _scored(item: Item, key: str, value: float) -> Item:
@@ -30,10 +32,10 @@ class DummyRanker:
     key = "dummy"
     needs_vectors = False
 
-    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]:
+    def rank(self, items: tuple[Item, ...], args: RankArgs, keep: int | None = None) -> tuple[Item, ...]:
         out = [_scored(it, self.key, it.final_retrieval_score) for it in items]
         out.sort(key=lambda i: (-(i.score or 0.0), i.id))
-        return tuple(out[: args.max_reservation])
+        return tuple(out[: keep or args.max_reservation])
 
 
 class BlendRanker:
@@ -43,13 +45,13 @@ class BlendRanker:
     key = "blend"
     needs_vectors = False
 
-    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]:
+    def rank(self, items: tuple[Item, ...], args: RankArgs, keep: int | None = None) -> tuple[Item, ...]:
         out = []
         for it in items:
             value = sum(args.blend_weights.get(k, 1.0) * v for k, v in it.retrieval_scores.items())
             out.append(_scored(it, self.key, value))
         out.sort(key=lambda i: (-(i.score or 0.0), i.id))
-        return tuple(out[: args.max_reservation])
+        return tuple(out[: keep or args.max_reservation])
 
 
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lam: float, k: int) -> list[tuple[int, float]]:
@@ -82,14 +84,14 @@ class MmrRanker:
     key = "mmr"
     needs_vectors = True
 
-    def rank(self, items: tuple[Item, ...], args: RankArgs) -> tuple[Item, ...]:
+    def rank(self, items: tuple[Item, ...], args: RankArgs, keep: int | None = None) -> tuple[Item, ...]:
         usable = [it for it in items if it.vector is not None]
         if len(usable) != len(items) or not items:
             # Without vectors there is nothing to diversify on: keep the retrieval order, named honestly.
-            return DummyRanker().rank(items, args)
+            return DummyRanker().rank(items, args, keep)
         rel = np.array([it.raw_score for it in items], dtype=np.float64)
         vecs = np.stack([np.asarray(it.vector, dtype=np.float64) for it in items])
-        picks = mmr_order(rel, vecs, args.mmr_lambda, args.max_reservation)
+        picks = mmr_order(rel, vecs, args.mmr_lambda, keep or args.max_reservation)
         return tuple(_scored(items[i], self.key, v) for i, v in picks)
 
 
@@ -99,4 +101,5 @@ RANKERS: dict[str, Ranker] = {r.key: r for r in (DummyRanker(), MmrRanker(), Ble
 class RankStage:
     async def run(self, state: State, args: StageArgs, deps: Deps) -> State:
         assert isinstance(args, RankArgs)
-        return dataclasses.replace(state, items=RANKERS[args.ranker_name].rank(state.items, args))
+        keep = max(args.max_reservation, state.query.depth)  # the whole depth is ranked, then the page is cut
+        return dataclasses.replace(state, items=RANKERS[args.ranker_name].rank(state.items, args, keep))
