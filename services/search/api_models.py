@@ -53,7 +53,11 @@ class DebugInfo(BaseModel):
 class SearchResponse(BaseModel):
     queryModel: dict[str, Any]  # noqa: N815
     searchItemModels: list[list[SearchItemModel]]  # noqa: N815 - one list per query, as the reference
-    hasMore: bool = Field(default=False, description="The ranked list goes on after this page (ask with offset).")  # noqa: N815
+    hasMore: bool = Field(  # noqa: N815
+        default=False,
+        description="The ranked list goes on after this page (ask with offset): items are known to follow, or a "
+        "matcher returned as many hits as it was asked for, so more may (the next page can then be empty).",
+    )
     experiments: dict[str, str] = Field(description="Which experiment served each layer (layer -> experiment).")
     debug: DebugInfo | None = None
 

@@ -70,4 +70,7 @@ def _page(state: State) -> State:
         return state
     q = state.query
     end = q.offset + (q.top_k if q.top_k is not None else q.max_top_k)
-    return dataclasses.replace(state, items=state.items[q.offset : end], paged=True, has_more=len(state.items) > end)
+    # Searching one deeper to find out would change the depth, and so the order, between pages: a list that ends
+    # exactly at the page's end has more when a matcher came back full.
+    more = len(state.items) > end or (len(state.items) == end and state.matchers_full)
+    return dataclasses.replace(state, items=state.items[q.offset : end], paged=True, has_more=more)

@@ -57,3 +57,5 @@ class State:
     missing_summaries: int = 0
     paged: bool = False  # items are the requested page (offset, topK) of the ranked list
     has_more: bool = False  # the ranked list goes on after this page
+    # A matcher returned as many hits as it was asked for: the store may hold more than this list shows.
+    matchers_full: bool = False

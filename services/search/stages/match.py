@@ -115,4 +115,4 @@ class MatchStage:
         items = fuse(list(zip(args.matcher_names, lists, strict=True)), args.fusion, keep)
         if args.min_score is not None:
             items = tuple(it for it in items if it.final_retrieval_score >= args.min_score)
-        return dataclasses.replace(state, items=items)
+        return dataclasses.replace(state, items=items, matchers_full=any(len(hits) >= keep for hits in lists))
