@@ -40,6 +40,8 @@ def corpus_args(plan: StackPlan, corpus: Corpus) -> list[str]:
     if corpus.kind == "qa":
         # The raw FAQ keeps the package's field names (see offline.datasets.faq.FIELD_MAP).
         args = ["--input", str(corpus.source), "--format", "jsonl", "--map", "question=q,answer=a,category=category"]
+        # The demo config's hybrid experiments search the questions' words too (BM25).
+        args += ["--lexical-field", "question"]
     else:
         # The web UI serves the photo folder at /images/<file name> (settings.web.image_dir): the stored URLs
         # carry the web UI's port.

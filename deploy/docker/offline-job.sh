@@ -7,6 +7,8 @@
 #   CLIP_KEY            key prefix of the CLIP towers (default clip)
 #   QA_FILE             QA corpus (jsonl/csv) under /corpus (default /corpus/faq.jsonl; the demo FAQ when absent)
 #   QA_CORPUS           corpus name = Milvus alias and MongoDB collection (default faq_qa)
+#   QA_LEXICAL_FIELD    text field also searchable by keywords (BM25; default question, as the A/B YAML's hybrid
+#                       experiments expect; empty: vector recall only); QA_ANALYZER standard|jieba|english
 #   IMAGES_DIR          image folder under /corpus (default /corpus/images); IMAGES_CORPUS (default photos)
 #   IMAGES_BASE_URL     URL prefix the UI shows the images under (default http://localhost:8090/images)
 set -eu
@@ -15,6 +17,12 @@ TEXT_MODEL_KEY=${TEXT_MODEL_KEY:-minilm}
 CLIP_KEY=${CLIP_KEY:-clip}
 QA_FILE=${QA_FILE:-/corpus/faq.jsonl}
 QA_CORPUS=${QA_CORPUS:-faq_qa}
+QA_LEXICAL_FIELD=${QA_LEXICAL_FIELD-question}
+QA_ANALYZER=${QA_ANALYZER:-standard}
+LEXICAL=""
+if [ -n "$QA_LEXICAL_FIELD" ]; then
+  LEXICAL="--lexical-field $QA_LEXICAL_FIELD --analyzer $QA_ANALYZER"
+fi
 IMAGES_DIR=${IMAGES_DIR:-/corpus/images}
 IMAGES_CORPUS=${IMAGES_CORPUS:-photos}
 IMAGES_BASE_URL=${IMAGES_BASE_URL:-http://localhost:8090/images}
@@ -32,10 +40,12 @@ fi
 
 if [ -f "$QA_FILE" ]; then
   # A normalised QA jsonl ({"id", "question", "answer", "category"}); other formats: see `mmsearch ingest qa --help`.
-  mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS"
+  # shellcheck disable=SC2086 # LEXICAL is a list of flags
+  mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS" $LEXICAL
 else
   echo "no $QA_FILE mounted: ingesting the demo FAQ (Zaragoza construction FAQ, CC BY 4.0) instead"
-  mmsearch ingest qa --demo faq --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS"
+  # shellcheck disable=SC2086 # LEXICAL is a list of flags
+  mmsearch ingest qa --demo faq --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS" $LEXICAL
 fi
 
 if [ -n "${CLIP_SOURCE:-}" ]; then

@@ -22,9 +22,7 @@ from mmsearch.model_repo import ModelRepository
 from mmsearch.runtime.encoder import OnnxEncoder
 from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import IndexManifest, file_sha256, write_manifest
-from offline.encode.pipeline import encode_corpus
 from offline.encode.shards import write_shard
-from offline.preprocess.demo import prepare_demo
 from offline.push.cli import push
 from offline.push.errors import ModelMismatchError, PushError, StoreUnavailableError
 from offline.push.milvus_push import MilvusPushOptions, alias_target, count_rows, push_milvus
@@ -35,17 +33,6 @@ from tests.fixtures.ports import free_port
 pytestmark = pytest.mark.integration
 
 PERMIT_QUESTION_ID = 2  # "How long does it take to get a building permit?"
-
-
-@pytest.fixture(scope="module")
-def faq(model_repo: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """The FAQ demo corpus and its real MiniLM vectors, shards of 200 (three shards, the last partial)."""
-    root = tmp_path_factory.mktemp("faq-vectors")
-    corpus = root / "faq.jsonl"
-    prepare_demo("faq", corpus)
-    vectors = root / "vectors"
-    encode_corpus(corpus, model_repo, MINILM_KEY, "question", vectors, shard_size=200, progress=False)
-    return corpus, vectors
 
 
 @contextmanager

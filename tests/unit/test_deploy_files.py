@@ -90,7 +90,7 @@ def test_compose_settings_are_real_settings() -> None:
 
 def test_compose_has_the_production_pieces() -> None:
     services = _compose()["services"]
-    assert services["milvus"]["image"].startswith("milvusdb/milvus:v2.3.")
+    assert services["milvus"]["image"].startswith("milvusdb/milvus:v2.5.")  # BM25 full-text search
     assert {"etcd", "minio"} <= set(services["milvus"]["depends_on"])
     seed = services["consul-seed"]
     assert "http://consul:8500/v1/kv/${CONSUL_KEY:-config/test/multimodal-config}" in seed["command"]
