@@ -16,6 +16,7 @@ USER_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 USER_ID_RULE = "1 to 64 letters, digits or . _ @ -"
 MAX_QUERY_CHARS = 512
 MAX_PINS = 32
+MAX_OFFSET = 1000  # the search service's default search.max_offset
 
 
 def valid_user_id(value: str) -> bool:
@@ -32,6 +33,7 @@ class UiSearchRequest(BaseModel):
     debug: bool = False
     pins: dict[str, str] = Field(default_factory=dict)
     top_k: int | None = Field(default=None, ge=1, le=200, alias="topK")
+    offset: int = Field(default=0, ge=0, le=MAX_OFFSET)  # "Show more": the next page starts here
     category: str | None = Field(default=None, max_length=100)
 
     @field_validator("query")
@@ -90,6 +92,7 @@ class SearchResponse(BaseModel):
     searchItemModels: list[list[SearchItem]] = Field(default_factory=list)  # noqa: N815
     experiments: dict[str, str] = Field(default_factory=dict)  # layer -> the experiment that served it
     debug: DebugInfo | None = None
+    hasMore: bool = False  # noqa: N815 - another page may follow (older services do not say: no "Show more")
 
     def items(self) -> list[SearchItem]:
         return self.searchItemModels[0] if self.searchItemModels else []
@@ -119,6 +122,8 @@ class ResultView(BaseModel):
     scene: str
     query: str
     userId: str  # noqa: N815
+    offset: int  # where this page starts in the ranked list
+    hasMore: bool  # noqa: N815 - "Show more" asks for the next page
     items: list[ItemView]
     experiments: dict[str, str]
     timings: dict[str, float]  # per layer, as the search service measured it (with debug)
@@ -171,11 +176,15 @@ def item_view(item: SearchItem) -> ItemView:
     )
 
 
-def result_view(scene: str, query: str, user_id: str, response: SearchResponse, ui_ms: float) -> ResultView:
+def result_view(
+    scene: str, query: str, user_id: str, response: SearchResponse, ui_ms: float, *, offset: int = 0
+) -> ResultView:
     return ResultView(
         scene=scene,
         query=query,
         userId=user_id,
+        offset=offset,
+        hasMore=response.hasMore,
         items=[item_view(item) for item in response.items()],
         experiments=response.experiments,
         timings=dict(response.debug.stageMs) if response.debug else {},

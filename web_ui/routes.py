@@ -16,7 +16,7 @@ from flask import Blueprint, Response, abort, current_app, jsonify, render_templ
 from pydantic import ValidationError
 
 from mmsearch.settings import WebSettings
-from web_ui.models import USER_ID_RULE, ResultView, UiSearchRequest, result_view, valid_user_id
+from web_ui.models import MAX_OFFSET, USER_ID_RULE, ResultView, UiSearchRequest, result_view, valid_user_id
 from web_ui.scenes import scene_states
 from web_ui.search_client import CLIP_HINT, IMAGE_SCENE, TEXT_SCENES, SearchClient, SearchError
 from web_ui.uploads import read_photo
@@ -143,7 +143,8 @@ def _search_text(scene: str) -> ResultView:
         parsed = parsed.model_copy(update={"top_k": _state().default_top_k})
     started = time.perf_counter()
     answer = _state().client.search_text(scene, user_id, parsed)
-    return result_view(scene, parsed.query, user_id, answer, (time.perf_counter() - started) * 1000)
+    ui_ms = (time.perf_counter() - started) * 1000
+    return result_view(scene, parsed.query, user_id, answer, ui_ms, offset=parsed.offset)
 
 
 def _search_image() -> ResultView:
@@ -152,16 +153,32 @@ def _search_image() -> ResultView:
     user_id = _resolve_user_id(request.form.get("userId") or None)
     debug = request.form.get("debug", "false").lower() in ("1", "true", "on")
     try:
-        pins = UiSearchRequest.model_validate(
-            {"query": photo.filename, "debug": debug, "pins": json.loads(request.form.get("pins") or "{}")}
-        ).pins
+        form = UiSearchRequest.model_validate(
+            {
+                "query": photo.filename,
+                "debug": debug,
+                "pins": json.loads(request.form.get("pins") or "{}"),
+                "offset": request.form.get("offset") or 0,
+            }
+        )
     except (ValueError, ValidationError) as exc:
-        raise SearchError(400, "bad_request", "pins must be a JSON object of layer name to experiment name.") from exc
+        raise SearchError(
+            400,
+            "bad_request",
+            f"pins must be a JSON object of layer name to experiment name, and offset 0 to {MAX_OFFSET}.",
+        ) from exc
     started = time.perf_counter()
     answer = state.client.search_image(
-        user_id, photo.data, photo.content_type, debug=debug, pins=pins, top_k=state.default_top_k
+        user_id,
+        photo.data,
+        photo.content_type,
+        debug=debug,
+        pins=form.pins,
+        top_k=state.default_top_k,
+        offset=form.offset,
     )
-    return result_view(IMAGE_SCENE, photo.filename, user_id, answer, (time.perf_counter() - started) * 1000)
+    ui_ms = (time.perf_counter() - started) * 1000
+    return result_view(IMAGE_SCENE, photo.filename, user_id, answer, ui_ms, offset=form.offset)
 
 
 # --- local photos ---------------------------------------------------------------------------------------

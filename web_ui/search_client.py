@@ -81,17 +81,28 @@ class SearchClient:
         }
         if request.top_k is not None:
             body["topK"] = request.top_k
+        if request.offset:
+            body["offset"] = request.offset
         if request.category:
             body["filters"] = {"category": request.category}
         return self._post(scene, f"/{scene}/user/{quote(user_id, safe='')}", json_body=body)
 
     def search_image(
-        self, user_id: str, image: bytes, content_type: str, *, debug: bool, pins: dict[str, str], top_k: int
+        self,
+        user_id: str,
+        image: bytes,
+        content_type: str,
+        *,
+        debug: bool,
+        pins: dict[str, str],
+        top_k: int,
+        offset: int = 0,
     ) -> SearchResponse:
         data = {
             "useDebug": "true" if debug else "false",
             "specifiedLayerAndExperiment": json.dumps(pins if debug else {}),
             "topK": str(top_k),
+            "offset": str(offset),
         }
         # The person's file name stays here: the service gets a neutral name and the bytes.
         files = {"image": ("upload" + _SUFFIX.get(content_type, ""), image, content_type)}

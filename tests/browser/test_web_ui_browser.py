@@ -81,6 +81,35 @@ def test_qa_search_shows_answers_with_categories_and_scores(
     watched.screenshot(f"qa-results-{device}")
 
 
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_show_more_appends_the_next_page(stack_ui: str, device: str, request: pytest.FixtureRequest) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    page = watched.page
+    page.goto(stack_ui + "/")
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    cards = page.locator("#panel-qa .qa-card")
+    first_page = cards.count()
+    assert first_page == 20  # the UI's default page size; the FAQ has far more
+    more = page.locator("#panel-qa [data-role=more]")
+    expect(more).to_be_visible()
+    first_ids = [cards.nth(i).get_attribute("data-id") for i in range(first_page)]
+    more.click()
+    expect(cards).to_have_count(40)
+    wait_done(page, "qa")
+    ids = [cards.nth(i).get_attribute("data-id") for i in range(40)]
+    assert ids[:20] == first_ids  # the first page stays as it was
+    assert len(set(ids)) == 40  # no duplicate across pages
+    assert [cards.nth(i).locator(".rank").inner_text() for i in (19, 20, 39)] == ["20", "21", "40"]
+    expect(page.locator("#panel-qa [data-role=state]")).to_contain_text("40 results in")
+    # A new search starts again from the first page.
+    search(page, "qa", "garage")
+    wait_done(page, "qa")
+    expect(cards).to_have_count(20)
+    assert no_horizontal_scroll(page)
+    watched.screenshot(f"qa-show-more-{device}")
+
+
 def test_no_results_is_said_plainly(stack_ui: str, desktop: WatchedPage) -> None:
     page = desktop.page
     page.goto(stack_ui + "/")
@@ -130,6 +159,7 @@ def test_text_to_image_grid_loads_photos_and_enlarges_one(
     )
     names = page.locator("#panel-t2i .image-card .name").all_inner_texts()
     assert all(n.strip() for n in names)
+    expect(page.locator("#panel-t2i [data-role=more]")).to_be_hidden()  # the 16 demo photos fit on one page
     assert no_horizontal_scroll(page)
     watched.screenshot(f"t2i-grid-{device}")
     page.locator("#panel-t2i .image-card .thumb").first.click()

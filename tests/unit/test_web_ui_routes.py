@@ -185,6 +185,8 @@ def test_unknown_api_path_is_json_not_html(client: FlaskClient) -> None:
         ({"query": "x" * 513}, "at most 512"),
         ({"query": "ok", "userId": "no spaces allowed"}, "user id"),
         ({"query": "ok", "topK": 0}, "topK"),
+        ({"query": "ok", "offset": -1}, "offset"),
+        ({"query": "ok", "offset": 5000}, "offset"),
         ({"query": "ok", "unexpected": 1}, "unexpected"),
     ],
 )

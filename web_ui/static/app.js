@@ -287,12 +287,12 @@
     return parts.join(" · ");
   }
 
-  function renderQa(list, items) {
+  function renderQa(list, items, start) {
     items.forEach((item, index) => {
       const chips = el("ul", { class: "chips", "aria-label": "Categories" });
       for (const category of item.category || []) chips.append(el("li", { class: "chip", text: category }));
       const header = el("div", { class: "qa-head" }, [
-        el("span", { class: "rank", text: String(index + 1) }),
+        el("span", { class: "rank", text: String(start + index + 1) }),
         el("h3", { class: "question", text: item.question || (item.missingSummary ? `Document ${item.id} (not found in the store)` : "(no question)") }),
         el("span", { class: "score", title: "score", text: formatScore(item.score) }),
       ]);
@@ -349,19 +349,25 @@
     }
   }
 
+  // A page of results: the first replaces what was shown, "Show more" appends the next one.
   function render(panel, result) {
     const list = panel.querySelector('[data-role="results"]');
-    clear(list);
+    const more = panel.querySelector('[data-role="more"]');
+    const appending = (result.offset || 0) > 0;
+    if (!appending) clear(list);
     const items = result.items || [];
-    if (items.length === 0) {
+    const shown = list.children.length + items.length;
+    more.hidden = !(result.hasMore && items.length > 0);
+    if (shown === 0) {
       const category = panel.querySelector('input[name="category"]');
       const filtered = category && category.value.trim();
       const advice = filtered ? "Nothing matched in that category. Check its spelling or clear the category filter." : "Nothing in the index matched. Try other words.";
       setState(panel, "empty", "No results.", advice);
     } else {
-      const noun = items.length === 1 ? "result" : "results";
-      setState(panel, "done", `${items.length} ${noun} in ${Math.round(result.uiMs)} ms`);
-      if (panel.dataset.scene === "qa") renderQa(list, items);
+      const noun = shown === 1 ? "result" : "results";
+      const end = appending && items.length === 0 ? " (no more)" : "";
+      setState(panel, "done", `${shown} ${noun} in ${Math.round(result.uiMs)} ms${end}`);
+      if (panel.dataset.scene === "qa") renderQa(list, items, list.children.length);
       else renderImages(list, items);
     }
     showDebug(result);
@@ -397,20 +403,25 @@
   }
 
   const busy = new Set();
+  const lastSearch = {};  // scene -> the request builder (offset -> fetch init) of the search on screen
 
-  async function runSearch(panel, init) {
+  async function runSearch(panel, build, offset) {
     const scene = panel.dataset.scene;
     if (busy.has(scene)) return;
     busy.add(scene);
+    lastSearch[scene] = build;
     const button = panel.querySelector('button[type="submit"]');
+    const more = panel.querySelector('[data-role="more"]');
     button.disabled = true;
+    more.disabled = true;
     panel.setAttribute("aria-busy", "true");
-    setState(panel, "loading", "Searching…");
+    setState(panel, "loading", offset ? "Loading more…" : "Searching…");
     try {
-      const { result, error } = await callApi(`/api/search/${scene}`, init);
+      const { result, error } = await callApi(`/api/search/${scene}`, build(offset));
       if (error) {
         const list = panel.querySelector('[data-role="results"]');
         clear(list);
+        more.hidden = true;
         if (error.code === "not_configured") {
           showNotConfigured(panel, error.message);
           setState(panel, "");
@@ -429,8 +440,16 @@
     } finally {
       busy.delete(scene);
       button.disabled = false;
+      more.disabled = false;
       panel.removeAttribute("aria-busy");
     }
+  }
+
+  for (const panel of document.querySelectorAll(".panel")) {
+    panel.querySelector('[data-role="more"]').addEventListener("click", () => {
+      const build = lastSearch[panel.dataset.scene];
+      if (build) runSearch(panel, build, panel.querySelector('[data-role="results"]').children.length);
+    });
   }
 
   for (const form of document.querySelectorAll("form.search")) {
@@ -453,12 +472,17 @@
           setState(panel, "error", `That photo is larger than ${MAX_UPLOAD_MB} MB.`);
           return;
         }
-        const data = new FormData();
-        data.append("image", file, file.name);
-        data.append("userId", userId);
-        data.append("debug", debugOn() ? "true" : "false");
-        data.append("pins", JSON.stringify(debugOn() ? readPins() : {}));
-        runSearch(panel, { method: "POST", body: data });
+        const debug = debugOn();
+        const pins = JSON.stringify(debug ? readPins() : {});
+        runSearch(panel, (offset) => {
+          const data = new FormData();
+          data.append("image", file, file.name);
+          data.append("userId", userId);
+          data.append("debug", debug ? "true" : "false");
+          data.append("pins", pins);
+          data.append("offset", String(offset));
+          return { method: "POST", body: data };
+        }, 0);
         return;
       }
       const query = form.querySelector('input[name="query"]').value.trim();
@@ -469,11 +493,11 @@
       const request = { query, userId, debug: debugOn(), pins: debugOn() ? readPins() : {} };
       const categoryInput = form.querySelector('input[name="category"]');
       if (categoryInput && categoryInput.value.trim()) request.category = categoryInput.value.trim();
-      runSearch(panel, {
+      runSearch(panel, (offset) => ({
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify(request),
-      });
+        body: JSON.stringify(Object.assign({}, request, { offset })),
+      }), 0);
     });
   }
 
