@@ -93,7 +93,7 @@ class ModelSource(_Frozen):
 
 
 class Parity(_Frozen):
-    variant: str  # "fp32", "int8", "fp16"
+    variant: str  # "fp32", "int8", "fp16"; "fp32:query-prompt" / "fp32:document-prompt" for prompted texts
     max_abs_diff: float
     min_cosine: float
     n_inputs: int
@@ -118,6 +118,10 @@ class ModelManifest(_Frozen):
     image_preprocessing: ImagePreprocessing | None = None
     # Key of the model whose embedding space this one shares (CLIP text <-> image towers).
     pairs_with: str | None = None
+    # Asymmetric models (e5, bge, ...) expect a prefix before queries and before documents ("query: ",
+    # "passage: "): the tokenizer service applies the query prompt, `index` / `ingest` the document prompt.
+    query_prompt: str | None = None
+    document_prompt: str | None = None
     source: ModelSource
     export: dict[str, Any] = Field(default_factory=dict)
     parity: list[Parity] = Field(default_factory=list)

@@ -13,7 +13,7 @@ import onnxruntime as ort
 from mmsearch.model_repo import ModelKind, ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.runtime.image import ImagePreprocessor
 from mmsearch.runtime.providers import create_session
-from mmsearch.runtime.text import TextPreprocessor
+from mmsearch.runtime.text import Role, TextPreprocessor
 
 
 def l2_normalize(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -53,7 +53,10 @@ class OnnxEncoder:
         # Vectors are always unit length in the index, whether or not the graph folds the normalisation in.
         return emb if self.manifest.normalized else l2_normalize(emb)
 
-    def encode_texts(self, texts: list[str], batch_size: int = 32) -> npt.NDArray[np.float32]:
+    def encode_texts(
+        self, texts: list[str], batch_size: int = 32, *, role: Role | None = None
+    ) -> npt.NDArray[np.float32]:
+        """Embeddings of `texts`; `role` applies the model's query or document prompt (see TextPreprocessor)."""
         if self._text is None:
             raise ModelRepoError(f"model {self.manifest.key!r} ({self.manifest.kind}) does not encode text")
         if not texts:
@@ -63,7 +66,7 @@ class OnnxEncoder:
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            out[idx] = self.run(self._text.prep([texts[i] for i in idx]).tensors)
+            out[idx] = self.run(self._text.prep([texts[i] for i in idx], role=role).tensors)
         return out
 
     def encode_images(self, images: list[bytes], batch_size: int = 16) -> npt.NDArray[np.float32]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -11,6 +12,8 @@ from tokenizers import Tokenizer
 from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
 
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+# Which of the model's prompts goes in front of a text (asymmetric models): queries, or corpus documents.
+Role = Literal["query", "document"]
 _PAD_CANDIDATES = ("[PAD]", "<pad>", "<|endoftext|>")
 
 
@@ -45,10 +48,15 @@ class TextPreprocessor:
             raise ModelRepoError(f"model {key!r} ({manifest.kind}) has no tokenizer; it does not take text")
         return cls(Tokenizer.from_file(str(repo.path(key) / manifest.tokenizer_file)), manifest)
 
-    def prep(self, texts: list[str]) -> TextBatch:
+    def prep(self, texts: list[str], *, role: Role | None = None) -> TextBatch:
+        """Token tensors for `texts`; `role` prepends the model's query or document prompt (none if it has none).
+
+        The prompt counts towards the model's maximum length, as in sentence-transformers.
+        """
         if not texts:
             raise ValueError("no texts to tokenize")
-        encodings = self._tok.encode_batch(texts)
+        prompt = {"query": self.manifest.query_prompt, "document": self.manifest.document_prompt}.get(role or "")
+        encodings = self._tok.encode_batch([prompt + t for t in texts] if prompt else texts)
         columns = {
             "input_ids": [e.ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],

@@ -260,7 +260,8 @@ def _text_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
     prep = TextPreprocessor.from_repo(repo, key)
 
     def run(rows: list[int]) -> dict[str, npt.NDArray[Any]]:
-        return dict(prep.prep([values[i] for i in rows]).tensors)
+        # Corpus rows are documents: the model's document prompt, if it has one, goes in front.
+        return dict(prep.prep([values[i] for i in rows], role="document").tensors)
 
     return run
 

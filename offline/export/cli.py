@@ -72,6 +72,18 @@ def export() -> None:
     help="Key of the CLIP image tower whose embedding space this text model was trained into (e.g. a "
     "multilingual CLIP query tower); it must already be in the repository.",
 )
+@click.option(
+    "--query-prompt",
+    default=None,
+    help='Text put before every query, for asymmetric models (e5: "query: "). Default: the model\'s own '
+    "sentence-transformers prompts (config_sentence_transformers.json), if any.",
+)
+@click.option(
+    "--document-prompt",
+    default=None,
+    help='Text put before every indexed document (e5: "passage: "). Default: the model\'s own "document" or '
+    '"passage" prompt, if any.',
+)
 def export_sbert_command(
     *,
     source: str,
@@ -82,6 +94,8 @@ def export_sbert_command(
     fp16: bool,
     revision: str | None,
     pairs_with: str | None,
+    query_prompt: str | None,
+    document_prompt: str | None,
 ) -> None:
     """A sentence-transformers model (transformer + pooling [+ dense] [+ normalise] in one graph).
 
@@ -102,6 +116,8 @@ def export_sbert_command(
             variants=VariantRequest(int8=int8, fp16=fp16),
             pairs_with=pairs_with,
             revision=revision,
+            query_prompt=query_prompt,
+            document_prompt=document_prompt,
         )
     _report([manifest])
 
@@ -132,6 +148,13 @@ def _report(manifests: list[Any]) -> None:
     for m in manifests:
         figures = ", ".join(f"{p.variant} min cosine {p.min_cosine:.6f}" for p in m.parity)
         click.echo(f"exported {m.key} ({m.kind}, {m.embedding_dim}-d): {figures}")
+        for role, prompt in (("query", m.query_prompt), ("document", m.document_prompt)):
+            if prompt:
+                click.echo(
+                    f"  {role} prompt {prompt!r}: applied by the tokenizer service"
+                    if role == "query"
+                    else f"  {role} prompt {prompt!r}: applied by `mmsearch index` / `ingest`"
+                )
 
 
 @click.command("models")

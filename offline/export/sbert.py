@@ -26,6 +26,7 @@ from mmsearch.model_repo import (
     validate_key,
     write_manifest,
 )
+from mmsearch.runtime.text import Role
 from offline.export.errors import ExportError
 from offline.export.graph_io import declare_output_shapes
 from offline.export.parity import PARITY_TEXTS, ParityCase, enforce_fp32
@@ -95,8 +96,14 @@ def export_sbert(
     variants: VariantRequest | None = None,
     pairs_with: str | None = None,
     revision: str | None = None,
+    query_prompt: str | None = None,
+    document_prompt: str | None = None,
 ) -> ModelManifest:
-    """Export, check parity and publish `key`; raises ExportError (nothing published) on any problem."""
+    """Export, check parity and publish `key`; raises ExportError (nothing published) on any problem.
+
+    Prompts (asymmetric models such as e5 or bge): the arguments win, else the model's own sentence-transformers
+    config (`prompts` in config_sentence_transformers.json: "query", and "document" or "passage").
+    """
     validate_key(key)
     if key in repo and not force:
         raise ExportError(f"model {key!r} already exists in {repo.root}; pass --force to replace it")
@@ -111,6 +118,7 @@ def export_sbert(
     model.eval()
     names = list(model.tokenizer.model_input_names)
     max_seq_len = int(model.max_seq_length) if model.max_seq_length else info.max_seq_len
+    prompts = _prompts(model, query_prompt, document_prompt)
 
     with repo.writer(key, force=force) as staging:
         lowercase_in_tokenizer = _write_tokenizer(model, info, staging / TOKENIZER_FILE)
@@ -126,6 +134,8 @@ def export_sbert(
             tokenizer_file=TOKENIZER_FILE,
             pairs_with=pairs_with,
             source=resolved.record,
+            query_prompt=prompts.get("query"),
+            document_prompt=prompts.get("document"),
         )
         inputs = tokenize(staging / TOKENIZER_FILE, draft, PARITY_TEXTS)
         _check_tokenizer_agrees(model, inputs)
@@ -133,6 +143,16 @@ def export_sbert(
         graph = SbertGraph(model, names)
         # Reference first: the legacy exporter leaves the in-memory model giving different outputs afterwards.
         reference, tokens = graph.reference(inputs)
+        # With prompts, sentence-transformers' own encode(prompt=...) is the reference for our tokenizer's prefix.
+        prompt_cases = [
+            ParityCase(
+                tokenize(staging / TOKENIZER_FILE, draft, PARITY_TEXTS, role),
+                np.asarray(model.encode(PARITY_TEXTS, prompt=prompt, batch_size=len(PARITY_TEXTS)), dtype=np.float32),
+                "sentence_embedding",
+                f"{PARITY_DESCRIPTION}, {role} prompt {prompt!r} (vs sentence-transformers encode)",
+            )
+            for role, prompt in prompts.items()
+        ]
         dim, hidden = int(reference.shape[1]), int(tokens.shape[2])
         if paired is not None and paired.embedding_dim != dim:
             raise ExportError(
@@ -150,13 +170,19 @@ def export_sbert(
         parity = case.check("fp32", onnx_path)
         log.info("parity fp32: max abs diff %.2e, min cosine %.7f", parity.max_abs_diff, parity.min_cosine)
         enforce_fp32(parity, key)
+        prompt_parity = [
+            c.check(f"fp32:{role}-prompt", onnx_path) for role, c in zip(prompts, prompt_cases, strict=True)
+        ]
+        for p in prompt_parity:
+            log.info("parity %s: max abs diff %.2e, min cosine %.7f", p.variant, p.max_abs_diff, p.min_cosine)
+            enforce_fp32(p, key)
         extra = write_variants(onnx_path, variants or VariantRequest(), case)
         manifest = draft.model_copy(
             update={
                 "outputs": outputs,
                 "embedding_dim": dim,
                 "variants": {v.name: v.file for v in extra},
-                "parity": [parity, *(v.parity for v in extra)],
+                "parity": [parity, *prompt_parity, *(v.parity for v in extra)],
                 "export": export_record(
                     modules=info.module_types,
                     lowercase_before_tokenizer=info.do_lower_case,
@@ -276,3 +302,21 @@ def _check_pairing(repo: ModelRepository, pairs_with: str | None) -> ModelManife
     if paired.kind != ModelKind.CLIP_IMAGE:
         raise ExportError(f"--pairs-with {pairs_with!r} is a {paired.kind} model; name a CLIP image tower")
     return paired
+
+
+def _prompts(model: Any, query: str | None, document: str | None) -> dict[Role, str]:
+    """{"query": ..., "document": ...} for the roles that have a prompt: the arguments, else the model's config."""
+    own: dict[str, str] = dict(getattr(model, "prompts", None) or {})
+    found: dict[Role, str | None] = {
+        "query": query if query is not None else own.get("query"),
+        "document": document if document is not None else (own.get("document") or own.get("passage")),
+    }
+    chosen = {role: p for role, p in found.items() if p}
+    if chosen:
+        pooling = next((m for m in model if type(m).__name__ == "Pooling"), None)
+        if pooling is not None and getattr(pooling, "include_prompt", True) is False:
+            raise ExportError(
+                "this model's pooling leaves the prompt's tokens out (include_prompt = false), which one ONNX graph "
+                "over the prompted text cannot reproduce; export it without prompts or pool over them"
+            )
+    return chosen

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
 from mmsearch.model_repo import ModelManifest
+
+if TYPE_CHECKING:
+    from mmsearch.runtime.text import Role
 
 
 def normalizer_lowercases(spec: Any) -> bool:
@@ -19,9 +22,14 @@ def normalizer_lowercases(spec: Any) -> bool:
     return any(normalizer_lowercases(s) for s in spec.get("normalizers", []) or [])
 
 
-def tokenize(tokenizer_file: Path, manifest: ModelManifest, texts: list[str]) -> dict[str, npt.NDArray[np.int64]]:
+def tokenize(
+    tokenizer_file: Path,
+    manifest: ModelManifest,
+    texts: list[str],
+    role: Role | None = None,
+) -> dict[str, npt.NDArray[np.int64]]:
     from tokenizers import Tokenizer
 
     from mmsearch.runtime.text import TextPreprocessor
 
-    return TextPreprocessor(Tokenizer.from_file(str(tokenizer_file)), manifest).prep(texts).tensors
+    return TextPreprocessor(Tokenizer.from_file(str(tokenizer_file)), manifest).prep(texts, role=role).tensors

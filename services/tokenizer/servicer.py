@@ -78,7 +78,8 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
         self.metrics.items.labels("Tokenize", self._label(request.model_name)).observe(len(texts))
 
         def work() -> tokenizer_pb2.TokenizeResponse:
-            batch = self.cache.text(request.model_name).prep(texts)
+            # Clients send query texts: the model's query prompt, if it has one, goes in front.
+            batch = self.cache.text(request.model_name).prep(texts, role="query")
             return tokenizer_pb2.TokenizeResponse(tensors=map_to_proto(batch.tensors), truncated=batch.truncated)
 
         return await self._in_pool(request.model_name, work)
