@@ -217,4 +217,9 @@ class ModelRepository:
 
 def write_manifest(folder: Path, manifest: ModelManifest) -> None:
     data = manifest.model_dump(mode="json")
+    # Prompts are left out when unset, so a repository without prompted models stays readable by an older server
+    # (whose manifest model forbids unknown keys) during a rolling upgrade.
+    for optional in ("query_prompt", "document_prompt"):
+        if data.get(optional) is None:
+            data.pop(optional, None)
     (folder / MANIFEST_NAME).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

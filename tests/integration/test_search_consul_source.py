@@ -46,6 +46,8 @@ class FlakyMilvus:
             index_type="HNSW",
             corpus="faq_qa",
             count=1,
+            lexical_fields=("question",),  # ingested with --lexical-field question, as the demo config needs
+            analyzer="standard",
         )
         return CollectionStatus(True, meta)
 

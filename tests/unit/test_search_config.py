@@ -45,8 +45,17 @@ def _manifest(key: str, dim: int = 384, pairs_with: str | None = None) -> ModelM
 
 
 def _meta(model: str = "minilm", dim: int = 384, field: str = "question_emb") -> CollectionMeta:
+    """faq_qa as ingest builds it for the demo config: questions also searchable by BM25."""
     return CollectionMeta(
-        model_key=model, dim=dim, vector_field=field, metric="IP", index_type="FLAT", corpus="faq_qa", count=3
+        model_key=model,
+        dim=dim,
+        vector_field=field,
+        metric="IP",
+        index_type="FLAT",
+        corpus="faq_qa",
+        count=3,
+        lexical_fields=("question",),
+        analyzer="standard",
     )
 
 
@@ -230,3 +239,112 @@ def test_query_tower_paired_with_document_tower_is_accepted() -> None:
     }
     out = check_environment(cfg, models=models, model_repo_root="/r", describe_collection=status.__getitem__)
     assert all(s.disabled_reason is None for s in out.scenes.values())
+
+
+# --- configs written for the reference, and what a config says it ignores ----------------------------
+
+REFERENCE_SHAPED = """
+scene-config:
+  scenes:
+    - name: questionAnswer
+      extraSceneArgs: {}
+      layers:
+        - name: qp.qa
+          normalLayerArgs:
+            - {experimentName: qp.qa.base, ratio: 1.0}
+        - name: match.qa
+          extraLayerArgs: {bucketizer: sha256}
+          normalLayerArgs:
+            - {experimentName: match.qa.base, ratio: 0.5}
+            - {experimentName: match.qa.v2,   ratio: 0.5}
+        - name: rank.qa
+          normalLayerArgs:
+            - {experimentName: rank.qa.base, ratio: 1.0}
+        - name: summary.qa
+          normalLayerArgs:
+            - {experimentName: summary.qa.base, ratio: 1.0}
+  experiments:
+    - layerName: qp.qa
+      experimentName: qp.qa.base
+      extraExperimentArgs: {modelName: minilm, processorName: qa_processor}
+    - layerName: match.qa
+      experimentName: match.qa.base
+      extraExperimentArgs:
+        modelName: minilm
+        vectorName: sentence_embedding
+        matcherNames: [ANNMatcher]
+        maxReservation: 200
+        milvusArgs: {collectionName: faq_qa, outFields: id, vectorField: question_emb,
+                     searchParams: '{"nprobe":128}'}
+    - layerName: match.qa
+      experimentName: match.qa.v2
+      extraExperimentArgs:
+        modelName: minilm
+        vectorName: sentence_embedding
+        matcherNames: [ANNMatcher]
+        maxReservation: 100
+        milvusArgs: {collectionName: faq_qa, outFields: id, vectorField: question_emb,
+                     searchParams: '{"nprobe":64}'}
+    - layerName: rank.qa
+      experimentName: rank.qa.base
+      extraExperimentArgs: {rankerName: dummy, maxReservation: 200}
+    - layerName: summary.qa
+      experimentName: summary.qa.base
+      extraExperimentArgs: {summaryFields: [question, answer, category]}
+"""
+
+
+def test_a_config_in_the_reference_shape_works_with_names_changed_only() -> None:
+    cfg = parse_config(REFERENCE_SHAPED, "reference")
+    summary = cfg.scenes["questionAnswer"].layer("summary.qa")
+    assert summary is not None
+    args = summary.experiments[0].args
+    assert isinstance(args, SummaryArgs)
+    assert args.mongo_collection == "faq_qa"  # no mongoCollection: the match experiment's collection
+    # The reference's processorName means nothing here: said, not silently dropped.
+    assert cfg.warnings == ("argument 'processorName' is not used by mmsearch and is ignored (experiment qp.qa.base)",)
+    checked = check_environment(
+        cfg,
+        models={"minilm": _manifest("minilm")},
+        model_repo_root="/models",
+        describe_collection=lambda name: CollectionStatus(True, _meta().model_copy(update={"index_type": "HNSW"})),
+    )
+    # nprobe is IVF's; on an HNSW collection Milvus ignores it, which the operator should know.
+    assert [w for w in checked.warnings if "searchParams" in w] == [
+        "experiment 'match.qa.base': searchParams 'nprobe' does not apply to collection 'faq_qa''s HNSW index "
+        "and is ignored (it takes ef)",
+        "experiment 'match.qa.v2': searchParams 'nprobe' does not apply to collection 'faq_qa''s HNSW index "
+        "and is ignored (it takes ef)",
+    ]
+
+
+def test_summary_without_a_collection_needs_one_match_collection() -> None:
+    doc = yaml.safe_load(REFERENCE_SHAPED)
+    v2 = next(e for e in doc["scene-config"]["experiments"] if e["experimentName"] == "match.qa.v2")
+    v2["extraExperimentArgs"]["milvusArgs"]["collectionName"] = "faq_qa_v2"
+    assert "match experiments use 2 collections (faq_qa, faq_qa_v2): set mongoCollection" in _problems(doc)
+
+
+def test_bm25_on_a_collection_without_that_lexical_field_is_refused() -> None:
+    cfg = parse_config(DEFAULT.read_text(), "file")
+    with pytest.raises(ConfigError) as info:
+        check_environment(
+            cfg,
+            models={"minilm": _manifest("minilm")},
+            model_repo_root="/models",
+            describe_collection=lambda name: CollectionStatus(
+                name == "faq_qa", _meta().model_copy(update={"lexical_fields": ()})
+            ),
+        )
+    assert "BM25Matcher searches lexical field 'question', which collection 'faq_qa' does not have (lexical " in (
+        str(info.value)
+    )
+    assert "--lexical-field question" in str(info.value)
+
+
+def test_bm25_needs_query_text() -> None:
+    doc = _doc()
+    for e in doc["scene-config"]["experiments"]:
+        if e["experimentName"] == "match.i2i.base":
+            e["extraExperimentArgs"].update(matcherNames=["ANNMatcher", "BM25Matcher"], lexicalField="name")
+    assert "BM25Matcher needs query text, and scene 'imageToImage' queries by image" in _problems(doc)

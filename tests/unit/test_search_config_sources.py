@@ -42,6 +42,8 @@ class FaqOnly:
             index_type="FLAT",
             corpus="faq_qa",
             count=1,
+            lexical_fields=("question",),  # ingested with --lexical-field question, as the demo config needs
+            analyzer="standard",
         )
         return CollectionStatus(True, meta)
 

@@ -65,6 +65,8 @@ class Vectors:
         self.down = False
 
     async def text_search(self, req: TextSearch) -> list[AnnHit]:
+        if self.down:
+            raise DependencyUnavailableError("milvus", "connection refused")
         self.seen_text.append(req)
         words = set(req.text.lower().split())
         scored = [(i, float(len(words & set(t.lower().split())))) for i, t in self.texts[req.collection].items()]
@@ -171,7 +173,8 @@ def _config_docs() -> tuple[Vectors, Documents]:
         {
             "faq_qa": [("1", [0.9, 0.1]), ("2", [0.8, 0.2]), ("3", [0.1, 0.9])],
             "photos": [("10", [1.0, 0.0]), ("11", [0.5, 0.5])],
-        }
+        },
+        texts={"faq_qa": {"1": "building permit", "2": "garage roof", "3": "fence"}},
     )
     documents = Documents(
         {
@@ -244,10 +247,9 @@ def test_dependency_failure_propagates_named_and_counts_the_experiment_error() -
     vectors, documents = _config_docs()
     vectors.down = True
     metrics = SearchMetrics()
+    q = Query(scene="questionAnswer", user_id="1", text="q", debug=True)
     with pytest.raises(DependencyUnavailableError) as info:
-        asyncio.run(
-            run_scene(cfg, Query(scene="questionAnswer", user_id="1", text="q"), _deps(vectors, documents), metrics)
-        )
+        asyncio.run(run_scene(cfg, q, _deps(vectors, documents), metrics, pinned={"match.qa": "match.qa.base"}))
     assert info.value.dependency == "milvus"
     assert info.value.status_code == 503
     assert metrics.experiment_errors.labels("questionAnswer", "match.qa", "match.qa.base")._value.get() == 1
