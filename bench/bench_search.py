@@ -157,7 +157,11 @@ def bench_config() -> str:
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-async def _service_run(url: str, queries: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
+async def service_run(
+    url: str, queries: list[str], concurrency: int, seconds: float, pins: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """POST /qa/user/{i} in a closed loop from `concurrency` clients for `seconds`; `pins` (layer -> experiment,
+    default the dummy ranker) make every request do the same work."""
     import httpx
 
     latencies: list[float] = []
@@ -174,7 +178,7 @@ async def _service_run(url: str, queries: list[str], concurrency: int, seconds: 
                 "query": queries[i % len(queries)],
                 "topK": TOP_K,
                 "useDebug": True,
-                "specifiedLayerAndExperiment": {"rank.qa": "rank.qa.dummy"},
+                "specifiedLayerAndExperiment": pins or {"rank.qa": "rank.qa.dummy"},
             }
             t0 = time.perf_counter()
             r = await http.post(f"/qa/user/{i % 1000}", json=body)
@@ -268,14 +272,14 @@ class Ceiling:
         return out
 
 
-def _stop_all(stores: Any) -> None:
+def stop_all(stores: Any) -> None:
     from tests.fixtures.ports import stop_process
 
     for proc in list(stores.procs.values()):
         stop_process(proc)
 
 
-def _ratio(a: float, b: float) -> float | None:
+def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
 
@@ -316,7 +320,7 @@ def main() -> None:
         stores.milvus_uri = f"http://127.0.0.1:{stores.milvus_port}"
         stores.mongo_uri = f"mongodb://127.0.0.1:{stores.mongo_port}"
         stores.start_milvus()
-        stack.callback(_stop_all, stores)
+        stack.callback(stop_all, stores)
         stores.start_mongo()
         queries, load_s = load_corpus(repo, stores.milvus_uri, stores.mongo_uri, args.docs, args.index)
         log.info("corpus of %d documents loaded in %.1fs", args.docs, load_s)
@@ -346,10 +350,10 @@ def main() -> None:
             log.info("concurrency %d: ceiling", c)
             results["ceiling"][str(c)] = ceiling.run(queries, c, args.seconds)
             log.info("concurrency %d: service", c)
-            results["service"][str(c)] = asyncio.run(_service_run(search.url, queries, c, args.seconds))
+            results["service"][str(c)] = asyncio.run(service_run(search.url, queries, c, args.seconds))
             log.info("c=%d service %s | ceiling %s", c, results["service"][str(c)], results["ceiling"][str(c)])
     c1s, c1c = results["service"]["1"], results["ceiling"]["1"]
-    added = _ratio(c1s["p50_ms"], c1c["p50_ms"])
+    added = ratio(c1s["p50_ms"], c1c["p50_ms"])
     out = {
         "benchmark": "search",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
