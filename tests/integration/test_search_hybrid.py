@@ -5,6 +5,7 @@ milvus-lite server, and the same scene on Milvus Lite embedded through the real 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import MilvusSettings, MongoSettings, SearchSettings, Settings
+from offline.datasets.chatterbot import write_chatterbot
 from services.search.adapters import GrpcQueryModels, MilvusVectorStore, MongoDocumentStore
 from services.search.config.manager import validate_config
 from services.search.metrics import SearchMetrics
@@ -150,3 +152,74 @@ def test_hybrid_on_milvus_lite_embedded(
 
     for ids in asyncio.run(go()):
         assert qid in ids
+
+
+def test_hybrid_in_chinese_on_every_lite_form(  # noqa: PLR0917 - pytest fixtures are parameters
+    milvus_uri: str,
+    corpus_name: str,
+    model_repo: ModelRepository,
+    mongo_uri: str,
+    tokenizer_target: str,
+    model_server_target: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+) -> None:
+    """Chinese conversations (chatterbot-corpus) ingested with --analyzer jieba, searched by a word inside sentences
+    through the demo config's hybrid experiment with only its names changed, on embedded Milvus Lite and the
+    milvus-lite server (the real 2.3.5 has no BM25)."""
+    if str(request.node.callspec.params["milvus_uri"]) == "milvus-2.3.5":
+        pytest.skip("the real Milvus 2.3.5 predates BM25 (its refusal: test_indexing_lexical.py)")
+    from offline.ingest.steps import IngestOptions, run_ingest
+    from offline.preprocess.qa import QAFormat, QAOptions, preprocess_qa
+    from offline.push.lexical import Analyzer
+
+    raw = tmp_path / "zh.raw.jsonl"
+    write_chatterbot(raw, languages=("chinese",))
+    opts = IngestOptions(
+        corpus=corpus_name,
+        model_key="minilm",
+        field="question",
+        repo=model_repo,
+        work_dir=tmp_path / "ingest",
+        milvus=MilvusSettings(uri=milvus_uri),
+        mongo=MongoSettings(uri=mongo_uri, database=MONGO_DATABASE),
+        filter_fields=["category"],
+        lexical_fields=["question"],
+        analyzer=Analyzer.JIEBA,
+        providers=["CPUExecutionProvider"],
+    )
+    run_ingest(opts, lambda out: preprocess_qa(raw, out, QAOptions.for_format(QAFormat.JSONL)))
+    questions = {
+        str(r["id"]): r["question"]
+        for r in map(json.loads, (tmp_path / "ingest" / "corpus.jsonl").read_text(encoding="utf-8").splitlines())
+    }
+    word = "电脑"
+    having = {i for i, q in questions.items() if word in q}
+    assert having
+    settings = Settings(
+        model_repo=model_repo.root,
+        milvus=MilvusSettings(uri=milvus_uri),
+        mongo=MongoSettings(uri=mongo_uri, database=MONGO_DATABASE),
+        search=SearchSettings(tokenizer_target=tokenizer_target, model_server_target=model_server_target),
+    )
+    config = AB_CONFIG.read_text(encoding="utf-8").replace("faq_qa", corpus_name)
+
+    async def go() -> list[Any]:
+        models, vectors = GrpcQueryModels(settings), MilvusVectorStore(settings)
+        documents = MongoDocumentStore(settings)
+        deps = Deps(models=models, vectors=vectors, documents=documents)
+        try:
+            cfg = await validate_config(config, "t", repo=model_repo, vectors=vectors)
+            q = Query(scene="questionAnswer", user_id="7", text=word, top_k=10, debug=True)
+            res = await run_scene(cfg, q, deps, SearchMetrics(), pinned={"match.qa": "match.qa.hybrid"})
+            return list(res.state.items)
+        finally:
+            await models.close()
+            vectors.close()
+            documents.close()
+
+    items = asyncio.run(go())
+    by_bm25 = [it for it in items if "bm25_matcher" in it.retrieval_scores]
+    assert by_bm25
+    assert {it.id for it in by_bm25} <= having  # jieba found the word inside unspaced Chinese sentences
+    assert all(word in (it.summary or {}).get("question", "") for it in by_bm25)
