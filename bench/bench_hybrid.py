@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_search import build_repo, ratio, service_run, stop_all
+from bench.bench_search import build_repo, ratio, service_run, start_search_service, start_stores
 from bench.machine import machine_info
 
 log = logging.getLogger("bench.hybrid")
@@ -61,58 +61,22 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_before = os.getloadavg()[0]
 
-    from tests.doubles.consul_kv import ConsulKVDouble
-    from tests.fixtures.grpc_services import start_service
-    from tests.fixtures.ports import free_port
-    from tests.fixtures.search import AB_CONFIG, CONSUL_KEY, Stores, ingest_faq, start_search
+    from tests.fixtures.search import AB_CONFIG, ingest_faq
 
     repo = build_repo(args.repo)
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {side: {str(c): [] for c in CONCURRENCY} for side in SIDES}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-hybrid-") as tmp:
         work = Path(tmp)
-        stores = Stores(
-            milvus_uri="",
-            milvus_port=free_port(),
-            milvus_dir=work / "milvus",
-            mongo_uri="",
-            mongo_port=free_port(),
-            mongo_dir=work / "mongo",
-            log_dir=work,
-        )
-        stores.milvus_uri = f"http://127.0.0.1:{stores.milvus_port}"
-        stores.mongo_uri = f"mongodb://127.0.0.1:{stores.mongo_port}"
-        stores.start_milvus()
-        stack.callback(stop_all, stores)
-        stores.start_mongo()
+        stores = start_stores(stack, work)
         faq = ingest_faq(repo, stores.milvus_uri, stores.mongo_uri, work / "ingest")
         queries = list(faq.questions.values())
-        common = ["--rescan-seconds", "0"]
-        tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
-        model = stack.enter_context(
-            start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
-        )
-        consul = ConsulKVDouble().start()
-        stack.callback(consul.stop)
-        consul.put(CONSUL_KEY, AB_CONFIG.read_text(encoding="utf-8"))
-        search = stack.enter_context(
-            start_search(
-                repo=repo.root,
-                tokenizer_target=tok.target,
-                model_server_target=model.target,
-                milvus_uri=stores.milvus_uri,
-                mongo_uri=stores.mongo_uri,
-                consul=consul,
-                consul_key=CONSUL_KEY,
-                work_dir=work,
-                extra_env={"MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10"},
-            )
-        )
+        search_url = start_search_service(stack, repo, work, stores, AB_CONFIG.read_text(encoding="utf-8"))
         for n in range(args.rounds):
             for c in CONCURRENCY:
                 # Alternate which side goes first, so drift in the machine's speed does not favour one side.
                 for side in SIDES if n % 2 == 0 else reversed(SIDES):
                     pins = {"match.qa": SIDES[side], "rank.qa": "rank.qa.dummy"}
-                    got = asyncio.run(service_run(search.url, queries, c, args.seconds, pins))
+                    got = asyncio.run(service_run(search_url, queries, c, args.seconds, pins))
                     raw[side][str(c)].append(got)
                     log.info("round %d c=%d %s: p50 %.1f ms, %.1f q/s", n + 1, c, side, got["p50_ms"], got["qps"])
     results = {side: {c: _median_of(rounds) for c, rounds in by_c.items()} for side, by_c in raw.items()}

@@ -279,6 +279,59 @@ def stop_all(stores: Any) -> None:
         stop_process(proc)
 
 
+def start_stores(stack: ExitStack, work: Path) -> Any:
+    """A milvus-lite server and SecantusDB on free loopback ports, stopped by PID when `stack` closes."""
+    from tests.fixtures.ports import free_port
+    from tests.fixtures.search import Stores
+
+    stores = Stores(
+        milvus_uri="",
+        milvus_port=free_port(),
+        milvus_dir=work / "milvus",
+        mongo_uri="",
+        mongo_port=free_port(),
+        mongo_dir=work / "mongo",
+        log_dir=work,
+    )
+    stores.milvus_uri = f"http://127.0.0.1:{stores.milvus_port}"
+    stores.mongo_uri = f"mongodb://127.0.0.1:{stores.mongo_port}"
+    stores.start_milvus()
+    stack.callback(stop_all, stores)
+    stores.start_mongo()
+    return stores
+
+
+def start_search_service(stack: ExitStack, repo: Any, work: Path, stores: Any, config: str) -> str:
+    """Tokenizer, model server (one ORT thread) and search service as processes over `stores`, the A/B `config`
+    in the Consul KV test double; returns the search service's URL. Everything stops when `stack` closes."""
+    from tests.doubles.consul_kv import ConsulKVDouble
+    from tests.fixtures.grpc_services import start_service
+    from tests.fixtures.search import CONSUL_KEY, start_search
+
+    common = ["--rescan-seconds", "0"]
+    tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
+    model = stack.enter_context(
+        start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
+    )
+    consul = ConsulKVDouble().start()
+    stack.callback(consul.stop)
+    consul.put(CONSUL_KEY, config)
+    search = stack.enter_context(
+        start_search(
+            repo=repo.root,
+            tokenizer_target=tok.target,
+            model_server_target=model.target,
+            milvus_uri=stores.milvus_uri,
+            mongo_uri=stores.mongo_uri,
+            consul=consul,
+            consul_key=CONSUL_KEY,
+            work_dir=work,
+            extra_env={"MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10"},
+        )
+    )
+    return str(search.url)
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 
@@ -299,58 +352,20 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_before = os.getloadavg()[0]
 
-    from tests.doubles.consul_kv import ConsulKVDouble
-    from tests.fixtures.grpc_services import start_service
-    from tests.fixtures.ports import free_port
-    from tests.fixtures.search import CONSUL_KEY, Stores, start_search
-
     repo = build_repo(args.repo)
     results: dict[str, Any] = {"service": {}, "ceiling": {}}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-search-") as tmp:
         work = Path(tmp)
-        stores = Stores(
-            milvus_uri="",
-            milvus_port=free_port(),
-            milvus_dir=work / "milvus",
-            mongo_uri="",
-            mongo_port=free_port(),
-            mongo_dir=work / "mongo",
-            log_dir=work,
-        )
-        stores.milvus_uri = f"http://127.0.0.1:{stores.milvus_port}"
-        stores.mongo_uri = f"mongodb://127.0.0.1:{stores.mongo_port}"
-        stores.start_milvus()
-        stack.callback(stop_all, stores)
-        stores.start_mongo()
+        stores = start_stores(stack, work)
         queries, load_s = load_corpus(repo, stores.milvus_uri, stores.mongo_uri, args.docs, args.index)
         log.info("corpus of %d documents loaded in %.1fs", args.docs, load_s)
-        common = ["--rescan-seconds", "0"]
-        tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
-        model = stack.enter_context(
-            start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
-        )
-        consul = ConsulKVDouble().start()
-        stack.callback(consul.stop)
-        consul.put(CONSUL_KEY, bench_config())
-        search = stack.enter_context(
-            start_search(
-                repo=repo.root,
-                tokenizer_target=tok.target,
-                model_server_target=model.target,
-                milvus_uri=stores.milvus_uri,
-                mongo_uri=stores.mongo_uri,
-                consul=consul,
-                consul_key=CONSUL_KEY,
-                work_dir=work,
-                extra_env={"MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10"},
-            )
-        )
+        search_url = start_search_service(stack, repo, work, stores, bench_config())
         ceiling = Ceiling(repo, stores.milvus_uri, stores.mongo_uri)
         for c in CONCURRENCY:
             log.info("concurrency %d: ceiling", c)
             results["ceiling"][str(c)] = ceiling.run(queries, c, args.seconds)
             log.info("concurrency %d: service", c)
-            results["service"][str(c)] = asyncio.run(service_run(search.url, queries, c, args.seconds))
+            results["service"][str(c)] = asyncio.run(service_run(search_url, queries, c, args.seconds))
             log.info("c=%d service %s | ceiling %s", c, results["service"][str(c)], results["ceiling"][str(c)])
     c1s, c1c = results["service"]["1"], results["ceiling"]["1"]
     added = ratio(c1s["p50_ms"], c1c["p50_ms"])
