@@ -34,6 +34,10 @@ class Query:
         """How far down the ranked list this page reaches: every matcher and ranker keeps at least this many."""
         return self.offset + (self.top_k or 0)
 
+    def keep(self, max_reservation: int) -> int:
+        """How many items a match or rank stage keeps: its maxReservation, never fewer than the page reaches."""
+        return max(max_reservation, self.depth)
+
 
 @dataclass(frozen=True)
 class Item:

@@ -98,11 +98,6 @@ def _rank_needs_vectors(state: State) -> bool:
     return rank is not None and isinstance(rank.args, RankArgs) and RANKERS[rank.args.ranker_name].needs_vectors
 
 
-def depth(args_reservation: int, state: State) -> int:
-    """How many items a stage keeps: its maxReservation, and never fewer than the request's offset + topK."""
-    return max(args_reservation, state.query.depth)
-
-
 class MatchStage:
     async def run(self, state: State, args: StageArgs, deps: Deps) -> State:
         assert isinstance(args, MatchArgs)
@@ -110,7 +105,7 @@ class MatchStage:
         if unknown:
             have = ", ".join(sorted(args.filter_fields)) or "none"
             raise InvalidQueryError(f"cannot filter on {', '.join(sorted(unknown))}: filterable fields are {have}")
-        keep = depth(args.max_reservation, state)
+        keep = state.query.keep(args.max_reservation)
         lists = await asyncio.gather(*(MATCHERS[name].match(state, args, deps, keep) for name in args.matcher_names))
         items = fuse(list(zip(args.matcher_names, lists, strict=True)), args.fusion, keep)
         if args.min_score is not None:

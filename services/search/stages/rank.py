@@ -101,5 +101,5 @@ RANKERS: dict[str, Ranker] = {r.key: r for r in (DummyRanker(), MmrRanker(), Ble
 class RankStage:
     async def run(self, state: State, args: StageArgs, deps: Deps) -> State:
         assert isinstance(args, RankArgs)
-        keep = max(args.max_reservation, state.query.depth)  # the whole depth is ranked, then the page is cut
+        keep = state.query.keep(args.max_reservation)  # the whole depth is ranked; the page is cut after
         return dataclasses.replace(state, items=RANKERS[args.ranker_name].rank(state.items, args, keep))
