@@ -61,7 +61,7 @@ def test_lexical_field_is_searchable_by_bm25_or_refused_by_an_old_server(
     settings = MilvusSettings(uri=milvus_uri)
     opts = _opts(vectors, corpus_name, lexical_fields=["question"])
     if _form(request) == "milvus-2.3.5":
-        with pytest.raises(PushError, match=r"this Milvus server \(v2\.3\.5\) lacks: it came with Milvus 2\.5"):
+        with pytest.raises(PushError, match=r"this Milvus server \(v?2\.3\.5[^)]*\) lacks: it came with Milvus 2\.5"):
             push_milvus(settings, opts)
         with client_for(milvus_uri) as client:  # refused before anything was written
             assert alias_target(client, corpus_name) is None
