@@ -172,9 +172,19 @@ def _new_name(client: Any, alias: str) -> str:
     return name
 
 
-def _check_model(alias: str, current: str, meta: CollectionMeta | None, manifest: IndexManifest, allow: bool) -> None:
+def _check_model(
+    alias: str, current: str, meta: CollectionMeta | None, manifest: IndexManifest, *, lexical: list[str], allow: bool
+) -> None:
     if meta is None or allow:
         return
+    dropped = [f for f in meta.lexical_fields if f not in lexical]
+    if dropped:
+        # A live hybrid experiment searches these words: without them its BM25Matcher fails on every request.
+        raise ModelMismatchError(
+            f"corpus {alias!r} is served by {current} with lexical field(s) {', '.join(dropped)} (BM25Matcher "
+            f"experiments may search them); this push would drop them: add --lexical-field "
+            f"{' --lexical-field '.join(dropped)}, or pass --allow-model-change (and change the search configuration)"
+        )
     if (meta.model_key, meta.dim, meta.vector_field) != (manifest.model_key, manifest.dim, manifest.vector_field):
         raise ModelMismatchError(
             f"corpus {alias!r} is served by {current} with model {meta.model_key!r} "
@@ -208,7 +218,9 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
         current = alias_target(client, alias)
         if current is not None:
             meta, old_fp = collection_meta(client, current)
-            _check_model(alias, current, meta, manifest, opts.allow_model_change)
+            _check_model(
+                alias, current, meta, manifest, lexical=[f.name for f in lexical], allow=opts.allow_model_change
+            )
             if old_fp == fingerprint and not opts.force and count_rows(client, current) == manifest.total:
                 return MilvusPushSummary(alias, current, manifest.total, False, [], time.perf_counter() - started, 0.0)
         new = _new_name(client, alias)

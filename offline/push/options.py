@@ -66,7 +66,8 @@ filter_option = click.option(
 allow_option = click.option(
     "--allow-model-change",
     is_flag=True,
-    help="Replace a corpus whose vectors came from another model or dimension (the search config must follow).",
+    help="Replace a corpus whose vectors came from another model or dimension, or drop its lexical fields (the "
+    "search config must follow).",
 )
 lexical_option = click.option(
     "--lexical-field",

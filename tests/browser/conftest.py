@@ -130,6 +130,7 @@ def _ingest_hostile_corpus(stack: LocalStack, work: Path) -> None:
         sys.executable, "-m", "mmsearch.cli.main", "ingest", "qa", "--input", str(rows), "--corpus", HOSTILE_CORPUS,
         "--model", stack.plan.text_model, "--repo", str(stack.plan.model_repo), "--work-dir", str(work / "ingest"),
         "--index", "FLAT", "--milvus-uri", stack.plan.milvus_uri, "--mongo-uri", stack.plan.mongo_uri,
+        "--lexical-field", "question",  # the A/B YAML's hybrid experiments search the questions' words
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)

@@ -15,7 +15,7 @@ from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import MilvusSettings, Settings
 from offline.encode.pipeline import encode_corpus
 from offline.preprocess.demo import prepare_demo
-from offline.push.errors import PushError
+from offline.push.errors import ModelMismatchError, PushError
 from offline.push.lexical import Analyzer
 from offline.push.milvus_push import alias_target, push_milvus
 from services.search.adapters import MilvusVectorStore
@@ -83,7 +83,12 @@ def test_lexical_field_is_searchable_by_bm25_or_refused_by_an_old_server(
     assert all("radon" in questions[h.id].lower() for h in hits)
     # The same input again changes nothing; the lexical field is part of what is compared.
     assert not push_milvus(settings, opts).changed
-    assert push_milvus(settings, _opts(vectors, corpus_name)).collection != summary.collection
+    # Dropping the lexical field would break live hybrid experiments: refused unless said on purpose.
+    with pytest.raises(ModelMismatchError, match="would drop them: add --lexical-field question"):
+        push_milvus(settings, _opts(vectors, corpus_name))
+    with client_for(milvus_uri) as client:
+        assert alias_target(client, corpus_name) == summary.collection
+    assert push_milvus(settings, _opts(vectors, corpus_name, allow_model_change=True)).collection != summary.collection
 
 
 def test_chinese_words_are_found_with_jieba(

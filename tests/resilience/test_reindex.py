@@ -79,7 +79,8 @@ def test_reingest_under_load_switches_only_to_a_verified_collection(fault_stack:
     expected = len(stack.corpus.questions)
     cmd = [sys.executable, "-m", "mmsearch.cli.main", "ingest", "qa", "--demo", "faq", "--corpus", CORPUS,
            "--model", "minilm", "--repo", str(stack.repo.root), "--work-dir", str(tmp_path / "work"),
-           "--milvus-uri", stack.milvus_uri, "--mongo-uri", stack.mongo_uri, "--index", "FLAT"]  # fmt: skip
+           "--milvus-uri", stack.milvus_uri, "--mongo-uri", stack.mongo_uri, "--index", "FLAT",
+           "--lexical-field", "question"]  # fmt: skip
     log_path = tmp_path / "ingest.log"
     questions = list(stack.corpus.questions.values())
     with AliasWatch(stack.milvus_uri) as watch:
