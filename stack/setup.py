@@ -167,9 +167,9 @@ def banner(plan: StackPlan, report: ReadyReport) -> str:
 def text_to_image_off_message(reason: str | None) -> str:
     return (
         f"Text-to-image is OFF: {reason or 'no CLIP model'}. To turn it on, give a CLIP source that can be had "
-        "here: a local folder with the weights, or a hub id on a machine that reaches the Hugging Face hub, e.g.\n"
+        "here: a local folder with the weights, or a hub id on a machine that reaches the Hugging Face hub:\n"
         "  scripts/local-up --clip-source /path/to/clip-vit-base-patch32\n"
-        "  MMSEARCH_LOCAL__CLIP_SOURCE=openai/clip-vit-base-patch32 scripts/local-up"
+        "To start without looking for one: scripts/local-up --no-clip"
     )
 
 
