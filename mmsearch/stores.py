@@ -1,8 +1,8 @@
 """The one place that builds Milvus and MongoDB clients from settings (URI, token, database, time-outs).
 
 The search service, `push` / `ingest` and the local stack's probes all connect through these two functions, so
-a setting (a token, a time-out, the reconnect backoff) means the same thing everywhere. Clients are returned
-unconnected-checked: each caller decides what a failure means for it (a 503, a push error, "not ready yet").
+a setting (a token, a time-out, the reconnect backoff) means the same thing everywhere. Nothing here checks that
+the store answers: each caller decides what a failure means for it (a 503, a push error, "not ready yet").
 """
 
 from __future__ import annotations
