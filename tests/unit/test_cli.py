@@ -37,3 +37,18 @@ def test_help_imports_no_heavy_offline_dependency() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_tokenizer_service_does_not_load_onnxruntime() -> None:
+    """The shared gRPC server code is the tokenizer's too: it must not pull ONNX Runtime (or torch) in."""
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from mmsearch.cli.main import cli\n"
+        "r = CliRunner().invoke(cli, ['serve', 'tokenizer', '--help'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "import services.tokenizer.server\n"
+        "print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
