@@ -22,6 +22,7 @@ _TOP = {
     "index": ("offline.encode.cli:index", "Encode a jsonl corpus into vector shards (resumable)."),
     "push": ("offline.push.cli:push", "Bulk-load vectors into Milvus or documents into MongoDB."),
     "ingest": ("offline.ingest.cli:ingest", "Preprocess, encode and push a corpus in one command."),
+    "eval": ("offline.eval.cli:evaluate", "Compare A/B experiments on judged queries (Recall@k, MRR, nDCG)."),
     "config": ("services.search.config.cli:config", "Show, validate and push the A/B YAML; explain a user."),
     "local": ("stack.cli:local", "Run the whole stack locally on embedded defaults."),
     "models": ("offline.export.cli:models", "List the models in the model repository."),

@@ -192,6 +192,12 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
         ok, body = await svc.readiness()
         return JSONResponse(body, status_code=200 if ok else 503)
 
+    @app.get("/experiments", tags=["ops"])
+    async def experiments(svc: Svc) -> dict[str, Any]:
+        """The A/B config in force: scene -> layer -> its experiments with their ratios (503 before a config is
+        loaded). What `useDebug` + `specifiedLayerAndExperiment` may pin, and what `mmsearch eval` compares."""
+        return svc.experiments()
+
     @app.get("/metrics", tags=["ops"])
     async def prom() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

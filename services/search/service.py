@@ -121,6 +121,21 @@ class SearchService:
             debug=debug,
         )
 
+    def experiments(self) -> dict[str, Any]:
+        cfg = self.manager.current
+        if cfg is None:
+            raise DependencyUnavailableError("config", self.manager.source_state)
+        return {
+            "configDigest": cfg.digest,
+            "scenes": {
+                scene.name: {
+                    "disabled": scene.disabled_reason,
+                    "layers": {la.name: {e.name: e.ratio for e in la.experiments} for la in scene.layers},
+                }
+                for scene in cfg.scenes.values()
+            },
+        }
+
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, str] = {}
 

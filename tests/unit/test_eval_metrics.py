@@ -3,6 +3,7 @@ paired statistics, and judged-query files with their errors."""
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -103,3 +104,13 @@ def test_trec_qrels_with_a_topics_file(tmp_path: Path) -> None:
     qrels.write_text("q1 12 2\n")
     with pytest.raises(QrelsError, match="line 1: expected '<qid> <iteration> <doc id> <grade>'"):
         read_trec(qrels, topics)
+
+
+def test_the_shipped_faq_judgements_are_current() -> None:
+    """data/judged/faq/queries.jsonl is exactly what its stated rule gives (see its README)."""
+    from offline.eval.judged import FAQ_QUERIES, faq_answer_queries
+
+    shipped = [json.loads(line) for line in FAQ_QUERIES.read_text(encoding="utf-8").splitlines()]
+    assert shipped == faq_answer_queries()
+    assert len(shipped) == 465
+    assert all(len(q["relevant"]) == 1 and 20 <= len(q["query"]) <= 200 for q in shipped)
