@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from bench.machine import machine_info
+from mmsearch import stores
 
 log = logging.getLogger("bench.ingest")
 
@@ -213,7 +214,7 @@ def bench_milvus(work: Path, n: int, dim: int) -> dict[str, Any]:
     }
     # Baseline: plain insert loop, same rows and batch size, into another collection of the same file.
     manifest = open_vectors(folder)
-    client = MilvusClient(uri=uri)
+    client = stores.milvus_client(MilvusSettings(uri=uri))
     schema = MilvusClient.create_schema(auto_id=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("question_emb", DataType.FLOAT_VECTOR, dim=dim)

@@ -36,6 +36,8 @@ from typing import Any
 import numpy as np
 
 from bench.machine import machine_info
+from mmsearch import stores
+from mmsearch.settings import MilvusSettings
 
 log = logging.getLogger("bench.search")
 MINILM = "minilm"
@@ -71,7 +73,7 @@ def build_repo(root: Path) -> Any:
 
 def load_corpus(repo: Any, milvus_uri: str, mongo_uri: str, n_docs: int, index: str) -> tuple[list[str], float]:
     """Real FAQ rows first (so queries have true answers), synthetic rows up to n_docs. Returns the queries."""
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import DataType
     from pymongo import MongoClient
     from tqdm import tqdm
 
@@ -85,7 +87,7 @@ def load_corpus(repo: Any, milvus_uri: str, mongo_uri: str, n_docs: int, index: 
     real = encoder.encode_texts([e.q for e in faq], batch_size=64)
     dim = real.shape[1]
     rng = np.random.default_rng(0)
-    client = MilvusClient(uri=milvus_uri)
+    client = stores.milvus_client(MilvusSettings(uri=milvus_uri))
     schema = client.create_schema(auto_id=False)
     schema.add_field("id", DataType.INT64, is_primary=True)
     schema.add_field("question_emb", DataType.FLOAT_VECTOR, dim=dim)
@@ -206,7 +208,6 @@ class Ceiling:
     """The same steps as direct library calls in this process."""
 
     def __init__(self, repo: Any, milvus_uri: str, mongo_uri: str) -> None:
-        from pymilvus import MilvusClient
         from pymongo import MongoClient
 
         from mmsearch.runtime.encoder import OnnxEncoder
@@ -215,7 +216,7 @@ class Ceiling:
         self.prep = TextPreprocessor.from_repo(repo, MINILM)
         # One intra-op thread, as the benchmarked model server runs (--intra-op-threads 1).
         self.encoder = OnnxEncoder.from_repo(repo, MINILM, providers=["CPUExecutionProvider"], intra_op_threads=1)
-        self.milvus = MilvusClient(uri=milvus_uri)
+        self.milvus = stores.milvus_client(MilvusSettings(uri=milvus_uri))
         self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
         self.lock = threading.Lock()
 

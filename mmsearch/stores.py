@@ -26,7 +26,11 @@ def milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = N
     }
     # gRPC shares subchannels (and their reconnect backoff, up to 120 s by default) across channels to the same
     # address, so after a long Milvus outage even a new client kept failing for ~20 s after Milvus was back.
-    kwargs["grpc_options"] = dict(RECONNECT_OPTIONS)
+    # pymilvus pings every 10 s even on an idle channel; a gRPC server that allows fewer pings without calls (the
+    # milvus-lite server: gRPC's default 5 min) answers with GOAWAY "too_many_pings", and the next call on that
+    # pooled channel failed with UNAVAILABLE. Pings only while calls are in flight: a dead server still fails the
+    # next call, which every caller already handles.
+    kwargs["grpc_options"] = {**dict(RECONNECT_OPTIONS), "grpc.keepalive_permit_without_calls": 0}
     if settings.token:
         kwargs["token"] = settings.token
     if settings.db_name:

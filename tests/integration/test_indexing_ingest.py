@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from mmsearch import stores
 from mmsearch.model_repo import ModelRepository
 from mmsearch.runtime.encoder import OnnxEncoder
+from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import read_manifest
 from offline.ingest.cli import ingest
 from offline.preprocess.demo import prepare_demo
@@ -32,7 +34,6 @@ def _ingest(args: list[str], env: dict[str, str]) -> Any:
 def test_ingest_faq_demo_loads_milvus_and_mongo_and_rerun_changes_nothing(
     milvus_uri: str, mongo_uri: str, corpus_name: str, model_repo: ModelRepository, tmp_path: Path
 ) -> None:
-    from pymilvus import MilvusClient
     from pymongo import MongoClient
 
     database = f"t_{uuid.uuid4().hex[:10]}"
@@ -62,7 +63,7 @@ def test_ingest_faq_demo_loads_milvus_and_mongo_and_rerun_changes_nothing(
 
     # What the search service does: encode the query, search the alias, fetch the documents by queryid.
     query = OnnxEncoder.from_repo(model_repo, MINILM_KEY).encode_texts(["Do I need a permit to build a garage?"])[0]
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = stores.milvus_client(MilvusSettings(uri=milvus_uri))
     mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
     try:
         hits = milvus.search(
@@ -159,7 +160,6 @@ def test_interrupted_index_process_resumes(model_repo: ModelRepository, tmp_path
 def test_ingest_photos_demo_with_the_clip_image_tower(
     milvus_uri: str, mongo_uri: str, corpus_name: str, model_repo: ModelRepository, tmp_path: Path
 ) -> None:
-    from pymilvus import MilvusClient
     from pymongo import MongoClient
 
     from tests.fixtures.models import TINY_CLIP_IMAGE
@@ -180,7 +180,7 @@ def test_ingest_photos_demo_with_the_clip_image_tower(
     assert "16 vectors upserted" in res.output
     photo = tmp_path / "w" / "raw" / "photos" / "cat-chelsea.jpg"
     query = OnnxEncoder.from_repo(model_repo, TINY_CLIP_IMAGE).encode_images([photo.read_bytes()])[0]
-    milvus = MilvusClient(uri=milvus_uri)
+    milvus = stores.milvus_client(MilvusSettings(uri=milvus_uri))
     mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
     try:
         fields = {f["name"] for f in milvus.describe_collection(corpus_name)["fields"]}
@@ -201,7 +201,6 @@ def test_ingest_photos_demo_with_the_clip_image_tower(
 def test_reingest_of_a_smaller_corpus_switches_the_alias_and_prunes_documents(
     milvus_lite_server_uri: str, mongo_uri: str, corpus_name: str, model_repo: ModelRepository, tmp_path: Path
 ) -> None:
-    from pymilvus import MilvusClient
     from pymongo import MongoClient
 
     from offline.push.milvus_push import alias_target, count_rows
@@ -228,7 +227,7 @@ def test_reingest_of_a_smaller_corpus_switches_the_alias_and_prunes_documents(
         str(tmp_path / "w"),
     ]
     assert _ingest(args, env).exit_code == 0
-    milvus = MilvusClient(uri=milvus_lite_server_uri)
+    milvus = stores.milvus_client(MilvusSettings(uri=milvus_lite_server_uri))
     first = alias_target(milvus, corpus_name)
 
     raw.write_text("".join(json.dumps(r) + "\n" for r in rows[:30]), encoding="utf-8")

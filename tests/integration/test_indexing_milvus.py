@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from mmsearch import stores
 from mmsearch.collection_meta import from_properties
 from mmsearch.model_repo import ModelRepository
 from mmsearch.runtime.encoder import OnnxEncoder
@@ -37,9 +38,8 @@ PERMIT_QUESTION_ID = 2  # "How long does it take to get a building permit?"
 
 @contextmanager
 def client_for(uri: str) -> Iterator[Any]:
-    from pymilvus import MilvusClient
 
-    client = MilvusClient(uri=uri)
+    client = stores.milvus_client(MilvusSettings(uri=uri))
     try:
         yield client
     finally:

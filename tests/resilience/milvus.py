@@ -10,16 +10,18 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from mmsearch import stores
+from mmsearch.settings import MilvusSettings
+
 ATTEMPTS = 5
 
 
 def milvus_client(uri: str, timeout: float = 30.0) -> Any:
-    from pymilvus import MilvusClient
     from pymilvus.exceptions import MilvusException
 
     for attempt in range(ATTEMPTS):
         try:
-            return MilvusClient(uri=uri, timeout=timeout)
+            return stores.milvus_client(MilvusSettings(uri=uri), timeout_seconds=timeout)
         except MilvusException:
             if attempt == ATTEMPTS - 1:
                 raise
