@@ -42,6 +42,9 @@ def sparse_field(lexical_field: str) -> str:
     return f"{lexical_field}_bm25"
 
 
+_OPTIONAL = {"lexical_fields", "analyzer"}
+
+
 def to_properties(meta: CollectionMeta) -> dict[str, str]:
     # Unset optional fields are left out, so a collection without lexical fields reads the same to an older
     # search service (whose metadata model forbids unknown keys) during a rolling upgrade.
@@ -50,9 +53,6 @@ def to_properties(meta: CollectionMeta) -> dict[str, str]:
         for k, v in meta.model_dump().items()
         if k not in _OPTIONAL or v
     }
-
-
-_OPTIONAL = {"lexical_fields", "analyzer"}
 
 
 def from_properties(props: dict[str, Any] | None) -> CollectionMeta | None:

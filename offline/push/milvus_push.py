@@ -29,7 +29,7 @@ from offline.encode.manifest import IndexManifest, file_sha256
 from offline.encode.shards import iter_shards, open_vectors
 from offline.preprocess.records import CorpusError, CorpusRow, read_corpus
 from offline.push.errors import ModelMismatchError, PushError, StoreUnavailableError
-from offline.push.lexical import Analyzer, LexicalField, check_store, lexical_fields
+from offline.push.lexical import Analyzer, LexicalField, check_store
 from offline.push.schema import (
     BM25_INDEX,
     IndexType,
@@ -38,6 +38,7 @@ from offline.push.schema import (
     build_schema,
     check_corpus_name,
     index_params,
+    infer_lexical_fields,
     infer_scalar_fields,
 )
 
@@ -209,7 +210,7 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
     if names is None:
         names = ["category"] if any("category" in r.fields() for r in rows.values()) else []
     scalars = infer_scalar_fields(names, rows.values())
-    lexical = lexical_fields(opts.lexical_fields, rows.values(), taken={"id", *(f.name for f in scalars)})
+    lexical = infer_lexical_fields(opts.lexical_fields, rows.values(), taken={"id", *(f.name for f in scalars)})
     fingerprint = _fingerprint(manifest, scalars, lexical, opts, corpus_sha)
 
     with milvus_client(settings) as client:

@@ -1,4 +1,5 @@
-"""The Milvus schema of a corpus: INT64 id, `<field>_emb` vector, and scalar filter fields typed from the rows."""
+"""The Milvus schema of a corpus: INT64 id, `<field>_emb` vector, scalar filter fields and lexical (BM25) text fields,
+checked and sized from the rows."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ from typing import Any
 from mmsearch.collection_meta import sparse_field
 from offline.preprocess.records import CorpusRow
 from offline.push.errors import PushError
-from offline.push.lexical import ANALYZER_PARAMS, VARCHAR_LIMIT, Analyzer, LexicalField
+from offline.push.lexical import ANALYZER_PARAMS, Analyzer, LexicalField
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,180}$")
+VARCHAR_LIMIT = 65_535  # bytes of a Milvus VARCHAR
 ARRAY_LIMIT = 4_096
+# A lexical field also names `<field>_bm25` and its function `<field>_bm25_fn`: they must fit too.
+LEXICAL_NAME_MAX = 171
 
 
 class IndexType(StrEnum):
@@ -126,6 +130,35 @@ def infer_scalar_fields(names: list[str], rows: Iterable[CorpusRow]) -> list[Sca
                 max_capacity=_room(most, 8, ARRAY_LIMIT) if kind == ScalarKind.STRING_ARRAY else 0,
             )
         )
+    return out
+
+
+def infer_lexical_fields(names: list[str], rows: Iterable[CorpusRow], *, taken: set[str]) -> list[LexicalField]:
+    """Check and size each lexical field: text in every row that has it (absent is ""), within VARCHAR's limit."""
+    rows = list(rows)
+    out: list[LexicalField] = []
+    for name in dict.fromkeys(names):
+        if name in taken:
+            raise PushError(f"--lexical-field {name!r} is also a filter field or the id: a field can be only one")
+        if not _NAME_RE.match(name) or len(name) > LEXICAL_NAME_MAX:
+            raise PushError(f"--lexical-field {name!r} cannot be a Milvus field name")
+        longest, present = 1, 0
+        for row in rows:
+            value = row.fields().get(name)
+            if value is None:
+                continue
+            if not isinstance(value, str):
+                raise PushError(f"--lexical-field {name!r} of row {row.id} is {type(value).__name__}, not text")
+            present += 1
+            size = len(value.encode())
+            if size > VARCHAR_LIMIT:
+                raise PushError(
+                    f"--lexical-field {name!r} of row {row.id} is {size} bytes; Milvus keeps at most {VARCHAR_LIMIT}"
+                )
+            longest = max(longest, size)
+        if not present:
+            raise PushError(f"--lexical-field: no row of the corpus has a {name!r} field")
+        out.append(LexicalField(name, _room(longest, 256, VARCHAR_LIMIT)))
     return out
 
 
