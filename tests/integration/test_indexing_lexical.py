@@ -21,13 +21,10 @@ from offline.push.milvus_push import alias_target, push_milvus
 from services.search.adapters import MilvusVectorStore
 from services.search.ports import AnnHit, TextSearch
 from tests.fixtures.models import MINILM_KEY
+from tests.fixtures.stores import milvus_form
 from tests.integration.test_indexing_milvus import _opts, client_for
 
 pytestmark = pytest.mark.integration
-
-
-def _form(request: pytest.FixtureRequest) -> str:
-    return str(request.node.callspec.params["milvus_uri"])
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +57,7 @@ def test_lexical_field_is_searchable_by_bm25_or_refused_by_an_old_server(
     corpus, vectors = faq
     settings = MilvusSettings(uri=milvus_uri)
     opts = _opts(vectors, corpus_name, lexical_fields=["question"])
-    if _form(request) == "milvus-2.3.5":
+    if milvus_form(request) == "milvus-2.3.5":
         with pytest.raises(PushError, match=r"this Milvus server \(v?2\.3\.5[^)]*\) lacks: it came with Milvus 2\.5"):
             push_milvus(settings, opts)
         with client_for(milvus_uri) as client:  # refused before anything was written
@@ -94,7 +91,7 @@ def test_lexical_field_is_searchable_by_bm25_or_refused_by_an_old_server(
 def test_chinese_words_are_found_with_jieba(
     milvus_uri: str, corpus_name: str, chatterbot_zh: tuple[Path, Path], request: pytest.FixtureRequest
 ) -> None:
-    if _form(request) == "milvus-2.3.5":
+    if milvus_form(request) == "milvus-2.3.5":
         pytest.skip("the real Milvus 2.3.5 predates BM25 (its refusal is tested above)")
     corpus, vectors = chatterbot_zh
     push_milvus(
@@ -114,7 +111,7 @@ def test_chinese_words_are_found_with_jieba(
 def test_an_analyzer_the_store_cannot_honour_is_refused(
     milvus_uri: str, corpus_name: str, faq: tuple[Path, Path], request: pytest.FixtureRequest
 ) -> None:
-    if _form(request) == "milvus-2.3.5":
+    if milvus_form(request) == "milvus-2.3.5":
         pytest.skip("the real Milvus 2.3.5 refuses any lexical field (tested above)")
     _, vectors = faq
     opts = _opts(vectors, corpus_name, lexical_fields=["question"], analyzer=Analyzer.ENGLISH)
@@ -127,7 +124,7 @@ def test_an_analyzer_the_store_cannot_honour_is_refused(
 def test_a_lexical_field_that_is_not_text_is_refused(
     milvus_uri: str, corpus_name: str, faq: tuple[Path, Path], request: pytest.FixtureRequest
 ) -> None:
-    if _form(request) != "lite-embedded":
+    if milvus_form(request) != "lite-embedded":
         pytest.skip("checked before any store is asked: one form is enough")
     _, vectors = faq
     with pytest.raises(PushError, match="'category' is also a filter field"):

@@ -22,6 +22,7 @@ from services.search.pipeline import run_scene
 from services.search.ports import Deps
 from services.search.state import Query
 from tests.fixtures.search import AB_CONFIG, MONGO_DATABASE, FaqCorpus, RunningSearch, ingest_faq
+from tests.fixtures.stores import milvus_form
 
 pytestmark = pytest.mark.integration
 
@@ -167,7 +168,7 @@ def test_hybrid_in_chinese_on_every_lite_form(  # noqa: PLR0917 - pytest fixture
     """Chinese conversations (chatterbot-corpus) ingested with --analyzer jieba, searched by a word inside sentences
     through the demo config's hybrid experiment with only its names changed, on embedded Milvus Lite and the
     milvus-lite server (the real 2.3.5 has no BM25)."""
-    if str(request.node.callspec.params["milvus_uri"]) == "milvus-2.3.5":
+    if milvus_form(request) == "milvus-2.3.5":
         pytest.skip("the real Milvus 2.3.5 predates BM25 (its refusal: test_indexing_lexical.py)")
     from offline.ingest.steps import IngestOptions, run_ingest
     from offline.preprocess.qa import QAFormat, QAOptions, preprocess_qa

@@ -1,5 +1,6 @@
 """The `mmsearch` entry point: lists every action and stays light (no torch in online processes)."""
 
+import ast
 import subprocess
 import sys
 
@@ -24,31 +25,32 @@ def test_serve_help_lists_the_four_services() -> None:
         assert f"  {name} " in result.output
 
 
+def heavy_modules_loaded(steps: str, modules: tuple[str, ...]) -> list[str]:
+    """Which of `modules` a fresh interpreter has imported after running `steps` (Python lines)."""
+    code = f"import sys\n{steps}print(sorted(m for m in {modules!r} if m in sys.modules))\n"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return list(ast.literal_eval(out.strip()))
+
+
 def test_help_imports_no_heavy_offline_dependency() -> None:
-    code = (
-        "import sys\n"
+    steps = (
         "from click.testing import CliRunner\n"
         "from mmsearch.cli.main import cli\n"
         "r = CliRunner().invoke(cli, ['--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "r = CliRunner().invoke(cli, ['serve', '--help'])\n"
         "assert r.exit_code == 0, r.output\n"
-        "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers', 'onnx') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert heavy_modules_loaded(steps, ("torch", "transformers", "sentence_transformers", "onnx")) == []
 
 
 def test_the_tokenizer_service_does_not_load_onnxruntime() -> None:
     """The shared gRPC server code is the tokenizer's too: it must not pull ONNX Runtime (or torch) in."""
-    code = (
-        "import sys\n"
+    steps = (
         "from click.testing import CliRunner\n"
         "from mmsearch.cli.main import cli\n"
         "r = CliRunner().invoke(cli, ['serve', 'tokenizer', '--help'])\n"
         "assert r.exit_code == 0, r.output\n"
         "import services.tokenizer.server\n"
-        "print(sorted(m for m in ('onnxruntime', 'torch') if m in sys.modules))\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert heavy_modules_loaded(steps, ("onnxruntime", "torch")) == []
