@@ -34,3 +34,6 @@ def setup_logging(level: str = "INFO", *, json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # httpx logs every request at INFO: one line per query of `mmsearch eval`, per proxied search of the web UI.
+    # Our own logs say what happened; httpx speaks up from WARNING.
+    logging.getLogger("httpx").setLevel(max(root.level, logging.WARNING))

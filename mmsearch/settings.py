@@ -104,6 +104,13 @@ class SearchSettings(BaseModel):
     max_offset: int = 1000
     max_upload_mb: int = 8
     stage_timeout_seconds: float = 3.0
+    # Online outcomes (collections exposures and events in mongo.database): kept this long (TTL indexes).
+    outcomes_ttl_days: int = Field(default=30, ge=1)
+    # Exposures wait here for their MongoDB write, off the request path; past this many, new ones are dropped
+    # and counted (mmsearch_search_exposures_lost_total) while searches keep answering.
+    exposure_queue_size: int = Field(default=10_000, ge=1)
+    # Bodies of the JSON routes (search, feedback) larger than this are refused with 413 before parsing.
+    max_json_body_kb: int = Field(default=64, ge=1)
 
 
 class WebSettings(BaseModel):

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from mmsearch.files import write_text_atomic
+from mmsearch.html_report import bar_chart, page
 from offline.eval.metrics import query_metrics
 from offline.eval.qrels import Judgement
 from offline.eval.runner import ExperimentRun
@@ -84,19 +85,14 @@ def write_html(report: dict[str, Any], path: Path) -> None:
         rows.append(
             f"<tr><th>{e(name)}</th>{cells}<td>{lat['p50']}</td><td>{lat['p95']}</td><td>{data['failed']}</td></tr>"
         )
-    charts = "".join(_bars(m, [(n, value(n, m)) for n in exps]) for m in metrics)
-    page = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>mmsearch eval: {e(report["scene"])} / {e(report["layer"])}</title>
-<style>body{{font:14px system-ui,sans-serif;margin:2rem;color:#1d2433}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #d6d9e4;padding:.35rem .6rem;text-align:right}}th:first-child{{text-align:left}}
-.d{{color:#667;font-size:12px}}figure{{display:inline-block;margin:1rem 1.5rem 0 0}}</style></head><body>
-<h1>{e(report["scene"])}: layer {e(report["layer"])}</h1>
+    charts = "".join(bar_chart(m, [(n, value(n, m)) for n in exps]) for m in metrics)
+    body = f"""<h1>{e(report["scene"])}: layer {e(report["layer"])}</h1>
 <p>{report["queries"]} judged queries; baseline <b>{e(report["baseline"])}</b>. Differences to the baseline with a
 95% paired-bootstrap interval and a paired randomisation p-value (seed {report["seed"]}).</p>
 <table><tr><th>experiment</th>{head}<th>p50 ms</th><th>p95 ms</th><th>failed</th></tr>{"".join(rows)}</table>
-{charts}</body></html>
-"""
-    write_text_atomic(path, page)
+{charts}"""
+    title = f"mmsearch eval: {report['scene']} / {report['layer']}"
+    write_text_atomic(path, page(title, body))
 
 
 def _delta(report: dict[str, Any], name: str, metric: str) -> str:
@@ -105,17 +101,3 @@ def _delta(report: dict[str, Any], name: str, metric: str) -> str:
         return ""
     lo, hi = c["ci"]
     return f'<div class="d">{c["diff"]:+.3f} [{lo:+.3f}, {hi:+.3f}] p={c["p"]:.3f}</div>'
-
-
-def _bars(metric: str, values: list[tuple[str, float]]) -> str:
-    width, bar, gap = 320, 22, 8
-    height = len(values) * (bar + gap) + 24
-    parts = [f'<text x="0" y="14" font-weight="600">{html.escape(metric)}</text>']
-    for i, (name, v) in enumerate(values):
-        y = 24 + i * (bar + gap)
-        w = max(1.0, (width - 130) * max(0.0, min(1.0, v)))
-        parts.append(f'<rect x="120" y="{y}" width="{w:.1f}" height="{bar}" fill="#4f46e5"/>')
-        parts.append(f'<text x="0" y="{y + 15}">{html.escape(name[:18])}</text>')
-        parts.append(f'<text x="{124 + w:.1f}" y="{y + 15}">{v:.3f}</text>')
-    svg = f'<svg width="{width + 60}" height="{height}" role="img" aria-label="{html.escape(metric)}">'
-    return f"<figure>{svg}{''.join(parts)}</svg></figure>"

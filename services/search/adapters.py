@@ -81,7 +81,7 @@ class GrpcQueryModels:
         await self.models.close()
 
 
-class _Blocking:
+class BlockingStore:
     """A lazily created blocking client used from a thread pool; dropped after a failure so the next call
     reconnects."""
 
@@ -149,7 +149,7 @@ class _Blocking:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
-class MilvusVectorStore(_Blocking):
+class MilvusVectorStore(BlockingStore):
     dep: Dependency = "milvus"
 
     def __init__(self, settings: Settings, metrics: SearchMetrics | None = None, workers: int = 8) -> None:
@@ -260,15 +260,24 @@ class MilvusVectorStore(_Blocking):
         await self.run(lambda client: client.list_collections(timeout=self.timeout))
 
 
-class MongoDocumentStore(_Blocking):
+class MongoStore(BlockingStore):
+    """A MongoDB database of the stack (settings.mongo) behind the blocking-client pool."""
+
     dep: Dependency = "mongodb"
 
-    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None, workers: int = 8) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: SearchMetrics | None = None,
+        workers: int = 8,
+        appname: str = "mmsearch-search",
+    ) -> None:
         self.settings = settings.mongo
+        self.appname = appname
         super().__init__(min(settings.search.stage_timeout_seconds, settings.mongo.timeout_ms / 1000), metrics, workers)
 
     def _connect(self) -> Any:
-        return mongo_client(self.settings, appname="mmsearch-search")
+        return mongo_client(self.settings, appname=self.appname)
 
     def _is_unavailable(self, exc: Exception) -> bool:
         from pymongo.errors import ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
@@ -279,6 +288,13 @@ class MongoDocumentStore(_Blocking):
         from pymongo.errors import PyMongoError
 
         return isinstance(exc, PyMongoError)
+
+    async def ping(self) -> None:
+        await self.run(lambda client: client.admin.command("ping"))
+
+
+class MongoDocumentStore(MongoStore):
+    """The corpora's documents (summary stage)."""
 
     async def fetch(self, collection: str, ids: Sequence[str], fields: Sequence[str]) -> dict[str, dict[str, Any]]:
         projection = {f: 1 for f in fields} | {"queryid": 1, "_id": 0}
@@ -291,6 +307,3 @@ class MongoDocumentStore(_Blocking):
             return {str(d["queryid"]): d for d in cursor}
 
         return await self.run(go)
-
-    async def ping(self) -> None:
-        await self.run(lambda client: client.admin.command("ping"))

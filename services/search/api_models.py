@@ -51,6 +51,9 @@ class DebugInfo(BaseModel):
 
 
 class SearchResponse(BaseModel):
+    requestId: str = Field(  # noqa: N815
+        description="This search's id: send it back with POST /feedback (clicks, likes) for the results shown."
+    )
     queryModel: dict[str, Any]  # noqa: N815
     searchItemModels: list[list[SearchItemModel]]  # noqa: N815 - one list per query, as the reference
     hasMore: bool = Field(  # noqa: N815

@@ -26,9 +26,13 @@ from mmsearch.settings import Settings
 from services.search import request_errors
 from services.search.adapters import GrpcQueryModels, MilvusVectorStore, MongoDocumentStore
 from services.search.api_models import ErrorBody, SearchRequest, SearchResponse
+from services.search.body_limit import BodyLimit
 from services.search.config.sources import ConfigSource, make_source
 from services.search.errors import ConfigError, DependencyUnavailableError, InvalidQueryError, SearchError
 from services.search.metrics import SearchMetrics
+from services.search.outcomes.feedback import FeedbackRequest, FeedbackResponse, FeedbackService
+from services.search.outcomes.recorder import ExposureRecorder
+from services.search.outcomes.store import MongoOutcomeStore
 from services.search.ports import Deps
 from services.search.service import SearchService
 from services.search.uploads import read_image
@@ -46,7 +50,13 @@ def _service(request: Request) -> SearchService:
     return svc
 
 
+def _feedback(request: Request) -> FeedbackService:
+    fb: FeedbackService = request.app.state.feedback
+    return fb
+
+
 Svc = Annotated[SearchService, Depends(_service)]
+Feedback = Annotated[FeedbackService, Depends(_feedback)]
 
 
 def _error(status: int, kind: str, message: str, dependency: str | None = None) -> JSONResponse:
@@ -96,43 +106,68 @@ async def _close_deps(deps: Deps) -> None:
                 await res
 
 
-def create_app(settings: Settings, *, source: ConfigSource | None = None) -> FastAPI:
-    metrics = SearchMetrics()
+def _lifespan(settings: Settings, metrics: SearchMetrics, source: ConfigSource | None) -> Any:
+    """The app's lifespan: the dependencies' clients, the outcome writer and the config watcher."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         deps = _default_deps(settings, metrics)
         src = source or make_source(settings.search)
-        service = SearchService(settings, deps, metrics, src)
+        # Outcomes get their own MongoDB client and threads: their writes never queue behind the summary stage.
+        outcome_store = MongoOutcomeStore(settings, metrics, workers=2, appname="mmsearch-search-outcomes")
+        recorder = ExposureRecorder(
+            outcome_store,
+            metrics,
+            queue_size=settings.search.exposure_queue_size,
+            ttl_days=settings.search.outcomes_ttl_days,
+        )
+        service = SearchService(settings, deps, metrics, src, exposures=recorder)
         app.state.service = service
+        app.state.feedback = FeedbackService(outcome_store, recorder, metrics)
         try:
             await src.load_initial(service.manager)
         except ConfigError:
             # Refuse to start on a config that fails validation (e.g. a collection built with another model).
             await _close_deps(deps)
+            outcome_store.close()
             src.close()
             raise
         except DependencyUnavailableError as exc:
             service.manager.source_state = f"waiting for {exc.dependency} to validate the config: {exc.reason}"
             log.warning(service.manager.source_state)
         watcher = asyncio.create_task(_watch(service), name="config-watcher")
+        recorder.start()
         try:
             yield
         finally:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            await recorder.stop()
+            outcome_store.close()
             src.close()
             await _close_deps(deps)
 
+    return lifespan
+
+
+def create_app(settings: Settings, *, source: ConfigSource | None = None) -> FastAPI:
+    metrics = SearchMetrics()
     app = FastAPI(
         title="mmsearch search service",
         version="1.0",
         description="Scenes, layers and A/B experiments over recall (Milvus), ranking and summary (MongoDB). "
         "Request and response shapes follow MetaSpore's multimodal demo.",
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, metrics, source),
     )
     app.state.metrics = metrics
+    # JSON bodies are small; an image upload has its own limit (uploads.py), with room for the multipart framing.
+    app.add_middleware(
+        BodyLimit,
+        default_bytes=settings.search.max_json_body_kb * 1024,
+        upload_bytes=(settings.search.max_upload_mb * 1024 + settings.search.max_json_body_kb) * 1024,
+        upload_paths=("/i2i/",),
+    )
 
     _install_error_handlers(app)
 
@@ -181,6 +216,12 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
             raise InvalidQueryError(f"bad form field: {exc}") from exc
         return await svc.search(SCENE_I2I, user_id, req, image=data)
 
+    @app.post("/feedback", response_model=FeedbackResponse, responses=_FEEDBACK_ERRORS, tags=["outcomes"])
+    async def feedback(body: FeedbackRequest, fb: Feedback) -> FeedbackResponse:
+        """What a user did with a result of a search (click, like, dislike), for `mmsearch ab report`. The same
+        (requestId, itemId, event) twice is stored once (`recorded: false` the second time)."""
+        return await fb.record(body)
+
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
         """Alive (the process answers); see /ready for dependencies."""
@@ -216,6 +257,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         "range, or a blank or too long query (the message says what to send)",
     },
     503: {"model": ErrorBody, "description": "A dependency is down (named), or the scene is disabled"},
+}
+
+_FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
+    404: {"model": ErrorBody, "description": "No search with this requestId for this user (unknown_request)"},
+    413: {"model": ErrorBody, "description": "Body too large"},
+    422: {
+        "model": ErrorBody,
+        "description": "The item was not shown by that search (item_not_shown), or a field "
+        "is missing, of the wrong type or out of range (invalid_request)",
+    },
+    503: {"model": ErrorBody, "description": "MongoDB is down: the event was not stored, send it again"},
 }
 
 

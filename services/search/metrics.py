@@ -53,3 +53,31 @@ class SearchMetrics:
         self.config_source_up = Gauge(
             "mmsearch_search_config_source_up", "1 while the config source (file or Consul) answers.", registry=r
         )
+        # Online outcomes (services/search/outcomes): what reached MongoDB, what did not, and the feedback.
+        self.exposures = Counter(
+            "mmsearch_search_exposures",
+            "Exposures (answered searches) stored in MongoDB, per layer experiment.",
+            ["scene", "layer", "experiment"],
+            registry=r,
+        )
+        self.exposures_lost = Counter(
+            "mmsearch_search_exposures_lost",
+            "Exposures not stored: queue_full (MongoDB slower than traffic) or mongodb (writes kept failing).",
+            ["reason"],
+            registry=r,
+        )
+        self.exposure_queue = Gauge(
+            "mmsearch_search_exposure_queue", "Exposures waiting for their MongoDB write.", registry=r
+        )
+        self.feedback_events = Counter(
+            "mmsearch_search_feedback_events",
+            "Feedback events stored (duplicates not counted), per layer experiment of the search they answer.",
+            ["scene", "layer", "experiment", "event"],
+            registry=r,
+        )
+        self.feedback_rejected = Counter(
+            "mmsearch_search_feedback_rejected",
+            "Feedback refused: unknown_request, item_not_shown, duplicate.",
+            ["reason"],
+            registry=r,
+        )

@@ -1,8 +1,9 @@
 """`SearchService`: one request's path through the search service, and the service's readiness.
 
 The HTTP layer (app.py) parses the request and hands it here: check the query -> build a Query -> run the
-scene's layers (pipeline.run_scene: qp, match, rank, summary) -> the reference-shaped response, with which
-experiment served each layer, plus one exposure log line per request.
+scene's layers (pipeline.run_scene: qp, match, rank, summary) -> the reference-shaped response, with its
+requestId and which experiment served each layer, plus one exposure log line per request and, for an answered
+one, an exposure document queued for MongoDB (outcomes/recorder.py, off the request path).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any
 
 from mmsearch.settings import Settings
@@ -19,6 +21,8 @@ from services.search.config.manager import ConfigManager
 from services.search.config.sources import ConfigSource
 from services.search.errors import DependencyUnavailableError, InvalidQueryError, SearchError
 from services.search.metrics import SearchMetrics
+from services.search.outcomes.exposure import exposure_document
+from services.search.outcomes.recorder import ExposureRecorder
 from services.search.pipeline import SearchResult, run_scene
 from services.search.ports import Deps
 from services.search.state import Item, Query
@@ -29,12 +33,20 @@ exposure_log = logging.getLogger("mmsearch.exposure")
 class SearchService:
     """Everything a request needs, created once per app in the lifespan."""
 
-    def __init__(self, settings: Settings, deps: Deps, metrics: SearchMetrics, source: ConfigSource) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        deps: Deps,
+        metrics: SearchMetrics,
+        source: ConfigSource,
+        exposures: ExposureRecorder | None = None,
+    ) -> None:
         self.settings = settings
         self.deps = deps
         self.metrics = metrics
         self.manager = ConfigManager(settings, deps.vectors, metrics)
         self.source = source
+        self.exposures = exposures  # None: exposures go to the log only
 
     def check_query(self, text: str) -> str:
         stripped = text.strip()
@@ -54,6 +66,7 @@ class SearchService:
 
     async def search(self, scene: str, user_id: str, req: SearchRequest, image: bytes | None = None) -> SearchResponse:
         t0 = time.perf_counter()
+        request_id = uuid.uuid4().hex
         status = "error"
         result: SearchResult | None = None
         config = self.manager.current
@@ -91,6 +104,7 @@ class SearchService:
                 "search",
                 extra={
                     "event": "exposure",
+                    "request_id": request_id,
                     "user_id": user_id,
                     "scene": scene,
                     "experiments": result.experiments if result else {},
@@ -102,6 +116,20 @@ class SearchService:
             )
         assert config is not None
         items = [item_model(it) for it in result.state.items]
+        if self.exposures is not None:
+            pinned = list(req.specified_layer_and_experiment) if req.use_debug else []
+            self.exposures.record(
+                exposure_document(
+                    request_id=request_id,
+                    user_id=user_id,
+                    scene=scene,
+                    experiments=result.experiments,
+                    pinned_layers=pinned,
+                    item_ids=[it.id for it in items],
+                    offset=req.offset,
+                    config_digest=config.digest,
+                )
+            )
         debug = None
         if req.use_debug:
             scene_cfg = config.scenes[scene]
@@ -114,6 +142,7 @@ class SearchService:
             )
         query_model: dict[str, Any] = {"query": req.query} if image is None else {"query": req.query, "image": True}
         return SearchResponse(
+            requestId=request_id,
             queryModel=query_model,
             searchItemModels=[items],
             hasMore=result.state.has_more,
@@ -125,16 +154,7 @@ class SearchService:
         cfg = self.manager.current
         if cfg is None:
             raise DependencyUnavailableError("config", self.manager.source_state)
-        return {
-            "configDigest": cfg.digest,
-            "scenes": {
-                scene.name: {
-                    "disabled": scene.disabled_reason,
-                    "layers": {la.name: {e.name: e.ratio for e in la.experiments} for la in scene.layers},
-                }
-                for scene in cfg.scenes.values()
-            },
-        }
+        return cfg.overview()
 
     async def readiness(self) -> tuple[bool, dict[str, Any]]:
         checks: dict[str, str] = {}

@@ -243,6 +243,21 @@ class RuntimeConfig:
             for layer in scene.layers:
                 yield from layer.experiments
 
+    def overview(self) -> dict[str, Any]:
+        """GET /experiments' body: scene -> layers -> {experiment: ratio} in config order, and how each layer
+        assigns (sha256: sticky per user; random: per request)."""
+        return {
+            "configDigest": self.digest,
+            "scenes": {
+                scene.name: {
+                    "disabled": scene.disabled_reason,
+                    "layers": {la.name: {e.name: e.ratio for e in la.experiments} for la in scene.layers},
+                    "bucketizers": {la.name: la.bucketizer for la in scene.layers},
+                }
+                for scene in self.scenes.values()
+            },
+        }
+
 
 def bucket_bounds(ratios: list[float]) -> tuple[int, ...]:
     """Cumulative bucket bounds in proportion to the ratios (normalised by their sum).
