@@ -22,6 +22,7 @@ from stack.setup import setup_command, text_to_image_off_message
 
 PID_FILE = "up.pid"
 FAQ_CORPUS = "faq_qa"
+CHATTERBOT_CORPUS = "chatterbot_qa"
 PHOTOS_CORPUS = "photos"
 _DEFAULTS = LocalSettings.model_fields
 
@@ -83,7 +84,17 @@ def build_plan(settings: LocalSettings, *, root: Path, ab_config: Path | None) -
         raise click.ClickException(str(exc)) from exc
     clip = clip_setup.towers
     demo = var_dir / "demo"
-    todo = [Corpus(name=FAQ_CORPUS, kind="qa", source=corpora.write_faq(demo), model_key=text_key)]
+    todo = [
+        # The raw FAQ keeps the package's field names (see offline.datasets.faq.FIELD_MAP).
+        Corpus(
+            name=FAQ_CORPUS,
+            kind="qa",
+            source=corpora.write_faq(demo),
+            model_key=text_key,
+            field_map="question=q,answer=a,category=category",
+        ),
+        Corpus(name=CHATTERBOT_CORPUS, kind="qa", source=corpora.write_chatterbot(demo), model_key=text_key),
+    ]
     if clip is not None:
         todo.append(Corpus(name=PHOTOS_CORPUS, kind="images", source=corpora.write_photos(demo), model_key=clip[1]))
     ports = Ports(**{name.removesuffix("_port"): getattr(settings, name) for name in PORT_OPTIONS})

@@ -49,6 +49,7 @@ class Corpus(BaseModel):
     kind: str  # "qa" or "images"
     source: Path  # jsonl (qa) or a folder of photos (images)
     model_key: str  # the model whose vectors go into Milvus
+    field_map: str = ""  # qa: `ingest --map` when the raw file's field names are not question/answer/category
 
 
 class StackPlan(BaseModel):

@@ -38,8 +38,9 @@ def wait_for(what: str, check: Callable[[], bool], *, timeout: float, log_file: 
 def corpus_args(plan: StackPlan, corpus: Corpus) -> list[str]:
     """What defines a corpus's content: input, mapping, image URLs, model. A change means ingesting again."""
     if corpus.kind == "qa":
-        # The raw FAQ keeps the package's field names (see offline.datasets.faq.FIELD_MAP).
-        args = ["--input", str(corpus.source), "--format", "jsonl", "--map", "question=q,answer=a,category=category"]
+        args = ["--input", str(corpus.source), "--format", "jsonl"]
+        if corpus.field_map:
+            args += ["--map", corpus.field_map]
         # The demo config's hybrid experiments search the questions' words too (BM25).
         args += ["--lexical-field", "question"]
     else:

@@ -7,7 +7,7 @@ The page gets a flattened, already-checked view (`ResultView`): scores as number
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -60,6 +60,17 @@ class UiSearchRequest(BaseModel):
         return value.strip() or None if value is not None else None
 
 
+class UiFeedback(BaseModel):
+    """What the page sends when a result is opened, liked or disliked (forwarded to the service's /feedback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requestId: str = Field(min_length=1, max_length=64)  # noqa: N815
+    userId: str = Field(min_length=1, max_length=128)  # noqa: N815
+    itemId: str = Field(min_length=1, max_length=256)  # noqa: N815
+    event: Literal["click", "like", "dislike"]
+
+
 # --- the search service's response (the reference's shape plus additive fields) ------------------
 
 
@@ -88,6 +99,7 @@ class SearchResponse(BaseModel):
     # Unknown additive fields are ignored so a newer service does not break an older UI.
     model_config = ConfigDict(extra="ignore")
 
+    requestId: str | None = None  # noqa: N815 - older services do not send one: no feedback buttons then
     queryModel: dict[str, Any] = Field(default_factory=dict)  # noqa: N815
     searchItemModels: list[list[SearchItem]] = Field(default_factory=list)  # noqa: N815
     experiments: dict[str, str] = Field(default_factory=dict)  # layer -> the experiment that served it
@@ -122,6 +134,7 @@ class ResultView(BaseModel):
     scene: str
     query: str
     userId: str  # noqa: N815
+    requestId: str | None  # noqa: N815 - the search's id, sent back with the clicks and likes on its results
     offset: int  # where this page starts in the ranked list
     hasMore: bool  # noqa: N815 - "Show more" asks for the next page
     items: list[ItemView]
@@ -183,6 +196,7 @@ def result_view(
         scene=scene,
         query=query,
         userId=user_id,
+        requestId=response.requestId,
         offset=offset,
         hasMore=response.hasMore,
         items=[item_view(item) for item in response.items()],

@@ -16,7 +16,15 @@ from flask import Blueprint, Response, abort, current_app, jsonify, render_templ
 from pydantic import ValidationError
 
 from mmsearch.settings import WebSettings
-from web_ui.models import MAX_OFFSET, USER_ID_RULE, ResultView, UiSearchRequest, result_view, valid_user_id
+from web_ui.models import (
+    MAX_OFFSET,
+    USER_ID_RULE,
+    ResultView,
+    UiFeedback,
+    UiSearchRequest,
+    result_view,
+    valid_user_id,
+)
 from web_ui.scenes import scene_states
 from web_ui.search_client import CLIP_HINT, IMAGE_SCENE, TEXT_SCENES, SearchClient, SearchError
 from web_ui.uploads import read_photo
@@ -179,6 +187,25 @@ def _search_image() -> ResultView:
     )
     ui_ms = (time.perf_counter() - started) * 1000
     return result_view(IMAGE_SCENE, photo.filename, user_id, answer, ui_ms, offset=form.offset)
+
+
+@bp.post("/api/feedback")
+def feedback() -> tuple[Response, int]:
+    """A result was opened (click), liked or disliked: forwarded to the search service for `mmsearch ab report`."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        return api_error(400, "bad_request", 'Send a JSON object like {"requestId", "userId", "itemId", "event"}.')
+    try:
+        event = UiFeedback.model_validate(body)
+    except ValidationError as exc:
+        return api_error(400, "bad_request", _validation_message(exc))
+    if not valid_user_id(event.userId):
+        return api_error(400, "bad_user_id", f"The user id must be {USER_ID_RULE}.")
+    try:
+        answer = _state().client.feedback(event)
+    except SearchError as exc:
+        return jsonify(exc.to_json()), exc.status
+    return jsonify({"recorded": bool(answer.get("recorded"))}), 200
 
 
 # --- local photos ---------------------------------------------------------------------------------------

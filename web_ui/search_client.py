@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from web_ui.models import SearchResponse, UiSearchRequest
+from web_ui.models import SearchResponse, UiFeedback, UiSearchRequest
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,23 @@ class SearchClient:
         # The person's file name stays here: the service gets a neutral name and the bytes.
         files = {"image": ("upload" + _SUFFIX.get(content_type, ""), image, content_type)}
         return self._post(IMAGE_SCENE, f"/{IMAGE_SCENE}/user/{quote(user_id, safe='')}", data=data, files=files)
+
+    def feedback(self, event: UiFeedback) -> dict[str, Any]:
+        """Forward a click / like / dislike to the service's POST /feedback; its answer, or a SearchError."""
+        try:
+            response = self._http.post("/feedback", json=event.model_dump())
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "feedback") from exc
+        if response.status_code >= 400:
+            kind, detail = _error_detail(response)
+            status = response.status_code
+            if status in (404, 413, 422):
+                # Not stored, for a reason of the event itself (an expired search, an item it did not show).
+                return_status = 400 if status == 404 else status
+                raise SearchError(return_status, kind or "rejected", detail or f"Rejected ({status}).")
+            raise SearchError(503, "unavailable", f"The search service cannot record feedback: {detail or status}.")
+        body: dict[str, Any] = response.json()
+        return body
 
     def ready(self) -> dict[str, Any]:
         """The service's /ready body (whatever its status code says), or a SearchError if it can't be had."""

@@ -10,8 +10,9 @@ import click
 import httpx
 from tqdm import tqdm
 
-from mmsearch.settings import LOOPBACK, SEARCH_PORT
+from mmsearch.settings import LOOPBACK, SEARCH_PORT, load_settings
 from offline.errors import OfflineError, reported
+from offline.eval.corpus_check import ids_not_in_corpus
 from offline.eval.qrels import Judgement, read_jsonl, read_trec
 from offline.eval.report import build_report, write_html, write_json
 from offline.eval.runner import ExperimentRun, run_experiment
@@ -98,6 +99,11 @@ def _choose(
 @click.option("--seed", default=0, show_default=True, help="Seed of the bootstrap and randomisation test.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="report.json to write.")
 @click.option("--html", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Also an HTML page.")
+@click.option(
+    "--mongo-uri",
+    default=None,
+    help="MongoDB of the scene's documents, to count judged ids the corpus lacks (default: settings mongo.uri).",
+)
 def evaluate(  # noqa: PLR0917 - one parameter per flag
     search_url: str,
     scene: str,
@@ -111,6 +117,7 @@ def evaluate(  # noqa: PLR0917 - one parameter per flag
     seed: int,
     out: Path,
     html: Path | None,
+    mongo_uri: str | None,
 ) -> None:
     """Send every judged query once per experiment of one layer (pinned with useDebug), score the answers
     (Recall@k, MRR@10, nDCG@10, latency, failures) and compare each experiment with the first: the mean difference,
@@ -118,9 +125,15 @@ def evaluate(  # noqa: PLR0917 - one parameter per flag
     cutoffs = _ints(ks)
     with reported():
         judged: list[Judgement] = read_trec(qrels, topics) if topics else read_jsonl(qrels)
-        chosen, names, fixed = _choose(_layers(search_url), scene, layer, experiments, pins)
+        scenes = _layers(search_url)
+        chosen, names, fixed = _choose(scenes, scene, layer, experiments, pins)
+        mongo = load_settings().mongo
+        if mongo_uri:
+            mongo = mongo.model_copy(update={"uri": mongo_uri})
+        missing = ids_not_in_corpus(mongo, scenes[scene].get("documents", []), judged)
         runs = asyncio.run(_run_all(search_url, scene, judged, chosen, names, fixed, max(10, *cutoffs), concurrency))
         report = build_report(scene=scene, layer=chosen, judged=judged, runs=runs, ks=cutoffs, seed=seed)
+        report["corpus"] = _corpus_summary(judged, missing)
         write_json(report, out)
         if html is not None:
             write_html(report, html)
@@ -130,7 +143,30 @@ def evaluate(  # noqa: PLR0917 - one parameter per flag
             f"{name}: {recall}, MRR@10 {data['mrr@10']:.3f}, nDCG@10 {data['ndcg@10']:.3f}, "
             f"p50 {data['latency_ms']['p50']} ms, failed {data['failed']}"
         )
+    corpus = report["corpus"]
+    if corpus["judged_ids_not_in_corpus"] is None:
+        click.echo(f"judged ids not checked against the corpus: MongoDB at {mongo.uri} could not be read", err=True)
+    elif corpus["judged_ids_not_in_corpus"]:
+        click.echo(
+            f"warning: {corpus['judged_ids_not_in_corpus']} of {corpus['judged_ids']} judged ids are not in the "
+            f"corpus (e.g. {', '.join(corpus['examples'])}); {corpus['queries_unfindable']} queries cannot be "
+            "answered at all and score as misses",
+            err=True,
+        )
     click.echo(f"report: {out}" + (f" and {html}" if html else ""))
+
+
+def _corpus_summary(judged: list[Judgement], missing: set[str] | None) -> dict[str, Any]:
+    total = len({d for j in judged for d in j.relevant})
+    if missing is None:
+        return {"judged_ids": total, "judged_ids_not_in_corpus": None, "queries_unfindable": None, "examples": []}
+    unfindable = sum(1 for j in judged if all(d in missing for d in j.relevant))
+    return {
+        "judged_ids": total,
+        "judged_ids_not_in_corpus": len(missing),
+        "queries_unfindable": unfindable,
+        "examples": sorted(missing)[:5],
+    }
 
 
 async def _run_all(  # noqa: PLR0917 - the run's whole setting

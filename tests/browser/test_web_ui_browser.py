@@ -5,20 +5,26 @@ Screenshots of every state land in test-artifacts/screenshots/ (desktop 1280 px 
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import skimage.data
+from click.testing import CliRunner
 from PIL import Image
 from playwright.sync_api import Page, expect
 
+from mmsearch.cli.main import cli
 from tests.browser.conftest import WatchedPage
 from tests.browser.support import HOSTILE_ANSWER, HOSTILE_QUESTION, start_web_ui
-from tests.fixtures.ports import free_port
+from tests.fixtures.ports import free_port, wait_until
+from tests.fixtures.stack import LocalStack
 
 pytestmark = pytest.mark.browser
 
@@ -135,6 +141,65 @@ def test_tabs_switch_by_click_and_arrow_keys(stack_ui: str, desktop: WatchedPage
     page.keyboard.press("ArrowRight")
     expect(page.locator("#panel-qa")).to_be_visible()
     expect(page.locator("#panel-t2i")).to_be_hidden()
+
+
+# --- feedback ----------------------------------------------------------------------------------------------
+
+
+def _ab_report(stack: LocalStack, scene: str, since: dt.datetime) -> dict[str, Any]:
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("ab", "report", "--scene", scene, "--format", "json", "--since", since.isoformat()),
+            *("--search-url", stack.search_url, "--mongo-uri", stack.plan.mongo_uri),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def _totals(report: dict[str, Any], layer: str) -> dict[str, int]:
+    rows = report["layers"][layer].values()
+    return {k: sum(r[k] for r in rows) for k in ("exposures", "clicks", "likes", "dislikes")}
+
+
+def test_opening_and_rating_results_reaches_the_ab_report(local_stack: LocalStack, desktop: WatchedPage) -> None:
+    since = dt.datetime.now(dt.UTC)
+    page = desktop.page
+    page.goto(local_stack.web_url + "/")
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    cards = page.locator("#panel-qa .qa-card")
+    first, second = cards.nth(0), cards.nth(1)
+    # Answers open from their question: the first open is the result's click.
+    expect(first.locator(".answer")).to_have_class(re.compile(r"\bclamped\b"))
+    first.locator(".question .open").click()
+    expect(first.locator(".question .open")).to_have_attribute("aria-expanded", "true")
+    expect(first.locator(".answer")).not_to_have_class(re.compile(r"\bclamped\b"))
+    second.get_by_role("button", name="Helpful", exact=True).click()
+    expect(second.locator(".fb-status")).to_have_text("Thanks")
+    expect(second.get_by_role("button", name="Helpful", exact=True)).to_have_attribute("aria-pressed", "true")
+    cards.nth(2).get_by_role("button", name="Not helpful").click()
+    expect(cards.nth(2).locator(".fb-status")).to_have_text("Thanks")
+    # Text to image: enlarging a photo is its click.
+    page.click("#tab-t2i")
+    search(page, "t2i", "a cat sitting on a sofa")
+    wait_done(page, "t2i")
+    page.locator("#panel-t2i .image-card .thumb").first.click()
+    page.click("#lightbox-close")
+
+    want = {"exposures": 1, "clicks": 1, "likes": 1, "dislikes": 1}
+    wait_until(
+        lambda: _totals(_ab_report(local_stack, "questionAnswer", since), "match.qa") == want,
+        what="the page's feedback in mmsearch ab report",
+        timeout=30,
+    )
+    wait_until(
+        lambda: _totals(_ab_report(local_stack, "textToImage", since), "match.t2i")["clicks"] == 1,
+        what="the photo's click in mmsearch ab report",
+        timeout=30,
+    )
 
 
 # --- images ------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from mmsearch.cli.main import cli
 from offline.eval.judged import FAQ_QUERIES
-from tests.fixtures.search import RunningSearch
+from tests.fixtures.search import RunningSearch, Stores
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +28,14 @@ def _eval(search: RunningSearch, *args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def test_eval_compares_the_layers_experiments(search_service: RunningSearch, qrels: Path, tmp_path: Path) -> None:
+def test_eval_compares_the_layers_experiments(
+    search_service: RunningSearch, search_stores: Stores, qrels: Path, tmp_path: Path
+) -> None:
     out, page = tmp_path / "report.json", tmp_path / "report.html"
     code, output = _eval(
         search_service,
         *("--qrels", str(qrels), "--layer", "match.qa", "--pin", "rank.qa=rank.qa.dummy"),
+        *("--mongo-uri", search_stores.mongo_uri),
         *("--out", str(out), "--html", str(page), "--seed", "7"),
     )
     assert code == 0, output
@@ -50,6 +53,12 @@ def test_eval_compares_the_layers_experiments(search_service: RunningSearch, qre
         assert 0 <= data["mrr@10"] <= 1
         assert 0 <= data["ndcg@10"] <= 1
         assert data["latency_ms"]["p50"] > 0
+    assert report["corpus"] == {
+        "judged_ids": 40,
+        "judged_ids_not_in_corpus": 0,
+        "queries_unfindable": 0,
+        "examples": [],
+    }
     assert set(report["comparisons"]) == {"match.qa.hybrid", "match.qa.weighted"}
     for metric in report["comparisons"]["match.qa.hybrid"].values():
         lo, hi = metric["ci"]
@@ -67,10 +76,35 @@ def test_eval_compares_the_layers_experiments(search_service: RunningSearch, qre
     assert "match.qa.hybrid: R@1" in output
 
 
+def test_judged_ids_the_corpus_lacks_are_counted_and_scored_as_misses(
+    search_service: RunningSearch, search_stores: Stores, qrels: Path, tmp_path: Path
+) -> None:
+    rows = qrels.read_text().splitlines()[:6]
+    rows.append(json.dumps({"query": "building permit", "relevant": {"no-such-doc": 1}}))
+    rows.append(json.dumps({"query": "fire safety", "relevant": {"1": 1, "also-missing": 2}}))
+    qrels.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "r.json"
+    code, output = _eval(
+        search_service,
+        *("--qrels", str(qrels), "--experiments", "match.qa.base", "--out", str(out)),
+        *("--mongo-uri", search_stores.mongo_uri),
+    )
+    assert code == 0, output
+    report = json.loads(out.read_text())
+    assert report["queries"] == 8  # kept and scored, never dropped
+    corpus = report["corpus"]
+    assert (corpus["judged_ids"], corpus["judged_ids_not_in_corpus"], corpus["queries_unfindable"]) == (8, 2, 1)
+    assert corpus["examples"] == ["also-missing", "no-such-doc"]
+    assert "2 of 8 judged ids are not in the corpus" in " ".join(output.split())
+
+
 @pytest.mark.parametrize(
     ("args", "says"),
     [
-        (("--scene", "nope"), "unknown scene 'nope'; the service has imageToImage, questionAnswer, textToImage"),
+        (
+            ("--scene", "nope"),
+            "unknown scene 'nope'; the service has chitchat, imageToImage, questionAnswer, textToImage",
+        ),
         (("--layer", "match.zz"), "unknown layer 'match.zz' in scene 'questionAnswer'; it has qp.qa, match.qa"),
         (("--experiments", "match.qa.base,match.qa.v9"), "unknown experiment(s) match.qa.v9 in layer 'match.qa'"),
         (("--pin", "rank.qa=rank.qa.xgboost"), "--pin 'rank.qa=rank.qa.xgboost': give LAYER=EXPERIMENT"),

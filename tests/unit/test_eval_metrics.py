@@ -114,3 +114,14 @@ def test_the_shipped_faq_judgements_are_current() -> None:
     assert shipped == faq_answer_queries()
     assert len(shipped) == 465
     assert all(len(q["relevant"]) == 1 and 20 <= len(q["query"]) <= 200 for q in shipped)
+
+
+def test_the_shipped_chatterbot_judgements_are_current() -> None:
+    """data/judged/chatterbot/queries.jsonl is exactly what its stated rule gives (see its README)."""
+    from offline.eval.judged import CHATTERBOT_QUERIES, chatterbot_reply_queries
+
+    shipped = [json.loads(line) for line in CHATTERBOT_QUERIES.read_text(encoding="utf-8").splitlines()]
+    assert shipped == chatterbot_reply_queries()
+    assert len(shipped) == 936
+    assert all(15 <= len(q["query"]) <= 200 and q["relevant"] for q in shipped)
+    assert len({q["query"] for q in shipped}) == len(shipped)  # every reply judges one utterance

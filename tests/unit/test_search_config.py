@@ -59,6 +59,9 @@ def _meta(model: str = "minilm", dim: int = 384, field: str = "question_emb") ->
     )
 
 
+CHATTERBOT = CollectionStatus(True, _meta().model_copy(update={"corpus": "chatterbot_qa"}))
+
+
 def test_default_config_parses_with_overlay_and_ab_layer() -> None:
     cfg = parse_config(DEFAULT.read_text(), "file")
     qa = cfg.scenes["questionAnswer"]
@@ -82,7 +85,7 @@ def test_default_config_parses_with_overlay_and_ab_layer() -> None:
     sargs = summary.experiments[0].args
     assert isinstance(sargs, SummaryArgs)
     assert sargs.summary_fields == ["question", "answer", "category"]
-    assert set(cfg.scenes) == {"questionAnswer", "textToImage", "imageToImage"}
+    assert set(cfg.scenes) == {"questionAnswer", "chitchat", "textToImage", "imageToImage"}
 
 
 def test_experiment_args_override_layer_and_scene_args() -> None:
@@ -189,7 +192,7 @@ def test_unused_experiment_is_accepted_with_a_warning(caplog: pytest.LogCaptureF
 
 def test_missing_model_or_collection_disables_only_that_scene() -> None:
     cfg = parse_config(DEFAULT.read_text(), "file")
-    status = {"faq_qa": CollectionStatus(True, _meta()), "photos": CollectionStatus(False)}
+    status = {"faq_qa": CollectionStatus(True, _meta()), "chatterbot_qa": CHATTERBOT, "photos": CollectionStatus(False)}
     out = check_environment(
         cfg, models={"minilm": _manifest("minilm")}, model_repo_root="/repo", describe_collection=status.__getitem__
     )
@@ -210,7 +213,11 @@ def test_missing_model_or_collection_disables_only_that_scene() -> None:
 
 def test_collection_built_with_another_model_is_refused() -> None:
     cfg = parse_config(DEFAULT.read_text(), "file")
-    status = {"faq_qa": CollectionStatus(True, _meta(model="other-sbert", dim=768)), "photos": CollectionStatus(False)}
+    status = {
+        "faq_qa": CollectionStatus(True, _meta(model="other-sbert", dim=768)),
+        "chatterbot_qa": CHATTERBOT,
+        "photos": CollectionStatus(False),
+    }
     with pytest.raises(ConfigError) as info:
         check_environment(
             cfg, models={"minilm": _manifest("minilm")}, model_repo_root="/r", describe_collection=status.__getitem__
@@ -231,7 +238,11 @@ def test_query_tower_paired_with_document_tower_is_accepted() -> None:
         corpus="photos",
         count=3,
     )
-    status = {"faq_qa": CollectionStatus(True, _meta()), "photos": CollectionStatus(True, photos)}
+    status = {
+        "faq_qa": CollectionStatus(True, _meta()),
+        "chatterbot_qa": CHATTERBOT,
+        "photos": CollectionStatus(True, photos),
+    }
     models = {
         "minilm": _manifest("minilm"),
         "clip-text": _manifest("clip-text", 512, "clip-image"),

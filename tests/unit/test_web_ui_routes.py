@@ -198,6 +198,31 @@ def test_bad_search_requests_are_400_with_the_reason(
     assert fragment in response.get_json()["error"]["message"]
 
 
+_FEEDBACK = {"requestId": "r1", "userId": "u1", "itemId": "7", "event": "click"}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({**_FEEDBACK, "event": "purchase"}, "event"),
+        ({**_FEEDBACK, "userId": "no spaces allowed"}, "user id"),
+        ({k: v for k, v in _FEEDBACK.items() if k != "itemId"}, "itemId"),
+        ({**_FEEDBACK, "extra": 1}, "extra"),
+        (["not", "an", "object"], "JSON object"),
+    ],
+)
+def test_bad_feedback_is_400_with_the_reason(client: FlaskClient, body: object, fragment: str) -> None:
+    response = client.post("/api/feedback", json=body)
+    assert response.status_code == 400
+    assert fragment in response.get_json()["error"]["message"]
+
+
+def test_feedback_with_the_search_service_down_is_a_readable_503(client: FlaskClient) -> None:
+    response = client.post("/api/feedback", json=_FEEDBACK)
+    assert response.status_code == 503
+    assert response.get_json()["error"]["code"] == "unreachable"
+
+
 def test_search_needs_a_json_body(client: FlaskClient) -> None:
     response = client.post("/api/search/qa", data="query=x", content_type="application/x-www-form-urlencoded")
     assert response.status_code == 400

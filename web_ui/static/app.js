@@ -287,21 +287,84 @@
     return parts.join(" · ");
   }
 
-  function renderQa(list, items, start) {
+  // ---- feedback: what the user does with a result goes back to the search service (mmsearch ab report) ----
+
+  // Fire and forget: a lost click must never get in the way of reading the results.
+  async function sendFeedback(card, event) {
+    const requestId = card.dataset.requestId;
+    if (!requestId) return false;
+    try {
+      const response = await fetch("/api/feedback", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ requestId, userId: card.dataset.userId, itemId: card.dataset.id, event }),
+      });
+      return response.ok;
+    } catch (_) {
+      return false;
+    }
+  }
+
+  // A result is "opened" once: its first open is the click that counts.
+  function opened(card) {
+    if (card.dataset.opened) return;
+    card.dataset.opened = "1";
+    sendFeedback(card, "click");
+  }
+
+  function feedbackButtons(card) {
+    if (!card.dataset.requestId) return null;
+    const status = el("span", { class: "fb-status", role: "status" });
+    const make = (event, label) => {
+      const button = el("button", { type: "button", class: `fb fb-${event}`, "aria-pressed": "false", text: label });
+      button.addEventListener("click", async () => {
+        if (button.getAttribute("aria-pressed") === "true") return;
+        button.setAttribute("aria-pressed", "true");
+        const ok = await sendFeedback(card, event);
+        if (!ok) button.setAttribute("aria-pressed", "false");
+        status.textContent = ok ? "Thanks" : "Not saved; try again";
+      });
+      return button;
+    };
+    return el("div", { class: "feedback" }, [make("like", "Helpful"), make("dislike", "Not helpful"), status]);
+  }
+
+  function resultCard(tag, className, item, result) {
+    return el(tag, {
+      class: className,
+      "data-id": item.id,
+      "data-request-id": result.requestId || null,
+      "data-user-id": result.userId,
+    });
+  }
+
+  function renderQa(list, items, start, result) {
     items.forEach((item, index) => {
       const chips = el("ul", { class: "chips", "aria-label": "Categories" });
       for (const category of item.category || []) chips.append(el("li", { class: "chip", text: category }));
+      const card = resultCard("li", "qa-card", item, result);
+      const answer = el("p", { class: "answer clamped", text: item.answer || "" });
+      const title = item.question || (item.missingSummary ? `Document ${item.id} (not found in the store)` : "(no question)");
+      // Answers show their first lines; opening one (the question is its button) is the result's click.
+      const open = el("button", { type: "button", class: "open", "aria-expanded": "false", text: title });
+      open.addEventListener("click", () => {
+        const expand = open.getAttribute("aria-expanded") !== "true";
+        open.setAttribute("aria-expanded", String(expand));
+        answer.classList.toggle("clamped", !expand);
+        if (expand) opened(card);
+      });
       const header = el("div", { class: "qa-head" }, [
         el("span", { class: "rank", text: String(start + index + 1) }),
-        el("h3", { class: "question", text: item.question || (item.missingSummary ? `Document ${item.id} (not found in the store)` : "(no question)") }),
+        el("h3", { class: "question" }, [open]),
         el("span", { class: "score", title: "score", text: formatScore(item.score) }),
       ]);
-      const card = el("li", { class: "qa-card", "data-id": item.id }, [
+      card.append(
         header,
-        el("p", { class: "answer", text: item.answer || "" }),
-        item.category && item.category.length ? chips : null,
-        debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null,
-      ]);
+        answer,
+        item.category && item.category.length ? chips : "",
+        feedbackButtons(card) || "",
+        debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : "",
+      );
       list.append(card);
     });
   }
@@ -324,8 +387,9 @@
   });
   lightbox.addEventListener("close", () => lightboxImg.removeAttribute("src"));
 
-  function renderImages(list, items) {
+  function renderImages(list, items, result) {
     for (const item of items) {
+      const card = resultCard("li", "image-card", item, result);
       const name = item.name || `image ${item.id}`;
       const url = safeImageUrl(item.url);
       let media;
@@ -336,7 +400,10 @@
           img.replaceWith(el("span", { class: "placeholder", text: "image unavailable" }));
         });
         media = el("button", { type: "button", class: "thumb", "aria-label": `Enlarge ${name}` }, [img]);
-        media.addEventListener("click", () => openLightbox(url, `${name} · score ${formatScore(item.score)}`));
+        media.addEventListener("click", () => {
+          openLightbox(url, `${name} · score ${formatScore(item.score)}`);
+          opened(card);
+        });
       } else {
         media = el("div", { class: "thumb broken" }, [el("span", { class: "placeholder", text: "no image URL" })]);
       }
@@ -344,8 +411,9 @@
         el("span", { class: "name", text: name, title: name }),
         el("span", { class: "score", text: formatScore(item.score) }),
       ]);
-      const details = debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null;
-      list.append(el("li", { class: "image-card", "data-id": item.id }, [el("figure", null, [media, caption]), details]));
+      const details = debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : "";
+      card.append(el("figure", null, [media, caption]), feedbackButtons(card) || "", details);
+      list.append(card);
     }
   }
 
@@ -367,8 +435,8 @@
       const noun = shown === 1 ? "result" : "results";
       const end = appending && items.length === 0 ? " (no more)" : "";
       setState(panel, "done", `${shown} ${noun} in ${Math.round(result.uiMs)} ms${end}`);
-      if (panel.dataset.scene === "qa") renderQa(list, items, list.children.length);
-      else renderImages(list, items);
+      if (panel.dataset.scene === "qa") renderQa(list, items, list.children.length, result);
+      else renderImages(list, items, result);
     }
     showDebug(result);
   }

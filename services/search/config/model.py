@@ -253,6 +253,16 @@ class RuntimeConfig:
                     "disabled": scene.disabled_reason,
                     "layers": {la.name: {e.name: e.ratio for e in la.experiments} for la in scene.layers},
                     "bucketizers": {la.name: la.bucketizer for la in scene.layers},
+                    # The MongoDB collections its results' documents come from (what `mmsearch eval` checks
+                    # judged ids against).
+                    "documents": sorted(
+                        {
+                            e.args.mongo_collection
+                            for la in scene.layers
+                            for e in la.experiments
+                            if isinstance(e.args, SummaryArgs)
+                        }
+                    ),
                 }
                 for scene in self.scenes.values()
             },
