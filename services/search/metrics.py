@@ -77,7 +77,7 @@ class SearchMetrics:
         )
         self.feedback_rejected = Counter(
             "mmsearch_search_feedback_rejected",
-            "Feedback refused: unknown_request, item_not_shown, duplicate.",
+            "Feedback not stored: unknown_request and item_not_shown (4xx), duplicate (200, recorded false).",
             ["reason"],
             registry=r,
         )
