@@ -104,6 +104,7 @@ def test_feedback_is_stored_once_and_refused_for_what_was_not_shown(
         ({**fb, "event": "purchase"}, 422, "invalid_request"),
         ({**fb, "value": "x" * 257}, 422, "invalid_request"),
         ({**fb, "value": 1e300}, 422, "invalid_request"),
+        ({**fb, "value": "x\udc00"}, 422, "invalid_request"),  # a lone surrogate: not text MongoDB can store
         ({**fb, "extra": 1}, 422, "invalid_request"),
         ({k: v for k, v in fb.items() if k != "itemId"}, 422, "invalid_request"),
     ]

@@ -52,9 +52,21 @@ class FeedbackRequest(BaseModel):
     def _bounded(cls, v: float | str | None) -> float | str | None:
         if isinstance(v, str) and len(v) > MAX_VALUE_CHARS:
             raise ValueError(f"value text is {len(v)} characters long; the limit is {MAX_VALUE_CHARS}")
+        if isinstance(v, str):
+            return _unicode(v)
         if isinstance(v, float) and (not math.isfinite(v) or abs(v) > MAX_ABS_VALUE):
             raise ValueError(f"value must be a finite number within ±{MAX_ABS_VALUE:g}")
         return v
+
+
+def _unicode(v: str) -> str:
+    # JSON allows "\ud800" (a lone surrogate): not Unicode text, and MongoDB cannot store it. (Plain str fields
+    # refuse it already; a float | str union passes it through.)
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"holds an unpaired UTF-16 surrogate at character {exc.start}: send valid Unicode") from exc
+    return v
 
 
 class FeedbackResponse(BaseModel):

@@ -96,6 +96,12 @@ class ExposureRecorder:
                     break
                 await asyncio.sleep(delay)
                 continue
+            except Exception:
+                # A bug of ours (a document MongoDB cannot take): counted and logged, and the writer goes on, so
+                # one bad batch never stops the recording of every later search.
+                log.exception("a batch of %d exposures could not be written", len(batch))
+                self.metrics.exposures_lost.labels("error").inc(len(batch))
+                return
             for doc in batch:
                 for layer in doc["experiments"]:
                     self.metrics.exposures.labels(doc["scene"], layer["layer"], layer["experiment"]).inc()
