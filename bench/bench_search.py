@@ -302,9 +302,18 @@ def start_stores(stack: ExitStack, work: Path) -> Any:
     return stores
 
 
-def start_search_service(stack: ExitStack, repo: Any, work: Path, stores: Any, config: str) -> str:
+def start_search_service(
+    stack: ExitStack,
+    repo: Any,
+    work: Path,
+    stores: Any,
+    config: str,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> str:
     """Tokenizer, model server (one ORT thread) and search service as processes over `stores`, the A/B `config`
-    in the Consul KV test double; returns the search service's URL. Everything stops when `stack` closes."""
+    in the Consul KV test double; returns the search service's URL. Everything stops when `stack` closes.
+    `extra_env` adds settings of the search service (MMSEARCH_SEARCH__...)."""
     from tests.doubles.consul_kv import ConsulKVDouble
     from tests.fixtures.grpc_services import start_service
     from tests.fixtures.search import CONSUL_KEY, start_search
@@ -327,7 +336,11 @@ def start_search_service(stack: ExitStack, repo: Any, work: Path, stores: Any, c
             consul=consul,
             consul_key=CONSUL_KEY,
             work_dir=work,
-            extra_env={"MMSEARCH_LOG_LEVEL": "WARNING", "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10"},
+            extra_env={
+                "MMSEARCH_LOG_LEVEL": "WARNING",
+                "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10",
+                **(extra_env or {}),
+            },
         )
     )
     return str(search.url)

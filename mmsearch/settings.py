@@ -104,7 +104,10 @@ class SearchSettings(BaseModel):
     max_offset: int = 1000
     max_upload_mb: int = 8
     stage_timeout_seconds: float = 3.0
-    # Online outcomes (collections exposures and events in mongo.database): kept this long (TTL indexes).
+    # Online outcomes (collections exposures and events in mongo.database). Off: no exposure documents (the log
+    # line stays) and POST /feedback answers 503 outcomes_disabled.
+    record_outcomes: bool = True
+    # Exposures and feedback events are kept this long (TTL indexes).
     outcomes_ttl_days: int = Field(default=30, ge=1)
     # Exposures wait here for their MongoDB write, off the request path; past this many, new ones are dropped
     # and counted (mmsearch_search_exposures_lost_total) while searches keep answering.

@@ -127,6 +127,7 @@ def _lifespan(settings: Settings, metrics: SearchMetrics, source: ConfigSource |
             metrics,
             queue_size=settings.search.exposure_queue_size,
             ttl_days=settings.search.outcomes_ttl_days,
+            enabled=settings.search.record_outcomes,
         )
         service = SearchService(settings, deps, metrics, src, exposures=recorder)
         app.state.service = service
@@ -272,7 +273,11 @@ _FEEDBACK_ERRORS: dict[int | str, dict[str, Any]] = {
         "description": "The item was not shown by that search (item_not_shown), or a field "
         "is missing, of the wrong type or out of range (invalid_request)",
     },
-    503: {"model": ErrorBody, "description": "MongoDB is down: the event was not stored, send it again"},
+    503: {
+        "model": ErrorBody,
+        "description": "MongoDB is down: the event was not stored, send it again (dependency_unavailable); or "
+        "this service records no outcomes (outcomes_disabled)",
+    },
 }
 
 

@@ -39,14 +39,14 @@ class SearchService:
         deps: Deps,
         metrics: SearchMetrics,
         source: ConfigSource,
-        exposures: ExposureRecorder | None = None,
+        exposures: ExposureRecorder,
     ) -> None:
         self.settings = settings
         self.deps = deps
         self.metrics = metrics
         self.manager = ConfigManager(settings, deps.vectors, metrics)
         self.source = source
-        self.exposures = exposures  # None: exposures go to the log only
+        self.exposures = exposures
 
     def check_query(self, text: str) -> str:
         stripped = text.strip()
@@ -116,20 +116,18 @@ class SearchService:
             )
         assert config is not None
         items = [item_model(it) for it in result.state.items]
-        if self.exposures is not None:
-            pinned = list(req.specified_layer_and_experiment) if req.use_debug else []
-            self.exposures.record(
-                exposure_document(
-                    request_id=request_id,
-                    user_id=user_id,
-                    scene=scene,
-                    experiments=result.experiments,
-                    pinned_layers=pinned,
-                    item_ids=[it.id for it in items],
-                    offset=req.offset,
-                    config_digest=config.digest,
-                )
+        self.exposures.record(
+            exposure_document(
+                request_id=request_id,
+                user_id=user_id,
+                scene=scene,
+                experiments=result.experiments,
+                pinned_layers=list(req.specified_layer_and_experiment) if req.use_debug else [],
+                item_ids=[it.id for it in items],
+                offset=req.offset,
+                config_digest=config.digest,
             )
+        )
         debug = None
         if req.use_debug:
             scene_cfg = config.scenes[scene]

@@ -287,3 +287,35 @@ def test_a_full_exposure_queue_drops_and_counts_while_searches_answer(  # noqa: 
         wait_until(accounted, what="every exposure stored or counted as lost", timeout=60)
         assert _metric(svc.url, 'mmsearch_search_exposures_lost_total{reason="queue_full"}') > 0
         assert _metric(svc.url, "mmsearch_search_exposures_total") > 0
+
+
+def test_outcomes_switched_off_record_nothing_and_say_so_to_feedback(  # noqa: PLR0917 - fixtures
+    model_repo: ModelRepository,
+    tokenizer_target: str,
+    model_server_target: str,
+    search_stores: Stores,
+    faq_corpus: FaqCorpus,
+    consul_kv: ConsulKVDouble,
+    mongo: Any,
+    tmp_path: Path,
+) -> None:
+    with start_search(
+        repo=model_repo.root,
+        tokenizer_target=tokenizer_target,
+        model_server_target=model_server_target,
+        milvus_uri=search_stores.milvus_uri,
+        mongo_uri=search_stores.mongo_uri,
+        consul=consul_kv,
+        consul_key="config/test/multimodal-config",
+        work_dir=tmp_path,
+        extra_env={"MMSEARCH_SEARCH__RECORD_OUTCOMES": "false"},
+    ) as svc:
+        body = _search(svc, "outcomes-off", topK=2)
+        item = body["searchItemModels"][0][0]["id"]
+        fb = {"requestId": body["requestId"], "userId": "outcomes-off", "itemId": item, "event": "click"}
+        status, out = svc.post("/feedback", fb)
+        assert (status, out["error"]) == (503, "outcomes_disabled")
+        assert "record_outcomes" in str(out["message"])
+        # The exposure log line is still written, with the request id.
+        wait_until(lambda: body["requestId"] in svc.log_text(), what="the exposure log line", timeout=30)
+    assert mongo.exposures.count_documents({"userId": "outcomes-off"}) == 0

@@ -34,6 +34,11 @@ class ItemNotShownError(SearchError):
     kind = "item_not_shown"
 
 
+class OutcomesDisabledError(SearchError):
+    status_code = 503
+    kind = "outcomes_disabled"
+
+
 class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -84,6 +89,11 @@ class FeedbackService:
         self.metrics = metrics
 
     async def record(self, req: FeedbackRequest) -> FeedbackResponse:
+        if not self.recorder.enabled:
+            raise OutcomesDisabledError(
+                "this search service records no outcomes (search.record_outcomes is false): feedback has no search "
+                "to belong to"
+            )
         exposure = self.recorder.pending(req.requestId) or await self.store.find_exposure(req.requestId)
         if exposure is None or exposure["userId"] != req.userId:
             self.metrics.feedback_rejected.labels("unknown_request").inc()

@@ -18,13 +18,17 @@ from services.search.outcomes.store import MongoOutcomeStore
 log = logging.getLogger(__name__)
 
 BATCH = 500
+LINGER_SECONDS = 0.25
 RETRY_DELAYS = (0.5, 1.0, 2.0)  # between the attempts of one batch
 WARN_EVERY_SECONDS = 30.0
 
 
 class ExposureRecorder:
-    def __init__(self, store: MongoOutcomeStore, metrics: SearchMetrics, *, queue_size: int, ttl_days: int) -> None:
+    def __init__(
+        self, store: MongoOutcomeStore, metrics: SearchMetrics, *, queue_size: int, ttl_days: int, enabled: bool = True
+    ) -> None:
         self.store = store
+        self.enabled = enabled
         self.metrics = metrics
         self.ttl_days = ttl_days
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=queue_size)
@@ -36,9 +40,12 @@ class ExposureRecorder:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="exposure-writer")
+        if self.enabled:
+            self._task = asyncio.create_task(self._run(), name="exposure-writer")
 
     def record(self, doc: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
         try:
             self._queue.put_nowait(doc)
         except asyncio.QueueFull:
@@ -76,7 +83,16 @@ class ExposureRecorder:
                     return
                 continue
             batch = [first]
-            while len(batch) < BATCH and not self._queue.empty():
+            # Linger a moment so a batch carries many exposures: one insert per LINGER_SECONDS under load rather
+            # than one per search, which is what costs the store (and a co-located one, the search path) CPU.
+            deadline = time.monotonic() + LINGER_SECONDS
+            while len(batch) < BATCH:
+                if self._queue.empty():
+                    left = deadline - time.monotonic()
+                    if left <= 0 or self._stopping:
+                        break
+                    await asyncio.sleep(min(left, 0.05))
+                    continue
                 batch.append(self._queue.get_nowait())
             await self._write(batch)
             for doc in batch:
