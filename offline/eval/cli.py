@@ -145,7 +145,9 @@ def evaluate(  # noqa: PLR0917 - one parameter per flag
         )
     corpus = report["corpus"]
     if corpus["judged_ids_not_in_corpus"] is None:
-        click.echo(f"judged ids not checked against the corpus: MongoDB at {mongo.uri} could not be read", err=True)
+        click.echo(
+            f"judged ids not checked against the corpus (MongoDB at {mongo.uri}): see the warning above", err=True
+        )
     elif corpus["judged_ids_not_in_corpus"]:
         click.echo(
             f"warning: {corpus['judged_ids_not_in_corpus']} of {corpus['judged_ids']} judged ids are not in the "

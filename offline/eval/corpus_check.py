@@ -19,11 +19,14 @@ _CHUNK = 1000
 
 def ids_not_in_corpus(mongo: MongoSettings, collections: Sequence[str], judged: Iterable[Judgement]) -> set[str] | None:
     """The judged ids found in none of the scene's document collections; None when MongoDB cannot be read (the
-    eval still runs, and says so)."""
+    eval still runs, and says so), or when the scene names no document collection to look in."""
     from pymongo.errors import PyMongoError
 
     from mmsearch.stores import mongo_client
 
+    if not collections:
+        log.warning("the scene names no document collection: judged ids not checked against the corpus")
+        return None
     wanted = sorted({doc_id for j in judged for doc_id in j.relevant})
     client = mongo_client(mongo, appname="mmsearch-eval")
     found: set[str] = set()
