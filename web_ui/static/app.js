@@ -358,13 +358,14 @@
         el("h3", { class: "question" }, [open]),
         el("span", { class: "score", title: "score", text: formatScore(item.score) }),
       ]);
-      card.append(
+      const parts = [
         header,
         answer,
-        item.category && item.category.length ? chips : "",
-        feedbackButtons(card) || "",
-        debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : "",
-      );
+        item.category && item.category.length ? chips : null,
+        feedbackButtons(card),
+        debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null,
+      ];
+      card.append(...parts.filter(Boolean));
       list.append(card);
     });
   }
@@ -411,8 +412,8 @@
         el("span", { class: "name", text: name, title: name }),
         el("span", { class: "score", text: formatScore(item.score) }),
       ]);
-      const details = debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : "";
-      card.append(el("figure", null, [media, caption]), feedbackButtons(card) || "", details);
+      const details = debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null;
+      card.append(...[el("figure", null, [media, caption]), feedbackButtons(card), details].filter(Boolean));
       list.append(card);
     }
   }
