@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -59,6 +59,8 @@ class ModelKind(StrEnum):
     TEXT_EMBEDDING = "text_embedding"  # sentence-transformers model (also multilingual CLIP query towers)
     CLIP_TEXT = "clip_text"
     CLIP_IMAGE = "clip_image"
+    # Scores (query, document) pairs: output `logits` [batch, labels]; the manifest says how logits become a score.
+    CROSS_ENCODER = "cross_encoder"
 
 
 class _Frozen(BaseModel):
@@ -122,6 +124,10 @@ class ModelManifest(_Frozen):
     # "passage: "): the tokenizer service applies the query prompt, `index` / `ingest` the document prompt.
     query_prompt: str | None = None
     document_prompt: str | None = None
+    # Cross-encoders: how the logits of one pair become its score. "none": logits[score_label] as is; "sigmoid":
+    # its logistic; "softmax": the probability of label score_label over all labels.
+    activation: Literal["none", "sigmoid", "softmax"] | None = None
+    score_label: int | None = None
     source: ModelSource
     export: dict[str, Any] = Field(default_factory=dict)
     parity: list[Parity] = Field(default_factory=list)

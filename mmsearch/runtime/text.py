@@ -7,7 +7,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
 
@@ -40,6 +40,8 @@ class TextPreprocessor:
         pad_token = _pad_token(tokenizer, manifest)
         pad_id = tokenizer.token_to_id(pad_token)
         self._tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
+        self._pairs: Tokenizer | None = None
+        self._pad = (pad_id, pad_token)
 
     @classmethod
     def from_repo(cls, repo: ModelRepository, key: str) -> TextPreprocessor:
@@ -56,7 +58,27 @@ class TextPreprocessor:
         if not texts:
             raise ValueError("no texts to tokenize")
         prompt = {"query": self.manifest.query_prompt, "document": self.manifest.document_prompt}.get(role or "")
-        encodings = self._tok.encode_batch([prompt + t for t in texts] if prompt else texts)
+        return self._batch(self._tok.encode_batch([prompt + t for t in texts] if prompt else texts))
+
+    def prep_pairs(self, pairs: list[tuple[str, str]]) -> TextBatch:
+        """Token tensors for (query, document) pairs, as a cross-encoder takes them: `[CLS] query [SEP] document
+        [SEP]` with segment ids, cut to the model's maximum length from the document only (Hugging Face's
+        truncation="only_second"). A query too long to leave the document any room is cut too, rather than failing
+        as Hugging Face would."""
+        if not pairs:
+            raise ValueError("no (query, document) pairs to tokenize")
+        if self._pairs is None:
+            self._pairs = _pair_tokenizer(self._tok, self.manifest.max_seq_len, self._pad, "only_second")
+        try:
+            encodings = self._pairs.encode_batch(pairs)
+        except Exception as exc:  # tokenizers raises a bare Exception for "sequence to truncate too short"
+            if "truncat" not in str(exc).lower():
+                raise
+            fallback = _pair_tokenizer(self._tok, self.manifest.max_seq_len, self._pad, "longest_first")
+            encodings = fallback.encode_batch(pairs)
+        return self._batch(encodings)
+
+    def _batch(self, encodings: list[Encoding]) -> TextBatch:
         columns = {
             "input_ids": [e.ids for e in encodings],
             "attention_mask": [e.attention_mask for e in encodings],
@@ -64,6 +86,17 @@ class TextPreprocessor:
         }
         tensors = {name: np.asarray(columns[name], dtype=np.int64) for name in self.names}
         return TextBatch(tensors=tensors, truncated=[bool(e.overflowing) for e in encodings])
+
+
+def _pair_tokenizer(base: Tokenizer, max_len: int | None, pad: tuple[int | None, str], strategy: str) -> Tokenizer:
+    tok = Tokenizer.from_str(base.to_str())
+    tok.no_padding()
+    if max_len:
+        tok.enable_truncation(max_length=max_len, strategy=strategy)
+    else:
+        tok.no_truncation()
+    tok.enable_padding(pad_id=pad[0], pad_token=pad[1])
+    return tok
 
 
 def _pad_token(tokenizer: Tokenizer, manifest: ModelManifest) -> str:
