@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
+from mmsearch.model_repo import ModelKind, ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.settings import load_settings
 from offline.errors import reported
 
@@ -233,9 +233,12 @@ def models(repo: Path | None, as_json: bool) -> None:
     elif not manifests and not broken:
         click.echo(f"no models in {repository.root} (export one with `mmsearch export sbert|clip`)")
     elif manifests:
-        rows = [("KEY", "KIND", "DIM", "VARIANTS", "PARITY (min cosine)", "PAIRS WITH")]
+        rows = [("KEY", "KIND", "DIM", "VARIANTS", "PARITY (min cosine; cross-encoders: max abs diff)", "PAIRS WITH")]
         for m in manifests:
-            parity = " ".join(f"{p.variant}={p.min_cosine:.6f}" for p in m.parity) or "-"
+            if m.kind == ModelKind.CROSS_ENCODER:
+                parity = " ".join(f"{p.variant}={p.max_abs_diff:.1e}" for p in m.parity) or "-"
+            else:
+                parity = " ".join(f"{p.variant}={p.min_cosine:.6f}" for p in m.parity) or "-"
             rows.append(
                 (m.key, str(m.kind), str(m.embedding_dim), ",".join(["fp32", *m.variants]), parity, m.pairs_with or "-")
             )
