@@ -58,6 +58,17 @@ class TokenizerClient:
         reply = await call(SERVICE, "Tokenize", lambda: stub.Tokenize(request, timeout=timeout or self.timeout))
         return TokenizedTexts(tensors=map_from_proto(reply.tensors), truncated=list(reply.truncated))
 
+    async def tokenize_pairs(
+        self, model: str, query: str, documents: Sequence[str], *, timeout: float | None = None
+    ) -> TokenizedTexts:
+        """Token tensors of (query, document) pairs for the cross-encoder `model`, one row per document."""
+        stub = self._get_stub()
+        request = tokenizer_pb2.TokenizePairsRequest(model_name=model, query=query, documents=list(documents))
+        reply = await call(
+            SERVICE, "TokenizePairs", lambda: stub.TokenizePairs(request, timeout=timeout or self.timeout)
+        )
+        return TokenizedTexts(tensors=map_from_proto(reply.tensors), truncated=list(reply.truncated))
+
     async def preprocess_images(
         self, model: str, images: Sequence[bytes], *, timeout: float | None = None
     ) -> dict[str, npt.NDArray[np.float32]]:

@@ -91,6 +91,16 @@ class PreprocessorCache:
             )
         return loaded.text
 
+    def pairs(self, key: str) -> TextPreprocessor:
+        """The text preprocessor of a cross-encoder (the only kind that scores (query, document) pairs)."""
+        loaded = self.get(key)
+        if loaded.manifest.kind != ModelKind.CROSS_ENCODER or loaded.text is None:
+            raise WrongKindError(
+                f"model {key!r} is a {loaded.manifest.kind} model, not a cross_encoder: it does not score "
+                "(query, document) pairs" + ("; send its texts to Tokenize" if loaded.text else "")
+            )
+        return loaded.text
+
     def image(self, key: str) -> ImagePreprocessor:
         loaded = self.get(key)
         if loaded.image is None:

@@ -65,6 +65,13 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
     ) -> tokenizer_pb2.TokenizeResponse:
         return await self.rpc.run("Tokenize", self._label(request.model_name), context, lambda: self._tokenize(request))
 
+    async def TokenizePairs(  # noqa: N802
+        self, request: tokenizer_pb2.TokenizePairsRequest, context: Context
+    ) -> tokenizer_pb2.TokenizeResponse:
+        return await self.rpc.run(
+            "TokenizePairs", self._label(request.model_name), context, lambda: self._tokenize_pairs(request)
+        )
+
     async def PreprocessImages(  # noqa: N802
         self, request: tokenizer_pb2.PreprocessImagesRequest, context: Context
     ) -> tokenizer_pb2.PreprocessImagesResponse:
@@ -80,6 +87,19 @@ class TokenizerServicer(tokenizer_pb2_grpc.TokenizerServicer):
         def work() -> tokenizer_pb2.TokenizeResponse:
             # Clients send query texts: the model's query prompt, if it has one, goes in front.
             batch = self.cache.text(request.model_name).prep(texts, role="query")
+            return tokenizer_pb2.TokenizeResponse(tensors=map_to_proto(batch.tensors), truncated=batch.truncated)
+
+        return await self._in_pool(request.model_name, work)
+
+    async def _tokenize_pairs(self, request: tokenizer_pb2.TokenizePairsRequest) -> tokenizer_pb2.TokenizeResponse:
+        documents = list(request.documents)
+        self._check_count("documents", len(documents))
+        if not request.query.strip():
+            raise invalid_argument("query is empty: send the text the documents are scored against")
+        self.metrics.items.labels("TokenizePairs", self._label(request.model_name)).observe(len(documents))
+
+        def work() -> tokenizer_pb2.TokenizeResponse:
+            batch = self.cache.pairs(request.model_name).prep_pairs([(request.query, d) for d in documents])
             return tokenizer_pb2.TokenizeResponse(tensors=map_to_proto(batch.tensors), truncated=batch.truncated)
 
         return await self._in_pool(request.model_name, work)

@@ -5,7 +5,6 @@ PyTorch does, with logits within 1e-4, on pairs it was not checked on at export.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,10 @@ from mmsearch.runtime.text import TextPreprocessor
 from offline.export.cross_encoder import FP32_MAX_ABS_DIFF, export_cross_encoder
 from offline.export.errors import ExportError
 from offline.export.variants import VariantRequest
-from tests.fixtures.models import minilm_source
+from tests.fixtures.models import write_classifier
 
 pytestmark = pytest.mark.integration
 
-TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 MS_MARCO = "cross-encoder/ms-marco-MiniLM-L-6-v2"
 QUERY = "when does the building permit office open?"
 DOCS = [
@@ -33,21 +31,6 @@ DOCS = [
     "营业时间为周一至周五。",
     "",
 ]
-
-
-def write_classifier(dest: Path, *, labels: int, seed: int) -> Path:
-    """A BertForSequenceClassification folder as a hub download lays it out: MiniLM's architecture and tokenizer,
-    random weights (seeded), `labels` outputs."""
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification
-
-    config = BertConfig.from_pretrained(str(minilm_source()), num_labels=labels)
-    config.architectures = ["BertForSequenceClassification"]
-    torch.manual_seed(seed)
-    BertForSequenceClassification(config).save_pretrained(str(dest))
-    for name in TOKENIZER_FILES:
-        shutil.copyfile(minilm_source() / name, dest / name)
-    return dest
 
 
 def torch_logits(folder: Path, query: str, docs: list[str]) -> np.ndarray:

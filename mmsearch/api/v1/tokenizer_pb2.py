@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mmsearch.api.v1 import tensor_pb2 as mmsearch_dot_api_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmmsearch/api/v1/tokenizer.proto\x12\x0fmmsearch.api.v1\x1a\x1cmmsearch/api/v1/tensor.proto\"4\n\x0fTokenizeRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\xaf\x01\n\x10TokenizeResponse\x12?\n\x07tensors\x18\x01 \x03(\x0b\x32..mmsearch.api.v1.TokenizeResponse.TensorsEntry\x12\x11\n\ttruncated\x18\x02 \x03(\x08\x1aG\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"=\n\x17PreprocessImagesRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\xac\x01\n\x18PreprocessImagesResponse\x12G\n\x07tensors\x18\x01 \x03(\x0b\x32\x36.mmsearch.api.v1.PreprocessImagesResponse.TensorsEntry\x1aG\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\x32\xc5\x01\n\tTokenizer\x12O\n\x08Tokenize\x12 .mmsearch.api.v1.TokenizeRequest\x1a!.mmsearch.api.v1.TokenizeResponse\x12g\n\x10PreprocessImages\x12(.mmsearch.api.v1.PreprocessImagesRequest\x1a).mmsearch.api.v1.PreprocessImagesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fmmsearch/api/v1/tokenizer.proto\x12\x0fmmsearch.api.v1\x1a\x1cmmsearch/api/v1/tensor.proto\"4\n\x0fTokenizeRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\"\xaf\x01\n\x10TokenizeResponse\x12?\n\x07tensors\x18\x01 \x03(\x0b\x32..mmsearch.api.v1.TokenizeResponse.TensorsEntry\x12\x11\n\ttruncated\x18\x02 \x03(\x08\x1aG\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"L\n\x14TokenizePairsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x11\n\tdocuments\x18\x03 \x03(\t\"=\n\x17PreprocessImagesRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x0e\n\x06images\x18\x02 \x03(\x0c\"\xac\x01\n\x18PreprocessImagesResponse\x12G\n\x07tensors\x18\x01 \x03(\x0b\x32\x36.mmsearch.api.v1.PreprocessImagesResponse.TensorsEntry\x1aG\n\x0cTensorsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\x32\xa0\x02\n\tTokenizer\x12O\n\x08Tokenize\x12 .mmsearch.api.v1.TokenizeRequest\x1a!.mmsearch.api.v1.TokenizeResponse\x12Y\n\rTokenizePairs\x12%.mmsearch.api.v1.TokenizePairsRequest\x1a!.mmsearch.api.v1.TokenizeResponse\x12g\n\x10PreprocessImages\x12(.mmsearch.api.v1.PreprocessImagesRequest\x1a).mmsearch.api.v1.PreprocessImagesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,12 +42,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TOKENIZERESPONSE']._serialized_end=312
   _globals['_TOKENIZERESPONSE_TENSORSENTRY']._serialized_start=241
   _globals['_TOKENIZERESPONSE_TENSORSENTRY']._serialized_end=312
-  _globals['_PREPROCESSIMAGESREQUEST']._serialized_start=314
-  _globals['_PREPROCESSIMAGESREQUEST']._serialized_end=375
-  _globals['_PREPROCESSIMAGESRESPONSE']._serialized_start=378
-  _globals['_PREPROCESSIMAGESRESPONSE']._serialized_end=550
+  _globals['_TOKENIZEPAIRSREQUEST']._serialized_start=314
+  _globals['_TOKENIZEPAIRSREQUEST']._serialized_end=390
+  _globals['_PREPROCESSIMAGESREQUEST']._serialized_start=392
+  _globals['_PREPROCESSIMAGESREQUEST']._serialized_end=453
+  _globals['_PREPROCESSIMAGESRESPONSE']._serialized_start=456
+  _globals['_PREPROCESSIMAGESRESPONSE']._serialized_end=628
   _globals['_PREPROCESSIMAGESRESPONSE_TENSORSENTRY']._serialized_start=241
   _globals['_PREPROCESSIMAGESRESPONSE_TENSORSENTRY']._serialized_end=312
-  _globals['_TOKENIZER']._serialized_start=553
-  _globals['_TOKENIZER']._serialized_end=750
+  _globals['_TOKENIZER']._serialized_start=631
+  _globals['_TOKENIZER']._serialized_end=919
 # @@protoc_insertion_point(module_scope)

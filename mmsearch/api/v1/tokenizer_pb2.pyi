@@ -73,12 +73,12 @@ class TokenizeResponse(_message.Message):
     @_builtins.property
     def tensors(self) -> _containers.MessageMap[_builtins.str, _tensor_pb2.Tensor]:
         """"input_ids", "attention_mask" and, where the model takes it, "token_type_ids";
-        int64, shape [len(texts), padded_length].
+        int64, shape [len(texts) or len(documents), padded_length].
         """
 
     @_builtins.property
     def truncated(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bool]:
-        """One flag per text: true where the text was cut to the model's max length."""
+        """One flag per text (or pair): true where it was cut to the model's max length."""
 
     def __init__(
         self,
@@ -93,6 +93,33 @@ class TokenizeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TokenizeResponse: _TypeAlias = TokenizeResponse  # noqa: Y015
+
+@_typing.final
+class TokenizePairsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_NAME_FIELD_NUMBER: _builtins.int
+    QUERY_FIELD_NUMBER: _builtins.int
+    DOCUMENTS_FIELD_NUMBER: _builtins.int
+    model_name: _builtins.str
+    """Key of a cross-encoder (manifest kind cross_encoder)."""
+    query: _builtins.str
+    @_builtins.property
+    def documents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        model_name: _builtins.str = ...,
+        query: _builtins.str = ...,
+        documents: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["documents", b"documents", "model_name", b"model_name", "query", b"query"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TokenizePairsRequest: _TypeAlias = TokenizePairsRequest  # noqa: Y015
 
 @_typing.final
 class PreprocessImagesRequest(_message.Message):

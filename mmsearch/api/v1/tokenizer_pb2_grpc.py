@@ -42,6 +42,11 @@ class TokenizerStub:
                 request_serializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeRequest.SerializeToString,
                 response_deserializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeResponse.FromString,
                 _registered_method=True)
+        self.TokenizePairs = channel.unary_unary(
+                '/mmsearch.api.v1.Tokenizer/TokenizePairs',
+                request_serializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizePairsRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeResponse.FromString,
+                _registered_method=True)
         self.PreprocessImages = channel.unary_unary(
                 '/mmsearch.api.v1.Tokenizer/PreprocessImages',
                 request_serializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.PreprocessImagesRequest.SerializeToString,
@@ -61,6 +66,14 @@ class TokenizerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def TokenizePairs(self, request, context):
+        """(query, document) pairs for a cross-encoder: the query once, the documents as a list; each pair is
+        [CLS] query [SEP] document [SEP] with segment ids, cut from the document's end to the model's max length.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PreprocessImages(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -73,6 +86,11 @@ def add_TokenizerServicer_to_server(servicer, server):
             'Tokenize': grpc.unary_unary_rpc_method_handler(
                     servicer.Tokenize,
                     request_deserializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeRequest.FromString,
+                    response_serializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeResponse.SerializeToString,
+            ),
+            'TokenizePairs': grpc.unary_unary_rpc_method_handler(
+                    servicer.TokenizePairs,
+                    request_deserializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizePairsRequest.FromString,
                     response_serializer=mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeResponse.SerializeToString,
             ),
             'PreprocessImages': grpc.unary_unary_rpc_method_handler(
@@ -110,6 +128,33 @@ class Tokenizer:
             target,
             '/mmsearch.api.v1.Tokenizer/Tokenize',
             mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeRequest.SerializeToString,
+            mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def TokenizePairs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.api.v1.Tokenizer/TokenizePairs',
+            mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizePairsRequest.SerializeToString,
             mmsearch_dot_api_dot_v1_dot_tokenizer__pb2.TokenizeResponse.FromString,
             options,
             channel_credentials,

@@ -37,6 +37,10 @@ class TokenizerStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> TokenizerAsyncStub: ...
     Tokenize: _grpc.UnaryUnaryMultiCallable[_tokenizer_pb2.TokenizeRequest, _tokenizer_pb2.TokenizeResponse]
+    TokenizePairs: _grpc.UnaryUnaryMultiCallable[_tokenizer_pb2.TokenizePairsRequest, _tokenizer_pb2.TokenizeResponse]
+    """(query, document) pairs for a cross-encoder: the query once, the documents as a list; each pair is
+    [CLS] query [SEP] document [SEP] with segment ids, cut from the document's end to the model's max length.
+    """
     PreprocessImages: _grpc.UnaryUnaryMultiCallable[_tokenizer_pb2.PreprocessImagesRequest, _tokenizer_pb2.PreprocessImagesResponse]
 
 @_typing.type_check_only
@@ -48,6 +52,10 @@ class TokenizerAsyncStub(TokenizerStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Tokenize: _aio.UnaryUnaryMultiCallable[_tokenizer_pb2.TokenizeRequest, _tokenizer_pb2.TokenizeResponse]  # type: ignore[assignment]
+    TokenizePairs: _aio.UnaryUnaryMultiCallable[_tokenizer_pb2.TokenizePairsRequest, _tokenizer_pb2.TokenizeResponse]  # type: ignore[assignment]
+    """(query, document) pairs for a cross-encoder: the query once, the documents as a list; each pair is
+    [CLS] query [SEP] document [SEP] with segment ids, cut from the document's end to the model's max length.
+    """
     PreprocessImages: _aio.UnaryUnaryMultiCallable[_tokenizer_pb2.PreprocessImagesRequest, _tokenizer_pb2.PreprocessImagesResponse]  # type: ignore[assignment]
 
 class TokenizerServicer(metaclass=_abc_1.ABCMeta):
@@ -62,6 +70,16 @@ class TokenizerServicer(metaclass=_abc_1.ABCMeta):
         request: _tokenizer_pb2.TokenizeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_tokenizer_pb2.TokenizeResponse, _abc.Awaitable[_tokenizer_pb2.TokenizeResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def TokenizePairs(
+        self,
+        request: _tokenizer_pb2.TokenizePairsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_tokenizer_pb2.TokenizeResponse, _abc.Awaitable[_tokenizer_pb2.TokenizeResponse]]:
+        """(query, document) pairs for a cross-encoder: the query once, the documents as a list; each pair is
+        [CLS] query [SEP] document [SEP] with segment ids, cut from the document's end to the model's max length.
+        """
 
     @_abc_1.abstractmethod
     def PreprocessImages(

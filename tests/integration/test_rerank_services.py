@@ -1,0 +1,135 @@
+"""A cross-encoder through the real tokenizer service and model server (gRPC over loopback): TokenizePairs gives
+the model's own tokenisation of (query, document) pairs, and Predict on those tensors, batched on the server
+with other callers' pairs, gives PyTorch's logits (exact order, within 1e-4)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mmsearch.model_repo import ModelRepository
+from mmsearch.runtime.text import TextPreprocessor
+from offline.export.cross_encoder import export_cross_encoder
+from services.model_server.client import ModelServerClient, ServiceCallError
+from services.tokenizer.client import TokenizedTexts, TokenizerClient
+from tests.fixtures.grpc_services import start_service
+from tests.fixtures.models import write_classifier
+
+pytestmark = pytest.mark.integration
+
+CE = "tiny-ce"
+QUERY = "when does the building permit office open?"
+DOCS = [
+    "The permit office opens at eight on weekdays.",
+    "Cats sleep most of the day.",
+    "Apply for a permit online; opening hours are listed on the city's site. " * 30,
+    "营业时间为周一至周五。",
+]
+
+
+@pytest.fixture(scope="module")
+def ce_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_classifier(tmp_path_factory.mktemp("ce-src"), labels=1, seed=11)
+
+
+@pytest.fixture(scope="module")
+def ce_repo(ce_source: Path, tmp_path_factory: pytest.TempPathFactory) -> ModelRepository:
+    repo = ModelRepository(tmp_path_factory.mktemp("ce-repo"))
+    export_cross_encoder(str(ce_source), repo, CE)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def services(ce_repo: ModelRepository, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    logs = tmp_path_factory.mktemp("ce-logs")
+    with (
+        start_service("tokenizer", ce_repo.root, log_dir=logs, name="ce-tok") as tok,
+        start_service("model", ce_repo.root, "--intra-op-threads", "1", log_dir=logs, name="ce-model") as model,
+    ):
+        yield tok.target, model.target
+
+
+def _pairs(target: str, model: str, query: str, docs: list[str]) -> TokenizedTexts:
+    async def go() -> TokenizedTexts:
+        client = TokenizerClient(target, timeout=30)
+        try:
+            return await client.tokenize_pairs(model, query, docs)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def _torch_logits(source: Path, query: str, docs: list[str]) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(source)).eval()
+    tok = AutoTokenizer.from_pretrained(str(source))
+    batch = tok([query] * len(docs), docs, truncation="only_second", max_length=512, padding=True, return_tensors="pt")
+    with torch.inference_mode():
+        return np.asarray(model(**batch).logits.float().numpy())
+
+
+def test_tokenize_pairs_equals_the_models_own_tokenizer(
+    services: tuple[str, str], ce_repo: ModelRepository, ce_source: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    got = _pairs(services[0], CE, QUERY, DOCS)
+    assert got.truncated == [False, False, True, False]
+    theirs = AutoTokenizer.from_pretrained(str(ce_source))(
+        [QUERY] * len(DOCS), DOCS, truncation="only_second", max_length=512, padding=True, return_tensors="np"
+    )
+    for name in ("input_ids", "attention_mask", "token_type_ids"):
+        np.testing.assert_array_equal(got.tensors[name], theirs[name])
+    local = TextPreprocessor.from_repo(ce_repo, CE).prep_pairs([(QUERY, d) for d in DOCS]).tensors
+    for name, array in local.items():
+        np.testing.assert_array_equal(got.tensors[name], array)
+
+
+def test_served_logits_order_pairs_as_pytorch_under_concurrent_batching(
+    services: tuple[str, str], ce_source: Path
+) -> None:
+    tok_target, model_target = services
+    queries = [QUERY, "cats", "如何申请建筑许可证？", "opening hours"]
+
+    async def score_all() -> list[np.ndarray]:
+        tok = TokenizerClient(tok_target, timeout=60)
+        model = ModelServerClient(model_target, timeout=60)
+        try:
+
+            async def one(query: str) -> np.ndarray:
+                pairs = await tok.tokenize_pairs(CE, query, DOCS)
+                out = await model.predict(CE, pairs.tensors, ["logits"])
+                return np.asarray(out["logits"])
+
+            # Concurrent callers: the server batches their pairs (of different lengths) into shared ORT calls.
+            return list(await asyncio.gather(*(one(q) for q in queries)))
+        finally:
+            await tok.close()
+            await model.close()
+
+    for query, served in zip(queries, asyncio.run(score_all()), strict=True):
+        reference = _torch_logits(ce_source, query, DOCS)
+        np.testing.assert_allclose(served, reference, atol=1e-4, err_msg=query)
+        assert list(np.argsort(-served[:, 0])) == list(np.argsort(-reference[:, 0])), query
+
+
+def test_pairs_for_a_model_that_is_not_a_cross_encoder_are_refused(tokenizer_target: str) -> None:
+    with pytest.raises(ServiceCallError) as info:
+        _pairs(tokenizer_target, "minilm", QUERY, DOCS)
+    assert info.value.code.name == "INVALID_ARGUMENT"
+    assert "not a cross_encoder" in info.value.details
+
+
+def test_pairs_without_documents_or_query_are_refused(services: tuple[str, str]) -> None:
+    for query, docs, says in ((QUERY, [], "documents is empty"), ("  ", DOCS, "query is empty")):
+        with pytest.raises(ServiceCallError) as info:
+            _pairs(services[0], CE, query, docs)
+        assert info.value.code.name == "INVALID_ARGUMENT"
+        assert says in info.value.details
