@@ -17,6 +17,8 @@ import numpy as np
 
 from mmsearch.collection_meta import from_properties
 from mmsearch.grpc_common.client import ServiceCallError
+from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.runtime.pair_scores import pair_scores
 from mmsearch.settings import Settings
 from mmsearch.stores import milvus_client, mongo_client
 from services.model_server.client import ModelServerClient
@@ -47,6 +49,7 @@ class GrpcQueryModels:
         self.metrics = metrics
         self.tokenizer = TokenizerClient(s.tokenizer_target, timeout=self.timeout)
         self.models = ModelServerClient(s.model_server_target, timeout=self.timeout)
+        self.repo = ModelRepository(settings.model_repo)
 
     async def _call(self, dep: Dependency, make: Awaitable[T]) -> T:
         try:
@@ -67,6 +70,16 @@ class GrpcQueryModels:
 
     async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
         return await self._call("model server", self.models.embed(model, inputs, output=output))
+
+    async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
+        # The manifest is read per call (a small file): a re-exported model's score rule applies at once.
+        try:
+            manifest = await asyncio.to_thread(self.repo.manifest, model)
+        except ModelRepoError as exc:
+            raise DependencyUnavailableError("model server", f"cross-encoder {model!r}: {exc}") from exc
+        pairs = await self._call("tokenizer", self.tokenizer.tokenize_pairs(model, query, documents))
+        out = await self._call("model server", self.models.predict(model, pairs.tensors, [manifest.embedding_output]))
+        return pair_scores(np.asarray(out[manifest.embedding_output], dtype=np.float32), manifest)
 
     async def ping_tokenizer(self) -> None:
         if not await self._call("tokenizer", self.tokenizer.health()):

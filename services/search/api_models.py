@@ -48,6 +48,9 @@ class DebugInfo(BaseModel):
     buckets: dict[str, int] = Field(default_factory=dict)
     configDigest: str  # noqa: N815
     configOrigin: str  # noqa: N815
+    # Layers that could not do their work and did something simpler (layer -> what and why), e.g. a
+    # cross-encoder past its timeoutMs that kept the recall order.
+    fallbacks: dict[str, str] = Field(default_factory=dict)
 
 
 class SearchResponse(BaseModel):

@@ -53,6 +53,13 @@ class SearchMetrics:
         self.config_source_up = Gauge(
             "mmsearch_search_config_source_up", "1 while the config source (file or Consul) answers.", registry=r
         )
+        self.rank_fallbacks = Counter(
+            "mmsearch_search_rank_fallbacks",
+            "Requests whose ranker could not run (a cross-encoder past timeoutMs or unavailable) and kept the "
+            "incoming order.",
+            ["scene", "layer", "experiment"],
+            registry=r,
+        )
         # Online outcomes (services/search/outcomes): what reached MongoDB, what did not, and the feedback.
         self.exposures = Counter(
             "mmsearch_search_exposures",

@@ -58,6 +58,8 @@ async def run_scene(
         raise
     for layer_name, exp in chosen.items():
         metrics.experiment_requests.labels(scene.name, layer_name, exp.name).inc()
+    for layer_name in state.fallbacks:
+        metrics.rank_fallbacks.labels(scene.name, layer_name, chosen[layer_name].name).inc()
     if state.missing_summaries:
         metrics.missing_summaries.labels(scene.name).inc(state.missing_summaries)
     return SearchResult(state, {k: v.name for k, v in chosen.items()}, stage_ms)

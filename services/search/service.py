@@ -137,6 +137,7 @@ class SearchService:
                 buckets={la.name: bucket_of(user_id, la.salt) for la in scene_cfg.layers if la.bucketizer == "sha256"},
                 configDigest=config.digest,
                 configOrigin=config.origin,
+                fallbacks=dict(result.state.fallbacks),
             )
         query_model: dict[str, Any] = {"query": req.query} if image is None else {"query": req.query, "image": True}
         return SearchResponse(

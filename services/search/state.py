@@ -63,3 +63,9 @@ class State:
     has_more: bool = False  # the ranked list goes on after this page
     # A matcher returned as many hits as it was asked for: the store may hold more than this list shows.
     matchers_full: bool = False
+    # Documents a stage already fetched from MongoDB ({id: fields}, from `documents_collection`): the cross-encoder
+    # reads its texts with the summary's fields, and the summary stage reuses them instead of fetching twice.
+    documents: Mapping[str, Mapping[str, Any]] = field(default_factory=lambda: _EMPTY)
+    documents_collection: str = ""
+    # What a stage could not do and did instead, by layer (a reranker past its time-out): shown in the debug block.
+    fallbacks: Mapping[str, str] = field(default_factory=lambda: _EMPTY)

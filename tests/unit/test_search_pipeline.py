@@ -40,6 +40,9 @@ class Models:
     async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
         return np.array([[1.0, 0.0]], dtype=np.float32)
 
+    async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
+        return np.zeros(len(documents), dtype=np.float32)
+
     async def ping_tokenizer(self) -> None:
         return None
 

@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from mmsearch.collection_meta import CollectionMeta
-from mmsearch.model_repo import ModelManifest
-from services.search.config.model import MatchArgs, QpArgs, RuntimeConfig, Scene
+from mmsearch.model_repo import ModelKind, ModelManifest
+from services.search.config.model import CROSS_ENCODER, MatchArgs, QpArgs, RankArgs, RuntimeConfig, Scene
 from services.search.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,21 @@ def check_environment(
                         f"model {args.model_name!r} is not in the model repository {model_repo_root} "
                         f"(export it with `mmsearch export`, then the model server loads it)"
                     )
+                    continue
+                if isinstance(args, RankArgs) and args.ranker_name == CROSS_ENCODER:
+                    found = models.get(args.model_name)
+                    if found is None:
+                        missing.append(
+                            f"cross-encoder {args.model_name or '(no modelName)'!r} of experiment {exp.name!r} is not "
+                            f"in the model repository {model_repo_root} (export one with `mmsearch export "
+                            "cross-encoder`, and set modelName in the rank experiment)"
+                        )
+                    elif found.kind != ModelKind.CROSS_ENCODER:
+                        problems.append(
+                            f"experiment {exp.name!r}: rankerName cross_encoder needs a cross_encoder model, and "
+                            f"{args.model_name!r} is a {found.kind} model (set modelName in the rank experiment: the "
+                            "scene's modelName is the embedding model)"
+                        )
                     continue
                 if not isinstance(args, MatchArgs):
                     continue

@@ -172,6 +172,15 @@ class RankArgs(_Args):
     max_reservation: int = Field(default=200, alias="maxReservation", gt=0, le=16384)
     mmr_lambda: float = Field(default=0.7, alias="mmrLambda", ge=0, le=1)
     blend_weights: dict[str, float] = Field(default_factory=dict, alias="blendWeights")
+    # cross_encoder: the model (a cross_encoder of the repository; set it in the rank experiment, since the
+    # scene's modelName is the embedding model), how many of recall's first items it rescores (the rest keep
+    # their order below them), the document field it reads, where from (default: the summary's collection),
+    # and how long it may take before the incoming order is kept instead.
+    model_name: str = Field(default="", alias="modelName")
+    rerank_top_n: int = Field(default=20, alias="rerankTopN", gt=0, le=1000)
+    document_field: str = Field(default="", alias="documentField")
+    mongo_collection: str = Field(default="", alias="mongoCollection")
+    timeout_ms: int = Field(default=500, alias="timeoutMs", gt=0, le=60_000)
 
 
 class SummaryArgs(_Args):
@@ -181,6 +190,7 @@ class SummaryArgs(_Args):
 
 
 StageArgs = QpArgs | MatchArgs | RankArgs | SummaryArgs
+CROSS_ENCODER = "cross_encoder"  # the ranker that rescores with a model (stages/rerank.py)
 _ARGS_BY_STAGE: dict[StageKind, type[_Args]] = {
     "qp": QpArgs,
     "match": MatchArgs,
@@ -374,7 +384,8 @@ def resolve(
 
 
 def _default_summary_collections(scene: Scene, problems: list[str]) -> Scene:
-    """A summary experiment without mongoCollection reads the collection of the scene's match experiment."""
+    """A summary experiment (or a cross_encoder rank experiment) without mongoCollection reads the collection of
+    the scene's match experiment."""
     collections = sorted(
         {e.args.milvus_args.collection_name for la in scene.layers_of("match") for e in la.experiments}  # type: ignore[union-attr]
     )
@@ -382,7 +393,10 @@ def _default_summary_collections(scene: Scene, problems: list[str]) -> Scene:
     for layer in scene.layers:
         exps = []
         for e in layer.experiments:
-            if isinstance(e.args, SummaryArgs) and not e.args.mongo_collection:
+            needs_collection = isinstance(e.args, SummaryArgs) or (
+                isinstance(e.args, RankArgs) and e.args.ranker_name == CROSS_ENCODER
+            )
+            if needs_collection and not e.args.mongo_collection:  # type: ignore[union-attr]
                 if len(collections) != 1:
                     problems.append(
                         f"experiment {e.name!r}: no mongoCollection, and the scene's match experiments use "
@@ -481,6 +495,8 @@ def _check_names(exp: str, args: StageArgs, matchers: set[str], rankers: set[str
                 out.append(f"experiment {exp!r}: unknown matcher {m!r} (known: {', '.join(sorted(matchers))})")
     if isinstance(args, RankArgs) and args.ranker_name not in rankers:
         out.append(f"experiment {exp!r}: unknown ranker {args.ranker_name!r} (known: {', '.join(sorted(rankers))})")
+    if isinstance(args, RankArgs) and args.ranker_name == CROSS_ENCODER and not args.document_field:
+        out.append(f"experiment {exp!r}: rankerName cross_encoder needs documentField (the document text it scores)")
     return out
 
 

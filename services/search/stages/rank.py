@@ -1,4 +1,5 @@
-"""Ranking: the reference's dummy ranker, maximal marginal relevance (diversity), and score blending."""
+"""Ranking: the reference's dummy ranker, maximal marginal relevance (diversity), score blending, and the
+cross-encoder (stages/rerank.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from services.search.config.model import RankArgs, StageArgs
 from services.search.ports import Deps
+from services.search.stages.rerank import CrossEncoderRanker
 from services.search.state import Item, State
 
 
@@ -95,11 +97,15 @@ class MmrRanker:
         return tuple(_scored(items[i], self.key, v) for i, v in picks)
 
 
-RANKERS: dict[str, Ranker] = {r.key: r for r in (DummyRanker(), MmrRanker(), BlendRanker())}
+RANKERS: dict[str, Ranker] = {r.key: r for r in (DummyRanker(), MmrRanker(), BlendRanker(), CrossEncoderRanker())}
 
 
 class RankStage:
     async def run(self, state: State, args: StageArgs, deps: Deps) -> State:
         assert isinstance(args, RankArgs)
         keep = state.query.keep(args.max_reservation)  # the whole depth is ranked; the page is cut after
-        return dataclasses.replace(state, items=RANKERS[args.ranker_name].rank(state.items, args, keep))
+        ranker = RANKERS[args.ranker_name]
+        if isinstance(ranker, CrossEncoderRanker):
+            layer = state.experiments["rank"].layer
+            return await ranker.rerank(state, args, deps, layer, keep)
+        return dataclasses.replace(state, items=ranker.rank(state.items, args, keep))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from services.search.config.model import StageArgs, SummaryArgs
 from services.search.ports import Deps
@@ -14,7 +15,12 @@ class SummaryStage:
         assert isinstance(args, SummaryArgs)
         if not state.items:
             return state
-        docs = await deps.documents.fetch(args.mongo_collection, [it.id for it in state.items], args.summary_fields)
+        # The cross-encoder may have fetched some of these documents already, with these fields: fetch the rest.
+        # (It fetched them with the summary's fields when both read the same collection.)
+        reused: dict[str, Any] = dict(state.documents) if state.documents_collection == args.mongo_collection else {}
+        wanted = [it.id for it in state.items if it.id not in reused]
+        fetched = await deps.documents.fetch(args.mongo_collection, wanted, args.summary_fields) if wanted else {}
+        docs = {**reused, **fetched}
         items = []
         missing = 0
         for it in state.items:
