@@ -169,11 +169,12 @@ async def service_run(
     latencies: list[float] = []
     stages: dict[str, list[float]] = {}
     errors = 0
+    fallbacks = 0  # answers whose debug block says a stage fell back (a reranker past its time-out)
     deadline = time.perf_counter() + seconds
     counter = iter(range(10**9))
 
     async def worker(http: httpx.AsyncClient) -> None:
-        nonlocal errors
+        nonlocal errors, fallbacks
         while time.perf_counter() < deadline:
             i = next(counter)
             body = {
@@ -189,7 +190,9 @@ async def service_run(
                 errors += 1
                 continue
             latencies.append(dt)
-            for k, v in r.json()["debug"]["stageMs"].items():
+            debug = r.json()["debug"]
+            fallbacks += bool(debug.get("fallbacks"))
+            for k, v in debug["stageMs"].items():
                 stages.setdefault(k, []).append(v)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -200,6 +203,7 @@ async def service_run(
         elapsed = time.perf_counter() - t0
     out: dict[str, Any] = summary(latencies, elapsed)
     out["errors"] = errors
+    out["fallbacks"] = fallbacks
     out["stage_p50_ms"] = {k: round(statistics.median(v), 2) for k, v in stages.items()}
     return out
 

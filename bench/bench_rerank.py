@@ -1,0 +1,136 @@
+"""Rerank benchmark: what a cross-encoder adds to a search, reranking the top 20 and the top 50 of recall.
+
+Setup (bounded, a couple of minutes on 2 cores): the real MiniLM and a cross-encoder of the same architecture as
+cross-encoder/ms-marco-MiniLM-L-6-v2 (BertForSequenceClassification, 6 layers, 384 hidden, MiniLM's tokenizer)
+with random weights, since no cross-encoder weights can be had offline: the latency depends on the architecture
+and the lengths of the pairs, not on the weights. Tokenizer, model server (one ORT thread), milvus-lite server,
+SecantusDB, the demo FAQ ingested, the search service with the demo A/B config plus two cross_encoder rank
+experiments (rerankTopN 20 and 50, documentField answer, timeoutMs 10000 so that none falls back).
+
+Measured on the same service, alternating sides round by round, at concurrency 1 and 8: p50/p99 and QPS of POST
+/qa/user/{id} pinned to match.qa.base and the rank experiment: dummy (no rerank, the baseline), ce20 and ce50.
+Ratios: rerank p50 over the baseline's. Writes bench/results/rerank.json.
+
+    .venv/bin/python -m bench.bench_rerank --seconds 10 --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import statistics
+import tempfile
+from contextlib import ExitStack
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.bench_search import build_repo, ratio, service_run, start_search_service, start_stores
+from bench.machine import machine_info
+
+log = logging.getLogger("bench.rerank")
+CONCURRENCY = (1, 8)
+CE = "bench-ce"
+SIDES = {"dummy": "rank.qa.dummy", "ce20": "rank.qa.ce20", "ce50": "rank.qa.ce50"}
+
+
+def bench_config(base: str) -> str:
+    doc = yaml.safe_load(base)
+    cfg = doc["scene-config"]
+    qa = next(s for s in cfg["scenes"] if s["name"] == "questionAnswer")
+    rank = next(la for la in qa["layers"] if la["name"] == "rank.qa")
+    for n in (20, 50):
+        rank["normalLayerArgs"].append({"experimentName": f"rank.qa.ce{n}", "ratio": 0.1})
+        args = {"rankerName": "cross_encoder", "modelName": CE, "documentField": "answer", "rerankTopN": n}
+        cfg["experiments"].append(
+            {
+                "layerName": "rank.qa",
+                "experimentName": f"rank.qa.ce{n}",
+                "extraExperimentArgs": {**args, "timeoutMs": 10_000},
+            }
+        )
+    return str(yaml.safe_dump(doc))
+
+
+def _median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    keys = ("p50_ms", "p99_ms", "qps")
+    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 2) for k in keys}
+    out["requests"] = sum(r["requests"] for r in rounds)
+    out["errors"] = sum(r["errors"] for r in rounds)
+    out["fallbacks"] = sum(r["fallbacks"] for r in rounds)
+    out["rank_stage_p50_ms"] = round(statistics.median(r["stage_p50_ms"].get("rank.qa", 0.0) for r in rounds), 2)
+    out["rounds"] = rounds
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=float, default=10.0, help="Measuring time per side, concurrency and round.")
+    ap.add_argument("--rounds", type=int, default=3, help="Rounds, sides alternating; medians are reported.")
+    ap.add_argument("--repo", type=Path, default=Path("var/bench/models"), help="Model repository (built if missing).")
+    ap.add_argument("--out", type=Path, default=Path("bench/results/rerank.json"))
+    ap.add_argument("--contended", action="store_true", help="Other work shares the CPU during this run.")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    load_before = os.getloadavg()[0]
+
+    from offline.export.cross_encoder import export_cross_encoder
+    from tests.fixtures.models import write_classifier
+    from tests.fixtures.search import AB_CONFIG, ingest_faq
+
+    repo = build_repo(args.repo)
+    raw: dict[str, dict[str, list[dict[str, Any]]]] = {side: {str(c): [] for c in CONCURRENCY} for side in SIDES}
+    with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-rerank-") as tmp:
+        work = Path(tmp)
+        if CE not in repo:
+            export_cross_encoder(str(write_classifier(work / "ce-src", labels=1, seed=0)), repo, CE)
+        stores = start_stores(stack, work)
+        faq = ingest_faq(repo, stores.milvus_uri, stores.mongo_uri, work / "ingest")
+        queries = list(faq.questions.values())
+        url = start_search_service(stack, repo, work, stores, bench_config(AB_CONFIG.read_text(encoding="utf-8")))
+        for n in range(args.rounds):
+            for c in CONCURRENCY:
+                # Alternate which side goes first, so drift in the machine's speed does not favour one side.
+                for side in SIDES if n % 2 == 0 else reversed(SIDES):
+                    pins = {"match.qa": "match.qa.base", "rank.qa": SIDES[side]}
+                    got = asyncio.run(service_run(url, queries, c, args.seconds, pins))
+                    raw[side][str(c)].append(got)
+                    log.info("round %d c=%d %s: p50 %.1f ms, %.1f q/s", n + 1, c, side, got["p50_ms"], got["qps"])
+    results = {side: {c: _median_of(rounds) for c, rounds in by_c.items()} for side, by_c in raw.items()}
+    ratios = {
+        f"c{c}_p50_{side}_over_dummy": ratio(results[side][str(c)]["p50_ms"], results["dummy"][str(c)]["p50_ms"])
+        for c in CONCURRENCY
+        for side in ("ce20", "ce50")
+    }
+    out = {
+        "benchmark": "rerank",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "setup": {
+            "corpus": "demo FAQ, 503 questions (HNSW); reranked text: the answers",
+            "cross_encoder": "BertForSequenceClassification, MiniLM-L6 architecture (6 layers, 384 hidden), random "
+            "weights, MiniLM's tokenizer, max length 512, fp32, CPU",
+            "sides": SIDES,
+            "match": "match.qa.base (ANN), maxReservation 50",
+            "top_k": 10,
+            "seconds_per_point": args.seconds,
+            "rounds": args.rounds,
+        },
+        "results": results,
+        "ratios": ratios,
+        "machine": machine_info(contended=args.contended or load_before > 1.0),
+        "load_average_before": round(load_before, 2),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps({"ratios": ratios}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
