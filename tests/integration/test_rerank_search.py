@@ -148,3 +148,35 @@ def test_past_the_timeout_the_recall_order_is_served_and_said(
     assert 'experiment="rank.qa.ce"' in line
     assert float(line.rsplit(" ", 1)[1]) >= 1
     consul_kv.put("config/test/rerank", _config(timeout_ms=30_000))
+    wait_until(
+        lambda: not _search(rerank_search, "rank.qa.ce")["debug"]["fallbacks"],
+        what="the 30 s timeout config applied again",
+        timeout=30,
+    )
+
+
+def test_eval_compares_the_rerank_experiment_with_no_rerank(rerank_search: RunningSearch, tmp_path: Path) -> None:
+    """The comparison runs end to end; with random weights its numbers say nothing about rerank quality."""
+    import json
+
+    from click.testing import CliRunner
+
+    from mmsearch.cli.main import cli
+    from offline.eval.judged import FAQ_QUERIES
+
+    qrels = tmp_path / "q.jsonl"
+    qrels.write_text("".join(FAQ_QUERIES.read_text(encoding="utf-8").splitlines(keepends=True)[:15]))
+    out = tmp_path / "rerank.json"
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("eval", "--search-url", rerank_search.url, "--qrels", str(qrels), "--layer", "rank.qa"),
+            *("--experiments", "rank.qa.dummy,rank.qa.ce", "--pin", "match.qa=match.qa.base", "--out", str(out)),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["layer"] == "rank.qa"
+    assert list(report["experiments"]) == ["rank.qa.dummy", "rank.qa.ce"]
+    assert report["experiments"]["rank.qa.ce"]["failed"] == 0
+    assert set(report["comparisons"]["rank.qa.ce"]) >= {"mrr@10", "ndcg@10"}
