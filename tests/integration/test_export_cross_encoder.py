@@ -18,7 +18,7 @@ from mmsearch.runtime.text import TextPreprocessor
 from offline.export.cross_encoder import FP32_MAX_ABS_DIFF, export_cross_encoder
 from offline.export.errors import ExportError
 from offline.export.variants import VariantRequest
-from tests.fixtures.models import write_classifier
+from tests.fixtures.models import torch_pair_logits, write_classifier
 
 pytestmark = pytest.mark.integration
 
@@ -31,17 +31,6 @@ DOCS = [
     "营业时间为周一至周五。",
     "",
 ]
-
-
-def torch_logits(folder: Path, query: str, docs: list[str]) -> np.ndarray:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(str(folder)).eval()
-    tok = AutoTokenizer.from_pretrained(str(folder))
-    batch = tok([query] * len(docs), docs, truncation="only_second", max_length=512, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        return np.asarray(model(**batch).logits.float().numpy())
 
 
 def onnx_logits(repo: ModelRepository, key: str, query: str, docs: list[str], variant: str = "") -> np.ndarray:
@@ -76,7 +65,7 @@ def test_a_one_label_cross_encoder_orders_pairs_exactly_as_pytorch(tmp_path: Pat
     assert m.variants == {"int8": "model.int8.onnx"}
 
     # Pairs the export never saw: same order as PyTorch, logits within 1e-4.
-    reference = torch_logits(source, QUERY, DOCS)
+    reference = torch_pair_logits(source, QUERY, DOCS)
     served = onnx_logits(repo, "ce", QUERY, DOCS)
     assert served.shape == (len(DOCS), 1)
     np.testing.assert_allclose(served, reference, atol=1e-4)
@@ -94,7 +83,7 @@ def test_two_labels_score_the_relevant_label_by_softmax(tmp_path: Path) -> None:
     repo = ModelRepository(tmp_path / "models")
     m = export_cross_encoder(str(source), repo, "ce2", variants=VariantRequest())
     assert (m.activation, m.score_label, m.outputs[0].shape) == ("softmax", 1, ["batch", 2])
-    reference = torch_logits(source, QUERY, DOCS)
+    reference = torch_pair_logits(source, QUERY, DOCS)
     served = onnx_logits(repo, "ce2", QUERY, DOCS)
     np.testing.assert_allclose(served, reference, atol=1e-4)
     e = np.exp(reference - reference.max(axis=1, keepdims=True))

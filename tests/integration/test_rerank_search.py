@@ -17,7 +17,7 @@ from mmsearch.model_repo import ModelRepository
 from offline.export.cross_encoder import export_cross_encoder
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.grpc_services import start_service
-from tests.fixtures.models import write_classifier
+from tests.fixtures.models import torch_pair_logits, write_classifier
 from tests.fixtures.search import AB_CONFIG, FaqCorpus, RunningSearch, Stores, start_search
 from tests.fixtures.stack import model_repo_with_minilm
 
@@ -83,14 +83,7 @@ def rerank_search(  # noqa: PLR0917 - pytest fixtures take their dependencies as
 
 
 def _torch_scores(source: Path, query: str, docs: list[str]) -> np.ndarray:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(str(source)).eval()
-    tok = AutoTokenizer.from_pretrained(str(source))
-    batch = tok([query] * len(docs), docs, truncation="only_second", max_length=512, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        logits = model(**batch).logits.float().numpy()
+    logits = torch_pair_logits(source, query, docs)
     return np.asarray(1 / (1 + np.exp(-logits[:, 0])))
 
 

@@ -17,7 +17,7 @@ from offline.export.cross_encoder import export_cross_encoder
 from services.model_server.client import ModelServerClient, ServiceCallError
 from services.tokenizer.client import TokenizedTexts, TokenizerClient
 from tests.fixtures.grpc_services import start_service
-from tests.fixtures.models import write_classifier
+from tests.fixtures.models import torch_pair_logits, write_classifier
 
 pytestmark = pytest.mark.integration
 
@@ -64,17 +64,6 @@ def _pairs(target: str, model: str, query: str, docs: list[str]) -> TokenizedTex
     return asyncio.run(go())
 
 
-def _torch_logits(source: Path, query: str, docs: list[str]) -> np.ndarray:
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    model = AutoModelForSequenceClassification.from_pretrained(str(source)).eval()
-    tok = AutoTokenizer.from_pretrained(str(source))
-    batch = tok([query] * len(docs), docs, truncation="only_second", max_length=512, padding=True, return_tensors="pt")
-    with torch.inference_mode():
-        return np.asarray(model(**batch).logits.float().numpy())
-
-
 def test_tokenize_pairs_equals_the_models_own_tokenizer(
     services: tuple[str, str], ce_repo: ModelRepository, ce_source: Path
 ) -> None:
@@ -115,7 +104,7 @@ def test_served_logits_order_pairs_as_pytorch_under_concurrent_batching(
             await model.close()
 
     for query, served in zip(queries, asyncio.run(score_all()), strict=True):
-        reference = _torch_logits(ce_source, query, DOCS)
+        reference = torch_pair_logits(ce_source, query, DOCS)
         np.testing.assert_allclose(served, reference, atol=1e-4, err_msg=query)
         assert list(np.argsort(-served[:, 0])) == list(np.argsort(-reference[:, 0])), query
 

@@ -8,8 +8,9 @@ import datetime as dt
 import json
 import random
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,15 @@ from services.search.bucketing import pick
 from services.search.config.manager import parse_config
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.ports import wait_until
-from tests.fixtures.search import AB_CONFIG, MONGO_DATABASE, FaqCorpus, RunningSearch, Stores, start_search
+from tests.fixtures.search import (
+    AB_CONFIG,
+    CONSUL_KEY,
+    MONGO_DATABASE,
+    FaqCorpus,
+    RunningSearch,
+    Stores,
+    start_search,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -254,27 +263,39 @@ def _metric(url: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def test_a_full_exposure_queue_drops_and_counts_while_searches_answer(  # noqa: PLR0917 - fixtures
+OwnSearch = Callable[[dict[str, str]], AbstractContextManager[RunningSearch]]
+
+
+@pytest.fixture
+def own_search(  # noqa: PLR0917 - pytest fixtures take their dependencies as parameters
     model_repo: ModelRepository,
     tokenizer_target: str,
     model_server_target: str,
     search_stores: Stores,
     faq_corpus: FaqCorpus,
     consul_kv: ConsulKVDouble,
-    mongo: Any,
     tmp_path: Path,
-) -> None:
-    with start_search(
-        repo=model_repo.root,
-        tokenizer_target=tokenizer_target,
-        model_server_target=model_server_target,
-        milvus_uri=search_stores.milvus_uri,
-        mongo_uri=search_stores.mongo_uri,
-        consul=consul_kv,
-        consul_key="config/test/multimodal-config",
-        work_dir=tmp_path,
-        extra_env={"MMSEARCH_SEARCH__EXPOSURE_QUEUE_SIZE": "1"},
-    ) as svc:
+) -> OwnSearch:
+    """One more search process over the session's services and stores, with settings of its own (env)."""
+
+    def start(env: dict[str, str]) -> AbstractContextManager[RunningSearch]:
+        return start_search(
+            repo=model_repo.root,
+            tokenizer_target=tokenizer_target,
+            model_server_target=model_server_target,
+            milvus_uri=search_stores.milvus_uri,
+            mongo_uri=search_stores.mongo_uri,
+            consul=consul_kv,
+            consul_key=CONSUL_KEY,
+            work_dir=tmp_path,
+            extra_env=env,
+        )
+
+    return start
+
+
+def test_a_full_exposure_queue_drops_and_counts_while_searches_answer(own_search: OwnSearch, mongo: Any) -> None:
+    with own_search({"MMSEARCH_SEARCH__EXPOSURE_QUEUE_SIZE": "1"}) as svc:
         users = [f"burst-{n}" for n in range(80)]
         with ThreadPoolExecutor(16) as pool:
             bodies = list(pool.map(lambda u: _search(svc, u, topK=3), users))
@@ -289,27 +310,8 @@ def test_a_full_exposure_queue_drops_and_counts_while_searches_answer(  # noqa: 
         assert _metric(svc.url, "mmsearch_search_exposures_total") > 0
 
 
-def test_outcomes_switched_off_record_nothing_and_say_so_to_feedback(  # noqa: PLR0917 - fixtures
-    model_repo: ModelRepository,
-    tokenizer_target: str,
-    model_server_target: str,
-    search_stores: Stores,
-    faq_corpus: FaqCorpus,
-    consul_kv: ConsulKVDouble,
-    mongo: Any,
-    tmp_path: Path,
-) -> None:
-    with start_search(
-        repo=model_repo.root,
-        tokenizer_target=tokenizer_target,
-        model_server_target=model_server_target,
-        milvus_uri=search_stores.milvus_uri,
-        mongo_uri=search_stores.mongo_uri,
-        consul=consul_kv,
-        consul_key="config/test/multimodal-config",
-        work_dir=tmp_path,
-        extra_env={"MMSEARCH_SEARCH__RECORD_OUTCOMES": "false"},
-    ) as svc:
+def test_outcomes_switched_off_record_nothing_and_say_so_to_feedback(own_search: OwnSearch, mongo: Any) -> None:
+    with own_search({"MMSEARCH_SEARCH__RECORD_OUTCOMES": "false"}) as svc:
         body = _search(svc, "outcomes-off", topK=2)
         item = body["searchItemModels"][0][0]["id"]
         fb = {"requestId": body["requestId"], "userId": "outcomes-off", "itemId": item, "event": "click"}
