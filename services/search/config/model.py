@@ -177,7 +177,8 @@ class RankArgs(_Args):
     # their order below them), the document field it reads, where from (default: the summary's collection),
     # and how long it may take before the incoming order is kept instead.
     model_name: str = Field(default="", alias="modelName")
-    rerank_top_n: int = Field(default=20, alias="rerankTopN", gt=0, le=1000)
+    # At most the tokenizer service's default max_batch (256 texts per call): one call carries all the pairs.
+    rerank_top_n: int = Field(default=20, alias="rerankTopN", gt=0, le=256)
     document_field: str = Field(default="", alias="documentField")
     mongo_collection: str = Field(default="", alias="mongoCollection")
     timeout_ms: int = Field(default=500, alias="timeoutMs", gt=0, le=60_000)
