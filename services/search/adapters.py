@@ -31,6 +31,7 @@ from services.tokenizer.client import TokenizerClient
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOT_LOADED = 101  # pymilvus: collection not loaded
+PAIR_CHUNK = 8  # (query, document) pairs per tokenizer + model server call of a cross-encoder
 
 
 async def _bounded(dep: Dependency, make: Awaitable[T], timeout: float, metrics: SearchMetrics | None) -> T:
@@ -77,9 +78,25 @@ class GrpcQueryModels:
             manifest = await asyncio.to_thread(self.repo.manifest, model)
         except ModelRepoError as exc:
             raise DependencyUnavailableError("model server", f"cross-encoder {model!r}: {exc}") from exc
-        pairs = await self._call("tokenizer", self.tokenizer.tokenize_pairs(model, query, documents))
-        out = await self._call("model server", self.models.predict(model, pairs.tensors, [manifest.embedding_output]))
-        return pair_scores(np.asarray(out[manifest.embedding_output], dtype=np.float32), manifest)
+        output = manifest.embedding_output
+        if not documents:
+            return np.zeros(0, dtype=np.float32)
+
+        async def chunk_logits(docs: list[str]) -> np.ndarray:
+            pairs = await self._call("tokenizer", self.tokenizer.tokenize_pairs(model, query, docs))
+            out = await self._call("model server", self.models.predict(model, pairs.tensors, [output]))
+            return np.asarray(out[output], dtype=np.float32)
+
+        # A request's pairs are padded to its longest pair, and the model server batches by request: sent as one,
+        # 20 documents of mixed length compute a third of their tokens as padding. Sorted by length and sent as
+        # small concurrent chunks, the server's batcher groups them by length and pads each group to its own.
+        order = sorted(range(len(documents)), key=lambda i: len(documents[i]))
+        chunks = [order[i : i + PAIR_CHUNK] for i in range(0, len(order), PAIR_CHUNK)]
+        parts = await asyncio.gather(*(chunk_logits([documents[i] for i in c]) for c in chunks))
+        logits = np.empty((len(documents), parts[0].shape[1]), dtype=np.float32)
+        for c, part in zip(chunks, parts, strict=True):
+            logits[c] = part
+        return pair_scores(logits, manifest)
 
     async def ping_tokenizer(self) -> None:
         if not await self._call("tokenizer", self.tokenizer.health()):

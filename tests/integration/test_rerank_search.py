@@ -24,7 +24,7 @@ from tests.fixtures.stack import model_repo_with_minilm
 pytestmark = pytest.mark.integration
 
 CE = "tiny-ce"
-TOP_N = 8
+TOP_N = 12  # two chunks of pairs (services/search/adapters.py PAIR_CHUNK = 8)
 QUERY = "how long does a building permit take?"
 
 
@@ -87,7 +87,7 @@ def _torch_scores(source: Path, query: str, docs: list[str]) -> np.ndarray:
     return np.asarray(1 / (1 + np.exp(-logits[:, 0])))
 
 
-def _search(svc: RunningSearch, rank: str, top_k: int = 12) -> dict[str, Any]:
+def _search(svc: RunningSearch, rank: str, top_k: int = 16) -> dict[str, Any]:
     pins = {"rank.qa": rank, "match.qa": "match.qa.base"}
     status, out = svc.post(
         "/qa/user/42", {"query": QUERY, "useDebug": True, "topK": top_k, "specifiedLayerAndExperiment": pins}
