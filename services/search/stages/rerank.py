@@ -8,7 +8,7 @@ phase does, so sorting by score gives the served order.
 
 Past `timeoutMs`, or when the tokenizer or model server cannot answer, the incoming order is kept, scored as the
 dummy ranker scores it, and the fallback is named in the state (the debug block and
-mmsearch_search_rerank_fallbacks_total say so).
+mmsearch_search_rank_fallbacks_total say so).
 """
 
 from __future__ import annotations
@@ -69,10 +69,10 @@ class CrossEncoderRanker:
         self, state: State, args: RankArgs, deps: Deps, ids: list[str]
     ) -> tuple[str, dict[str, dict[str, Any]]]:
         summary = state.experiments.get("summary")
+        summary_args = summary.args if summary is not None else None
         fields = [args.document_field]
-        same = summary is not None and isinstance(summary.args, SummaryArgs)
-        if same and summary.args.mongo_collection == args.mongo_collection:  # type: ignore[union-attr]
-            fields += [f for f in summary.args.summary_fields if f != args.document_field]  # type: ignore[union-attr]
+        if isinstance(summary_args, SummaryArgs) and summary_args.mongo_collection == args.mongo_collection:
+            fields += [f for f in summary_args.summary_fields if f != args.document_field]
         return args.mongo_collection, await deps.documents.fetch(args.mongo_collection, ids, fields)
 
     def _fallback(  # noqa: PLR0917 - the state, what to keep, why, and what was fetched
