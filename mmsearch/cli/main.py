@@ -17,7 +17,7 @@ _SERVE = {
 }
 
 _TOP = {
-    "export": ("offline.export.cli:export", "Export SBERT or CLIP models to ONNX in the model repository."),
+    "export": ("offline.export.cli:export", "Export SBERT, CLIP or cross-encoder models to ONNX (model repository)."),
     "preprocess": ("offline.preprocess.cli:preprocess", "Turn raw QA corpora or image folders into jsonl."),
     "index": ("offline.encode.cli:index", "Encode a jsonl corpus into vector shards (resumable)."),
     "push": ("offline.push.cli:push", "Bulk-load vectors into Milvus or documents into MongoDB."),
