@@ -58,8 +58,9 @@ class ExposureRecorder:
     def pending(self, request_id: str) -> dict[str, Any] | None:
         return self._pending.get(request_id)
 
-    async def stop(self, timeout: float = 10.0) -> None:
-        """Write what is queued (within `timeout`), then stop; what is left is counted as lost."""
+    async def stop(self, timeout: float = 3.0) -> None:
+        """Write what is queued (within `timeout`), then stop; what is left is counted as lost. A few seconds: a
+        reachable MongoDB takes a full queue in less, and when the local stack stops, MongoDB is going away too."""
         self._stopping = True
         if self._task is None:
             return
