@@ -35,6 +35,7 @@ class ExposureRecorder:
         # Exposures not yet written, by requestId: feedback that arrives before the write still finds its search.
         self._pending: dict[str, dict[str, Any]] = {}
         self._indexed = False
+        self._in_flight = 0  # exposures taken off the queue and not yet written or counted
         self._stopping = False
         self._last_warning = 0.0
         self._task: asyncio.Task[None] | None = None
@@ -70,7 +71,7 @@ class ExposureRecorder:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            left = self._queue.qsize()
+            left = self._queue.qsize() + self._in_flight
             if left:
                 self.metrics.exposures_lost.labels("shutdown").inc(left)
                 log.warning("stopped with %d exposures not written to MongoDB", left)
@@ -84,6 +85,7 @@ class ExposureRecorder:
                     return
                 continue
             batch = [first]
+            self._in_flight = 1
             # Linger a moment so a batch carries many exposures: one insert per LINGER_SECONDS under load rather
             # than one per search, which is what costs the store (and a co-located one, the search path) CPU.
             deadline = time.monotonic() + LINGER_SECONDS
@@ -95,7 +97,9 @@ class ExposureRecorder:
                     await asyncio.sleep(min(left, 0.05))
                     continue
                 batch.append(self._queue.get_nowait())
+                self._in_flight += 1
             await self._write(batch)
+            self._in_flight = 0
             for doc in batch:
                 self._pending.pop(doc["requestId"], None)
             self.metrics.exposure_queue.set(self._queue.qsize())
