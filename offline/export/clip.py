@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +33,7 @@ from mmsearch.model_repo import (
 from offline.export.errors import ExportError
 from offline.export.graph_io import declare_output_shapes
 from offline.export.parity import PARITY_TEXTS, ParityCase, enforce_fp32
-from offline.export.provenance import OPSET, export_record
+from offline.export.provenance import export_onnx, export_record
 from offline.export.source import WEIGHT_FILES, require_files, resolve_source
 from offline.export.text_inputs import normalizer_lowercases, tokenize
 from offline.export.variants import VariantRequest, VariantResult, write_variants
@@ -309,21 +308,15 @@ def _finish(
         reference = tower(*(torch.from_numpy(inputs[n]) for n in names)).float().numpy()
     dim = int(reference.shape[1])
     path = staging / "model.onnx"
-    log.info("exporting %s (opset %d)", draft.key, OPSET)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
-        warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-        torch.onnx.export(
-            tower,
-            tuple(torch.from_numpy(sample[n]) for n in names),
-            str(path),
-            input_names=names,
-            output_names=[EMBEDDING],
-            dynamic_axes={**axes, EMBEDDING: {0: "batch"}},
-            opset_version=OPSET,
-            do_constant_folding=True,
-            dynamo=False,
-        )
+    log.info("tracing %s", draft.key)
+    export_onnx(
+        tower,
+        tuple(torch.from_numpy(sample[n]) for n in names),
+        path,
+        input_names=names,
+        output_names=[EMBEDDING],
+        dynamic_axes={**axes, EMBEDDING: {0: "batch"}},
+    )
     outputs = [TensorSpec(name=EMBEDDING, dtype="float32", shape=["batch", dim])]
     declare_output_shapes(path, outputs)
     case = ParityCase(inputs, reference, EMBEDDING, description)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,7 +31,7 @@ from mmsearch.model_repo import (
 from offline.export.errors import ExportError
 from offline.export.graph_io import declare_output_shapes
 from offline.export.parity import ParityCase
-from offline.export.provenance import OPSET, export_record
+from offline.export.provenance import export_onnx, export_record
 from offline.export.source import WEIGHT_FILES, require_files, resolve_source
 from offline.export.text_inputs import normalizer_lowercases
 from offline.export.variants import VariantRequest, write_variants
@@ -265,22 +264,8 @@ class _Graph:
         return np.asarray(out.float().numpy(), dtype=np.float32)
 
     def export(self, path: Path, inputs: dict[str, npt.NDArray[np.int64]]) -> None:
-        import torch
-
         axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in self.names}
         axes["logits"] = {0: "batch"}
-        log.info("exporting ONNX graph (opset %d) to %s", OPSET, path.name)
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-            torch.onnx.export(
-                self.module,
-                self._args(inputs),
-                str(path),
-                input_names=self.names,
-                output_names=["logits"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        export_onnx(
+            self.module, self._args(inputs), path, input_names=self.names, output_names=["logits"], dynamic_axes=axes
+        )

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from mmsearch.runtime.text import Role
 from offline.export.errors import ExportError
 from offline.export.graph_io import declare_output_shapes
 from offline.export.parity import PARITY_TEXTS, ParityCase, enforce_fp32
-from offline.export.provenance import OPSET, export_record
+from offline.export.provenance import export_onnx, export_record
 from offline.export.source import WEIGHT_FILES, require_files, resolve_source
 from offline.export.text_inputs import normalizer_lowercases, tokenize
 from offline.export.variants import VariantRequest, write_variants
@@ -227,29 +226,17 @@ class SbertGraph:
         return emb.float().numpy(), tokens.float().numpy()
 
     def export(self, path: Path, inputs: dict[str, npt.NDArray[np.int64]]) -> None:
-        import torch
-
         axes: dict[str, dict[int, str]] = {n: {0: "batch", 1: "sequence"} for n in self.names}
         axes["sentence_embedding"] = {0: "batch"}
         axes["token_embeddings"] = {0: "batch", 1: "sequence"}
-        log.info("exporting ONNX graph (opset %d) to %s", OPSET, path.name)
-        with torch.no_grad(), warnings.catch_warnings():
-            # The tracer warns about Python control flow it freezes; the parity check on other shapes is the
-            # real test of that, so these warnings would only be noise (and errors under pytest).
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)  # type: ignore[attr-defined]
-            # The TorchScript exporter is deprecated but still the one that exports these models exactly.
-            warnings.filterwarnings("ignore", "You are using the legacy TorchScript-based ONNX export")
-            torch.onnx.export(
-                self.module,
-                self._args(inputs),
-                str(path),
-                input_names=self.names,
-                output_names=["sentence_embedding", "token_embeddings"],
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                do_constant_folding=True,
-                dynamo=False,
-            )
+        export_onnx(
+            self.module,
+            self._args(inputs),
+            path,
+            input_names=self.names,
+            output_names=["sentence_embedding", "token_embeddings"],
+            dynamic_axes=axes,
+        )
 
 
 def _write_tokenizer(model: Any, info: SbertFolder, dest: Path) -> bool:
