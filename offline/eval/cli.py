@@ -10,6 +10,7 @@ import click
 import httpx
 from tqdm import tqdm
 
+from mmsearch.experiments_api import ExperimentsUnavailableError, get_experiments
 from mmsearch.settings import LOOPBACK, SEARCH_PORT, load_settings
 from offline.errors import OfflineError, reported
 from offline.eval.corpus_check import ids_not_in_corpus
@@ -34,12 +35,9 @@ def _ints(text: str) -> list[int]:
 
 def _layers(url: str) -> dict[str, Any]:
     try:
-        response = httpx.get(f"{url.rstrip('/')}/experiments", timeout=10)
-    except httpx.HTTPError as exc:
-        raise EvalError(f"cannot reach the search service at {url} ({exc}): start it, or pass --search-url") from exc
-    if response.status_code != 200:
-        raise EvalError(f"{url}/experiments answered {response.status_code}: {response.text[:300]}")
-    scenes: dict[str, Any] = response.json()["scenes"]
+        scenes: dict[str, Any] = get_experiments(url)["scenes"]
+    except ExperimentsUnavailableError as exc:
+        raise EvalError(f"{exc}" + ("" if exc.reachable else ": start it, or pass --search-url")) from exc
     return scenes
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import click
 
+from mmsearch.experiments_api import ExperimentsUnavailableError, get_experiments
 from mmsearch.files import write_text_atomic
 from mmsearch.settings import LOOPBACK, SEARCH_PORT, load_settings
 from services.search.outcomes.report import LayerPlan, build_report
@@ -40,19 +41,13 @@ def _overview(search_url: str, config: Path | None) -> dict[str, Any]:
             return parse_config(config.read_text(encoding="utf-8"), f"file:{config}").overview()
         except ConfigError as exc:
             raise click.ClickException(f"invalid config {config}:\n  - " + "\n  - ".join(exc.problems)) from exc
-    import httpx
-
     try:
-        response = httpx.get(f"{search_url.rstrip('/')}/experiments", timeout=10)
-    except httpx.HTTPError as exc:
-        raise click.ClickException(
-            f"cannot reach the search service at {search_url} for the configured ratios ({exc}): start it, pass "
-            "--search-url, or read them from the A/B YAML with --config FILE"
-        ) from exc
-    if response.status_code != 200:
-        raise click.ClickException(f"{search_url}/experiments answered {response.status_code}: {response.text[:300]}")
-    overview: dict[str, Any] = response.json()
-    return overview
+        return get_experiments(search_url)
+    except ExperimentsUnavailableError as exc:
+        hint = (
+            "" if exc.reachable else ": start it, pass --search-url, or read them from the A/B YAML with --config FILE"
+        )
+        raise click.ClickException(f"configured ratios: {exc}{hint}") from exc
 
 
 def _plan(overview: dict[str, Any], scene: str) -> dict[str, LayerPlan]:
