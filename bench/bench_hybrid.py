@@ -21,29 +21,18 @@ import asyncio
 import json
 import logging
 import os
-import statistics
 import tempfile
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_search import build_repo, ratio, service_run, start_search_service, start_stores
+from bench.bench_search import build_repo, median_of, ratio, service_run, start_search_service, start_stores
 from bench.machine import machine_info
 
 log = logging.getLogger("bench.hybrid")
 CONCURRENCY = (1, 8)
 SIDES = {"ann": "match.qa.base", "hybrid": "match.qa.hybrid"}
-
-
-def _median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("p50_ms", "p99_ms", "qps")
-    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 2) for k in keys}
-    out["requests"] = sum(r["requests"] for r in rounds)
-    out["errors"] = sum(r["errors"] for r in rounds)
-    out["match_stage_p50_ms"] = round(statistics.median(r["stage_p50_ms"].get("match.qa", 0.0) for r in rounds), 2)
-    out["rounds"] = rounds
-    return out
 
 
 def main() -> None:
@@ -79,7 +68,7 @@ def main() -> None:
                     got = asyncio.run(service_run(search_url, queries, c, args.seconds, pins))
                     raw[side][str(c)].append(got)
                     log.info("round %d c=%d %s: p50 %.1f ms, %.1f q/s", n + 1, c, side, got["p50_ms"], got["qps"])
-    results = {side: {c: _median_of(rounds) for c, rounds in by_c.items()} for side, by_c in raw.items()}
+    results = {side: {c: median_of(rounds, "match.qa") for c, rounds in by_c.items()} for side, by_c in raw.items()}
     ratios = {
         f"c{c}_p50_hybrid_over_ann": ratio(results["hybrid"][str(c)]["p50_ms"], results["ann"][str(c)]["p50_ms"])
         for c in CONCURRENCY

@@ -21,36 +21,19 @@ import asyncio
 import json
 import logging
 import os
-import statistics
 import tempfile
 import time
-import urllib.request
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_search import build_repo, ratio, service_run, start_search_service, start_stores
+from bench.bench_search import build_repo, median_of, ratio, service_run, start_search_service, start_stores
 from bench.machine import machine_info
 
 log = logging.getLogger("bench.outcomes")
 CONCURRENCY = (1, 8)
 PINS = {"match.qa": "match.qa.base", "rank.qa": "rank.qa.dummy"}
-
-
-def _median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("p50_ms", "p99_ms", "qps")
-    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 2) for k in keys}
-    out["requests"] = sum(r["requests"] for r in rounds)
-    out["errors"] = sum(r["errors"] for r in rounds)
-    out["rounds"] = rounds
-    return out
-
-
-def _metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # noqa: S310 - the bench's loopback service
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 def main() -> None:
@@ -70,6 +53,7 @@ def main() -> None:
 
     from pymongo import MongoClient
 
+    from tests.fixtures.prometheus import metric_value, scrape
     from tests.fixtures.search import AB_CONFIG, MONGO_DATABASE, ingest_faq
 
     repo = build_repo(args.repo)
@@ -100,12 +84,12 @@ def main() -> None:
         deadline = time.monotonic() + 30
         while True:
             stored = client[MONGO_DATABASE].exposures.count_documents({})
-            lost = _metric(urls["on"], "mmsearch_search_exposures_lost_total")
+            lost = metric_value(scrape(urls["on"] + "/metrics"), "mmsearch_search_exposures_lost_total")
             if stored + lost >= answered or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
         client.close()
-    results = {side: {c: _median_of(rounds) for c, rounds in by_c.items()} for side, by_c in raw.items()}
+    results = {side: {c: median_of(rounds) for c, rounds in by_c.items()} for side, by_c in raw.items()}
     ratios = {
         f"c{c}_p50_on_over_off": ratio(results["on"][str(c)]["p50_ms"], results["off"][str(c)]["p50_ms"])
         for c in CONCURRENCY

@@ -21,7 +21,6 @@ import asyncio
 import json
 import logging
 import os
-import statistics
 import tempfile
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from bench.bench_search import build_repo, ratio, service_run, start_search_service, start_stores
+from bench.bench_search import build_repo, median_of, ratio, service_run, start_search_service, start_stores
 from bench.machine import machine_info
 
 log = logging.getLogger("bench.rerank")
@@ -55,17 +54,6 @@ def bench_config(base: str) -> str:
             }
         )
     return str(yaml.safe_dump(doc))
-
-
-def _median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
-    keys = ("p50_ms", "p99_ms", "qps")
-    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 2) for k in keys}
-    out["requests"] = sum(r["requests"] for r in rounds)
-    out["errors"] = sum(r["errors"] for r in rounds)
-    out["fallbacks"] = sum(r["fallbacks"] for r in rounds)
-    out["rank_stage_p50_ms"] = round(statistics.median(r["stage_p50_ms"].get("rank.qa", 0.0) for r in rounds), 2)
-    out["rounds"] = rounds
-    return out
 
 
 def main() -> None:
@@ -103,7 +91,7 @@ def main() -> None:
                     got = asyncio.run(service_run(url, queries, c, args.seconds, pins))
                     raw[side][str(c)].append(got)
                     log.info("round %d c=%d %s: p50 %.1f ms, %.1f q/s", n + 1, c, side, got["p50_ms"], got["qps"])
-    results = {side: {c: _median_of(rounds) for c, rounds in by_c.items()} for side, by_c in raw.items()}
+    results = {side: {c: median_of(rounds, "rank.qa") for c, rounds in by_c.items()} for side, by_c in raw.items()}
     ratios = {
         f"c{c}_p50_{side}_over_dummy": ratio(results[side][str(c)]["p50_ms"], results["dummy"][str(c)]["p50_ms"])
         for c in CONCURRENCY

@@ -350,6 +350,22 @@ def start_search_service(
     return str(search.url)
 
 
+def median_of(rounds: list[dict[str, Any]], stage_layer: str | None = None) -> dict[str, Any]:
+    """Rounds of `service_run` as one point: p50, p99 and QPS as medians, requests, errors and fallbacks summed, and
+    with `stage_layer` ("match.qa") that layer's median stage time as "<stage>_stage_p50_ms"; the rounds kept."""
+    keys = ("p50_ms", "p99_ms", "qps")
+    out: dict[str, Any] = {k: round(statistics.median(r[k] for r in rounds), 2) for k in keys}
+    for k in ("requests", "errors", "fallbacks"):
+        out[k] = sum(r[k] for r in rounds)
+    if stage_layer is not None:
+        stage = stage_layer.split(".")[0]
+        out[f"{stage}_stage_p50_ms"] = round(
+            statistics.median(r["stage_p50_ms"].get(stage_layer, 0.0) for r in rounds), 2
+        )
+    out["rounds"] = rounds
+    return out
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 

@@ -153,7 +153,8 @@ def in_process(fn: Callable[[], Any], items: int, seconds: float) -> dict[str, A
 
 def batch_stats(service: Any, model: str) -> tuple[float, float]:
     """(ORT calls, requests) the model server has counted for `model`."""
-    from tests.fixtures.grpc_services import metric_value, scrape_metrics
+    from tests.fixtures.grpc_services import scrape_metrics
+    from tests.fixtures.prometheus import metric_value
 
     text = scrape_metrics(service)
     return (
