@@ -29,10 +29,10 @@ from tests.fixtures.grpc_services import (
     RunningService,
     health_status,
     list_services,
-    metric_value,
     scrape_metrics,
     start_service,
 )
+from tests.fixtures.prometheus import metric_value
 
 pytestmark = pytest.mark.integration
 

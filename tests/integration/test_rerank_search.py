@@ -4,7 +4,6 @@ the served order of the reranked items checked against PyTorch's scores of the s
 
 from __future__ import annotations
 
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from offline.export.cross_encoder import export_cross_encoder
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.grpc_services import start_service
 from tests.fixtures.models import torch_pair_logits, write_classifier
+from tests.fixtures.prometheus import metric_value, scrape
 from tests.fixtures.search import AB_CONFIG, FaqCorpus, RunningSearch, Stores, start_search
 from tests.fixtures.stack import model_repo_with_minilm
 
@@ -135,11 +135,8 @@ def test_past_the_timeout_the_recall_order_is_served_and_said(
     out = _search(rerank_search, "rank.qa.ce")
     assert "cross_encoder took over 1 ms: recall order kept" in out["debug"]["fallbacks"]["rank.qa"]
     assert [it["id"] for it in out["searchItemModels"][0]] == [it["id"] for it in base]
-    with urllib.request.urlopen(rerank_search.url + "/metrics", timeout=10) as r:  # noqa: S310 - loopback
-        text = r.read().decode()
-    line = next(x for x in text.splitlines() if x.startswith("mmsearch_search_rank_fallbacks_total{"))
-    assert 'experiment="rank.qa.ce"' in line
-    assert float(line.rsplit(" ", 1)[1]) >= 1
+    text = scrape(rerank_search.url + "/metrics")
+    assert metric_value(text, "mmsearch_search_rank_fallbacks_total", experiment="rank.qa.ce") >= 1
     consul_kv.put("config/test/rerank", _config(timeout_ms=30_000))
     wait_until(
         lambda: not _search(rerank_search, "rank.qa.ce")["debug"]["fallbacks"],

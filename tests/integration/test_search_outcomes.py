@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from click.testing import CliRunner
+from click.testing import CliRunner, Result
 from pymongo import MongoClient
 
 from mmsearch.cli.main import cli
@@ -24,6 +23,7 @@ from services.search.bucketing import pick
 from services.search.config.manager import parse_config
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.ports import wait_until
+from tests.fixtures.prometheus import metric_value, scrape
 from tests.fixtures.search import (
     AB_CONFIG,
     CONSUL_KEY,
@@ -138,17 +138,22 @@ def test_feedback_is_stored_once_and_refused_for_what_was_not_shown(
     assert all(e["scene"] == "questionAnswer" and e["userId"] == "outcome-u2" for e in stored)
 
 
-def _report(svc: RunningSearch, search_stores: Stores, since: dt.datetime, *extra: str) -> dict[str, Any]:
+def _run_report(svc: RunningSearch, search_stores: Stores, since: dt.datetime, *extra: str) -> Result:
+    """`mmsearch ab report` for questionAnswer against the session's service and MongoDB, succeeded."""
     result = CliRunner().invoke(
         cli,
         [
-            *("ab", "report", "--scene", "questionAnswer", "--format", "json", "--since", since.isoformat()),
+            *("ab", "report", "--scene", "questionAnswer", "--since", since.isoformat()),
             *("--search-url", svc.url, "--mongo-uri", search_stores.mongo_uri, "--database", MONGO_DATABASE),
             *extra,
         ],
     )
     assert result.exit_code == 0, result.output
-    report: dict[str, Any] = json.loads(result.stdout)
+    return result
+
+
+def _report(svc: RunningSearch, search_stores: Stores, since: dt.datetime) -> dict[str, Any]:
+    report: dict[str, Any] = json.loads(_run_report(svc, search_stores, since, "--format", "json").stdout)
     return report
 
 
@@ -203,14 +208,14 @@ def test_ab_report_finds_a_known_click_difference_and_a_broken_split(
 
     # The same report as a table and as a page.
     page = tmp_path / "ab.html"
-    assert _report_text(search_service, search_stores, since, "--format", "html", "--out", str(page)).startswith(
+    assert _run_report(search_service, search_stores, since, "--format", "html", "--out", str(page)).output.startswith(
         "wrote"
     )
     text = page.read_text()
     assert text.startswith("<!doctype html>")
     assert HYBRID in text
     assert "<script" not in text
-    table = _report_text(search_service, search_stores, since, "--format", "table")
+    table = _run_report(search_service, search_stores, since, "--format", "table").output
     assert "(baseline)" in table
     assert "SRM" in table
 
@@ -229,19 +234,6 @@ def test_ab_report_finds_a_known_click_difference_and_a_broken_split(
     assert srm["p"] < 0.001
 
 
-def _report_text(svc: RunningSearch, search_stores: Stores, since: dt.datetime, *extra: str) -> str:
-    result = CliRunner().invoke(
-        cli,
-        [
-            *("ab", "report", "--scene", "questionAnswer", "--since", since.isoformat()),
-            *("--search-url", svc.url, "--mongo-uri", search_stores.mongo_uri, "--database", MONGO_DATABASE),
-            *extra,
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return result.output
-
-
 def test_ab_report_errors_name_what_to_fix(search_service: RunningSearch, search_stores: Stores) -> None:
     result = CliRunner().invoke(cli, ["ab", "report", "--scene", "nope", "--search-url", search_service.url])
     assert result.exit_code != 0
@@ -255,12 +247,6 @@ def test_ab_report_errors_name_what_to_fix(search_service: RunningSearch, search
     result = CliRunner().invoke(cli, ["ab", "report", "--scene", "questionAnswer", "--format", "html"])
     assert result.exit_code != 0
     assert "--out" in result.output
-
-
-def _metric(url: str, name: str) -> float:
-    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:  # noqa: S310 - loopback test server
-        text = r.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
 OwnSearch = Callable[[dict[str, str]], AbstractContextManager[RunningSearch]]
@@ -303,11 +289,13 @@ def test_a_full_exposure_queue_drops_and_counts_while_searches_answer(own_search
 
         def accounted() -> bool:
             stored = mongo.exposures.count_documents({"requestId": {"$in": ids}})
-            return bool(stored + _metric(svc.url, "mmsearch_search_exposures_lost_total") == len(ids))
+            lost = metric_value(scrape(svc.url + "/metrics"), "mmsearch_search_exposures_lost_total")
+            return bool(stored + lost == len(ids))
 
         wait_until(accounted, what="every exposure stored or counted as lost", timeout=60)
-        assert _metric(svc.url, 'mmsearch_search_exposures_lost_total{reason="queue_full"}') > 0
-        assert _metric(svc.url, "mmsearch_search_exposures_total") > 0
+        text = scrape(svc.url + "/metrics")
+        assert metric_value(text, "mmsearch_search_exposures_lost_total", reason="queue_full") > 0
+        assert metric_value(text, "mmsearch_search_exposures_total") > 0
 
 
 def test_outcomes_switched_off_record_nothing_and_say_so_to_feedback(own_search: OwnSearch, mongo: Any) -> None:

@@ -13,6 +13,7 @@ import yaml
 
 from mmsearch.model_repo import ModelRepository
 from tests.doubles.consul_kv import ConsulKVDouble
+from tests.fixtures.prometheus import scrape
 from tests.fixtures.search import (
     AB_CONFIG,
     CONSUL_KEY,
@@ -159,10 +160,7 @@ def test_ready_health_metrics_and_openapi(search_service: RunningSearch) -> None
         "config": "ok",
     }
     assert search_service.post("/qa/user/77", {"query": "insurance"})[0] == 200
-    import urllib.request
-
-    with urllib.request.urlopen(search_service.url + "/metrics", timeout=10) as r:  # noqa: S310
-        text = r.read().decode()
+    text = scrape(search_service.url + "/metrics")
     assert (
         'mmsearch_search_stage_seconds_bucket{experiment="match.qa.base",le="0.001",scene="questionAnswer",stage="match"}'
         in text

@@ -24,11 +24,11 @@ from tests.fixtures.grpc_services import (
     RunningService,
     health_status,
     list_services,
-    metric_value,
     scrape_metrics,
     start_service,
 )
 from tests.fixtures.ports import wait_until
+from tests.fixtures.prometheus import metric_value
 
 pytestmark = pytest.mark.integration
 

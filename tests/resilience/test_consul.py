@@ -15,6 +15,7 @@ import yaml
 
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.ports import free_port
+from tests.fixtures.prometheus import metric_value, scrape
 from tests.fixtures.resilience import FaultStack
 from tests.fixtures.search import AB_CONFIG, RunningSearch, start_search
 from tests.resilience.load import faq_bodies, load, summarize
@@ -56,11 +57,7 @@ def _wait(what: str, check: Callable[[], bool]) -> float:
 
 
 def _metric(search: RunningSearch, name: str) -> float:
-    import urllib.request
-
-    with urllib.request.urlopen(search.url + "/metrics", timeout=10) as reply:  # noqa: S310 - loopback
-        text = reply.read().decode()
-    return sum(float(ln.rsplit(" ", 1)[1]) for ln in text.splitlines() if ln.startswith(name))
+    return metric_value(scrape(search.url + "/metrics"), name)
 
 
 def _rank_experiments(search: RunningSearch, n: int = 20) -> set[str]:

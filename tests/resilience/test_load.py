@@ -6,13 +6,13 @@ MongoDB's: every search is now an exposure written to it, and a store that is be
 from __future__ import annotations
 
 import datetime as dt
-import urllib.request
 from typing import Any
 
 import pytest
 
 from offline.datasets.faq import load_faq
 from tests.fixtures.ports import wait_until
+from tests.fixtures.prometheus import metric_value, scrape
 from tests.fixtures.stack import LocalStack, child_pids
 from tests.resilience.load import faq_bodies, load, summarize, wait_load_done
 from tests.resilience.memory import sample_rss
@@ -40,9 +40,7 @@ def _exposures_since(stack: LocalStack, since: dt.datetime) -> int:
 
 
 def _lost_exposures(stack: LocalStack) -> float:
-    with urllib.request.urlopen(stack.search_url + "/metrics", timeout=10) as r:  # noqa: S310 - loopback stack
-        text = r.read().decode()
-    return sum(float(x.rsplit(" ", 1)[1]) for x in text.splitlines() if x.startswith("mmsearch_search_exposures_lost"))
+    return metric_value(scrape(stack.search_url + "/metrics"), "mmsearch_search_exposures_lost_total")
 
 
 def test_32_clients_for_60s_no_errors_and_stable_memory(local_stack: LocalStack) -> None:
