@@ -7,6 +7,7 @@ that are whole on disk; a re-run continues from there.
 from __future__ import annotations
 
 import hashlib
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,6 +61,21 @@ class IndexManifest(BaseModel):
     @property
     def shard_count(self) -> int:
         return -(-self.total // self.shard_size) if self.total else 0
+
+    @property
+    def job_key(self) -> str:
+        """What makes two runs the same job: shards of another key in the folder are never reused."""
+        spec = [self.model_key, self.model_sha256, self.field, self.input_sha256, self.total, self.shard_size]
+        return hashlib.sha256(json.dumps(spec).encode()).hexdigest()[:16]
+
+    def missing_shards(self) -> list[int]:
+        done = {s.index for s in self.shards}
+        return [i for i in range(self.shard_count) if i not in done]
+
+    def add_shard(self, shard: ShardInfo) -> None:
+        """Record a finished shard; shards may finish in any order (a distributed job), the list stays sorted."""
+        self.shards = sorted([s for s in self.shards if s.index != shard.index] + [shard], key=lambda s: s.index)
+        self.complete = len(self.shards) == self.shard_count
 
 
 class ManifestError(OfflineError):

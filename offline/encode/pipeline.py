@@ -21,20 +21,19 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from mmsearch.model_repo import ModelKind, ModelRepository
+from mmsearch.model_repo import ModelKind, ModelManifest, ModelRepository
 from mmsearch.runtime.encoder import OnnxEncoder, l2_normalize
 from mmsearch.runtime.image import ImageDecodeError, ImagePreprocessor
 from mmsearch.runtime.text import TextPreprocessor
 from offline.encode.manifest import (
     MANIFEST_NAME,
     IndexManifest,
-    ShardInfo,
     file_sha256,
     read_manifest,
     vector_field_name,
     write_manifest,
 )
-from offline.encode.shards import shard_ok, write_shard
+from offline.encode.shards import read_done_markers, shard_ok, write_shard
 from offline.errors import OfflineError
 from offline.preprocess.records import CorpusError, read_corpus
 
@@ -52,7 +51,7 @@ class EncodeSummary:
     dim: int
     total: int
     encoded: int  # rows encoded by this run (total minus what a previous run had finished)
-    resumed_from_shard: int
+    shards_done_before: int
     shards: int
     seconds: float
 
@@ -63,7 +62,7 @@ class EncodeSummary:
     def text(self) -> str:
         if self.encoded == 0:
             return f"{self.folder}: already complete ({self.total} vectors, {self.shards} shards); nothing to do"
-        resumed = f", resumed at shard {self.resumed_from_shard}" if self.resumed_from_shard else ""
+        resumed = f", resumed with {self.shards_done_before} shards done" if self.shards_done_before else ""
         return (
             f"encoded {self.encoded} of {self.total} rows with {self.model_key} ({self.dim}-d) in {self.seconds:.1f}s "
             f"= {self.docs_per_second:.1f} docs/s; {self.shards} shards in {self.folder}{resumed}"
@@ -107,8 +106,11 @@ def _load_rows(corpus: Path, field: str, is_image: bool) -> tuple[list[int], lis
     return ids, values
 
 
-def _plan(folder: Path, fresh: IndexManifest, restart: bool, replace_other_job: bool) -> IndexManifest:
-    """The manifest to continue with: the existing one when it is the same job, else a fresh one."""
+def plan_job(folder: Path, fresh: IndexManifest, restart: bool, replace_other_job: bool) -> IndexManifest:
+    """The manifest to continue with: the existing one when it is the same job, else a fresh one.
+
+    Shards recorded in vectors.json or left with a done marker by a distributed worker count as finished when
+    their files are whole, in any order; everything else is encoded (again)."""
     old = read_manifest(folder) if not restart else None
     if old is not None:
         same = {
@@ -121,27 +123,57 @@ def _plan(folder: Path, fresh: IndexManifest, restart: bool, replace_other_job: 
         diff = [f"{k}: {a} -> {b}" for k, (a, b) in same.items() if a != b]
         if diff and replace_other_job:
             log.info("%s: the corpus or model changed (%s); encoding from scratch", folder, "; ".join(diff))
-            return _plan(folder, fresh, True, False)
+            return plan_job(folder, fresh, True, False)
         if diff:
             raise EncodeError(
                 f"{folder} holds vectors of a different job ({'; '.join(diff)}); "
                 "pass --restart to discard them, or choose another --output"
             )
-        # Keep only the leading run of shards that are whole on disk.
-        kept: list[ShardInfo] = []
-        for s in old.shards:
-            if s.index != len(kept) or not shard_ok(folder, s, old.dim):
-                log.warning("%s: shard %d is missing or damaged; encoding again from there", folder, s.index)
-                break
-            kept.append(s)
-        old.shards = kept
-        old.complete = len(kept) == old.shard_count
+        candidates = {s.index: s for s in old.shards}
+        for index, shard in read_done_markers(folder, old.job_key).items():
+            candidates.setdefault(index, shard)
+        old.shards = []
+        for index in sorted(candidates):
+            if index < old.shard_count and shard_ok(folder, candidates[index], old.dim):
+                old.add_shard(candidates[index])
+            else:
+                log.warning("%s: shard %d is missing or damaged; encoding it again", folder, index)
+        old.complete = len(old.shards) == old.shard_count
         return old
     if restart and folder.exists():
-        for p in folder.glob("shard-*.npy"):
+        for p in folder.glob("shard-*"):  # vectors, ids and done markers
             p.unlink()
         (folder / MANIFEST_NAME).unlink(missing_ok=True)
     return fresh
+
+
+def check_model(repo: ModelRepository, model_key: str, field: str) -> tuple[ModelManifest, bool]:
+    """The model's manifest and whether it encodes images; refuses a text model for the image field."""
+    manifest = repo.manifest(model_key)  # ModelNotFoundError names the available keys
+    is_image = manifest.kind == ModelKind.CLIP_IMAGE
+    if field == "image" and not is_image:
+        raise EncodeError(
+            f"model {model_key!r} ({manifest.kind}) encodes text, but field 'image' holds image paths: "
+            "use an image model (kind clip_image)"
+        )
+    return manifest, is_image
+
+
+def fresh_manifest(
+    corpus: Path, repo: ModelRepository, model: ModelManifest, field: str, *, total: int, shard_size: int
+) -> IndexManifest:
+    return IndexManifest(
+        model_key=model.key,
+        model_kind=str(model.kind),
+        model_sha256=file_sha256(repo.onnx_path(model.key)),
+        dim=model.embedding_dim,
+        field=field,
+        vector_field=vector_field_name(field),
+        input_path=str(corpus.resolve()),
+        input_sha256=file_sha256(corpus),
+        total=total,
+        shard_size=shard_size,
+    )
 
 
 def encode_corpus(
@@ -167,41 +199,24 @@ def encode_corpus(
     """
     if batch_size < 1 or shard_size < 1:
         raise EncodeError("--batch-size and --shard-size must be at least 1")
-    manifest = repo.manifest(model_key)  # ModelNotFoundError names the available keys
-    is_image = manifest.kind == ModelKind.CLIP_IMAGE
-    if field == "image" and not is_image:
-        raise EncodeError(
-            f"model {model_key!r} ({manifest.kind}) encodes text, but field 'image' holds image paths: "
-            "use an image model (kind clip_image)"
-        )
+    model, is_image = check_model(repo, model_key, field)
     ids, values = _load_rows(corpus, field, is_image)
-    fresh = IndexManifest(
-        model_key=model_key,
-        model_kind=str(manifest.kind),
-        model_sha256=file_sha256(repo.onnx_path(model_key)),
-        dim=manifest.embedding_dim,
-        field=field,
-        vector_field=vector_field_name(field),
-        input_path=str(corpus.resolve()),
-        input_sha256=file_sha256(corpus),
-        total=len(ids),
-        shard_size=shard_size,
-    )
     folder.mkdir(parents=True, exist_ok=True)
-    plan = _plan(folder, fresh, restart, replace_other_job)
-    start_shard = len(plan.shards)
+    fresh = fresh_manifest(corpus, repo, model, field, total=len(ids), shard_size=shard_size)
+    plan = plan_job(folder, fresh, restart, replace_other_job)
+    done_before = len(plan.shards)
     if plan.complete:
         write_manifest(folder, plan)
-        return EncodeSummary(folder, model_key, plan.dim, plan.total, 0, start_shard, len(plan.shards), 0.0)
-    if start_shard:
-        log.info("%s: resuming at shard %d (%d of %d rows done)", folder, start_shard, plan.done_rows, plan.total)
+        return EncodeSummary(folder, model_key, plan.dim, plan.total, 0, done_before, len(plan.shards), 0.0)
+    if done_before:
+        log.info("%s: resuming with %d of %d rows done", folder, plan.done_rows, plan.total)
 
     # The reader thread tokenizes/decodes while ONNX Runtime runs: idle ORT threads must yield the core to it
     # instead of spin-waiting (spinning cost ~1/3 of the throughput on 2 cores).
     encoder = OnnxEncoder.from_repo(
         repo, model_key, providers=providers, config_entries={"session.intra_op.allow_spinning": "0"}
     )
-    prepare = _image_prep(repo, model_key, values) if is_image else _text_prep(repo, model_key, values)
+    prepare = image_prep(repo, model_key, values) if is_image else text_prep(repo, model_key, values)
     reader = _Reader(prepare, plan, batch_size=batch_size, is_image=is_image, values=values, depth=queue_batches)
     started = time.perf_counter()
     reader.start()
@@ -213,7 +228,7 @@ def encode_corpus(
         bar.close()
         reader.join(timeout=5)
     seconds = time.perf_counter() - started
-    return EncodeSummary(folder, model_key, plan.dim, plan.total, encoded, start_shard, len(plan.shards), seconds)
+    return EncodeSummary(folder, model_key, plan.dim, plan.total, encoded, done_before, len(plan.shards), seconds)
 
 
 def _consume(
@@ -245,8 +260,7 @@ def _consume(
         encoded += len(item.positions)
         if item.last:
             shard_ids = np.asarray(ids[first : first + n], dtype=np.int64)
-            plan.shards.append(write_shard(folder, item.shard, first, shard_ids, shard_vectors))
-            plan.complete = len(plan.shards) == plan.shard_count
+            plan.add_shard(write_shard(folder, item.shard, first, shard_ids, shard_vectors))
             write_manifest(folder, plan)
             shard_vectors = None
             if on_shard is not None:
@@ -256,7 +270,7 @@ def _consume(
 Prepare = Callable[[list[int]], dict[str, npt.NDArray[Any]]]
 
 
-def _text_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
+def text_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
     prep = TextPreprocessor.from_repo(repo, key)
 
     def run(rows: list[int]) -> dict[str, npt.NDArray[Any]]:
@@ -266,7 +280,7 @@ def _text_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
     return run
 
 
-def _image_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
+def image_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
     prep = ImagePreprocessor.from_repo(repo, key)
 
     def run(rows: list[int]) -> dict[str, npt.NDArray[Any]]:
@@ -282,6 +296,17 @@ def _image_prep(repo: ModelRepository, key: str, values: list[str]) -> Prepare:
             raise EncodeError(f"image {values[rows[exc.index]]!r}: {exc.reason}") from exc
 
     return run
+
+
+def encode_shard_rows(
+    encoder: OnnxEncoder, prepare: Prepare, values: list[str], *, batch_size: int, is_image: bool
+) -> npt.NDArray[np.float32]:
+    """One shard's vectors without the reader thread (a distributed worker's loop): the same batches, in the
+    same order, through the same preprocessing and session calls as the sequential engine."""
+    vectors = np.empty((len(values), encoder.dim), dtype=np.float32)
+    for positions in _batches_of_shard(0, len(values), batch_size, is_image, values):
+        vectors[positions] = l2_normalize(encoder.run(prepare(positions)))
+    return vectors
 
 
 def _batches_of_shard(first: int, n: int, batch_size: int, is_image: bool, values: list[str]) -> Iterator[list[int]]:
@@ -301,8 +326,7 @@ class _Reader(threading.Thread):
     ) -> None:
         super().__init__(name="encode-reader", daemon=True)
         self.prepare = prepare
-        self.first_shard = len(plan.shards)
-        self.shard_count = plan.shard_count
+        self.shards = plan.missing_shards()
         self.shard_size = plan.shard_size
         self.total = plan.total
         self.batch_size = batch_size
@@ -322,7 +346,7 @@ class _Reader(threading.Thread):
 
     def run(self) -> None:
         try:
-            for shard in range(self.first_shard, self.shard_count):
+            for shard in self.shards:
                 first = shard * self.shard_size
                 n = min(self.shard_size, self.total - first)
                 batches = list(_batches_of_shard(first, n, self.batch_size, self.is_image, self.values))

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import ValidationError
 
-from mmsearch.files import atomic_binary_writer
+from mmsearch.files import atomic_binary_writer, write_text_atomic
 from offline.encode.manifest import IndexManifest, ManifestError, ShardInfo, read_manifest
 
 Vectors = npt.NDArray[np.float32]
@@ -29,6 +31,31 @@ def write_shard(folder: Path, index: int, first_row: int, ids: Ids, vectors: Vec
     _save_atomic(folder / ids_name, ids.astype(np.int64, copy=False))
     _save_atomic(folder / vec_name, vectors.astype(np.float32, copy=False))
     return ShardInfo(index=index, vectors=vec_name, ids=ids_name, count=len(ids), first_row=first_row)
+
+
+def write_done_marker(folder: Path, shard: ShardInfo, job_key: str) -> None:
+    """Written by a distributed worker after its shard files: the shard is whole even if the driver that
+    would have recorded it in vectors.json was killed. `job_key` ties it to one job."""
+    body = json.dumps({"job": job_key, "shard": shard.model_dump()})
+    write_text_atomic(folder / marker_name(shard.index), body + "\n")
+
+
+def marker_name(index: int) -> str:
+    return f"shard-{index:05d}.done.json"
+
+
+def read_done_markers(folder: Path, job_key: str) -> dict[int, ShardInfo]:
+    """Shards of this job that workers finished; markers of another job or unreadable ones are ignored."""
+    found: dict[int, ShardInfo] = {}
+    for path in sorted(folder.glob("shard-*.done.json")):
+        try:
+            body = json.loads(path.read_text(encoding="utf-8"))
+            shard = ShardInfo.model_validate(body["shard"])
+        except (OSError, ValueError, KeyError, TypeError, ValidationError):
+            continue
+        if body.get("job") == job_key and path.name == marker_name(shard.index):
+            found[shard.index] = shard
+    return found
 
 
 def shard_ok(folder: Path, shard: ShardInfo, dim: int) -> bool:

@@ -8,18 +8,21 @@ where it was.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from tqdm import tqdm
 
 from mmsearch import stores
@@ -63,6 +66,25 @@ class MilvusPushOptions:
     progress: bool | None = None
     lexical_fields: list[str] = field(default_factory=list)  # text fields searchable with BM25 (full-text search)
     analyzer: Analyzer = Analyzer.STANDARD
+
+
+@dataclass(frozen=True)
+class FillSpec:
+    """What a fill (the step that writes every vector into the new collection) needs: picklable, so a
+    distributed job can hand it to its workers."""
+
+    settings: MilvusSettings
+    collection: str
+    vectors: Path
+    manifest: IndexManifest
+    corpus_path: Path
+    scalars: list[ScalarField]
+    lexical: list[LexicalField]
+    batch_size: int
+
+
+# Writes every vector of the spec into its collection; push_milvus flushes, indexes, loads and verifies after.
+Fill = Callable[[FillSpec], None]
 
 
 @dataclass(frozen=True)
@@ -196,7 +218,8 @@ def _check_model(
         )
 
 
-def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPushSummary:
+def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions, fill: Fill | None = None) -> MilvusPushSummary:
+    """`fill` writes the vectors into the new collection (default: from this process, shard by shard)."""
     started = time.perf_counter()
     alias = check_corpus_name(opts.corpus)
     manifest = open_vectors(opts.vectors)
@@ -237,8 +260,14 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
             analyzer=str(opts.analyzer) if lexical else "",
         )
         props = {**to_properties(meta), FINGERPRINT_KEY: fingerprint}
+        spec = FillSpec(settings, new, opts.vectors, manifest, corpus_path, scalars, lexical, opts.batch_size)
         upsert_seconds = _build(
-            client, new, manifest=manifest, opts=opts, rows=rows, scalars=scalars, lexical=lexical, properties=props
+            client,
+            spec,
+            fill or functools.partial(_upsert_all, client, rows=rows, progress=opts.progress),
+            opts=opts,
+            rows=rows,
+            properties=props,
         )
         # The switch: from here on searches read the new collection.
         if current is None:
@@ -252,28 +281,27 @@ def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions) -> MilvusPush
 
 def _build(
     client: Any,
-    name: str,
+    spec: FillSpec,
+    fill: Fill,
     *,
-    manifest: IndexManifest,
     opts: MilvusPushOptions,
     rows: dict[int, CorpusRow],
-    scalars: list[ScalarField],
-    lexical: list[LexicalField],
     properties: dict[str, str],
 ) -> float:
-    """Create, fill and verify `name`; on any failure drop it, so nothing half-built is left behind."""
+    """Create, fill and verify the spec's collection; on any failure drop it, so nothing half-built is left."""
     from pymilvus.exceptions import MilvusException
 
+    name, manifest, scalars, lexical = spec.collection, spec.manifest, spec.scalars, spec.lexical
     schema = build_schema(manifest.vector_field, manifest.dim, scalars, lexical, opts.analyzer)
     client.create_collection(name, schema=schema, properties=properties)
     try:
         t0 = time.perf_counter()
-        _upsert_all(client, name, manifest=manifest, opts=opts, rows=rows, scalars=scalars, lexical=lexical)
+        fill(spec)
         upsert_seconds = time.perf_counter() - t0
         client.flush(name)  # index building and counting see only flushed segments
         params = client.prepare_index_params()
-        spec = index_params(opts.index_type, opts.metric, manifest.total)
-        params.add_index(manifest.vector_field, index_name=manifest.vector_field, **spec)
+        index_spec = index_params(opts.index_type, opts.metric, manifest.total)
+        params.add_index(manifest.vector_field, index_name=manifest.vector_field, **index_spec)
         for lf in lexical:
             params.add_index(sparse_field(lf.name), index_name=sparse_field(lf.name), **BM25_INDEX)
         client.create_index(name, params)
@@ -291,39 +319,36 @@ def _build(
     return upsert_seconds
 
 
-def _upsert_all(
-    client: Any,
-    name: str,
-    *,
-    manifest: IndexManifest,
-    opts: MilvusPushOptions,
-    rows: dict[int, CorpusRow],
-    scalars: list[ScalarField],
-    lexical: list[LexicalField],
-) -> None:
-    bar = tqdm(total=manifest.total, desc=f"upsert {name}", unit="vec", disable=opts.progress is False)
+def _upsert_all(client: Any, spec: FillSpec, *, rows: dict[int, CorpusRow], progress: bool | None) -> None:
+    bar = tqdm(total=spec.manifest.total, desc=f"upsert {spec.collection}", unit="vec", disable=progress is False)
     try:
-        for ids, vectors in iter_shards(opts.vectors, manifest):
-            for s in range(0, len(ids), opts.batch_size):  # the last, partial batch included
-                batch = []
-                for rid, vec in zip(
-                    ids[s : s + opts.batch_size].tolist(), vectors[s : s + opts.batch_size], strict=True
-                ):
-                    row = rows.get(rid)
-                    if row is None:
-                        raise PushError(f"vector id {rid} has no row in the corpus {manifest.input_path}")
-                    entity: dict[str, Any] = {"id": rid, manifest.vector_field: vec}
-                    values = row.fields()
-                    for f in scalars:
-                        v = values.get(f.name)
-                        entity[f.name] = f.default() if v is None else v
-                    for lf in lexical:  # Milvus fills <field>_bm25 from the text itself
-                        entity[lf.name] = values.get(lf.name) or ""
-                    batch.append(entity)
-                client.upsert(name, batch)
+        for ids, vectors in iter_shards(spec.vectors, spec.manifest):
+            for batch in entity_batches(spec, ids, vectors, rows):
+                client.upsert(spec.collection, batch)
                 bar.update(len(batch))
     finally:
         bar.close()
+
+
+def entity_batches(
+    spec: FillSpec, ids: npt.NDArray[np.int64], vectors: npt.NDArray[np.float32], rows: Mapping[int, CorpusRow]
+) -> Iterator[list[dict[str, Any]]]:
+    """Milvus entities of one shard, `spec.batch_size` at a time (the last, partial batch included)."""
+    for s in range(0, len(ids), spec.batch_size):
+        batch = []
+        for rid, vec in zip(ids[s : s + spec.batch_size].tolist(), vectors[s : s + spec.batch_size], strict=True):
+            row = rows.get(rid)
+            if row is None:
+                raise PushError(f"vector id {rid} has no row in the corpus {spec.corpus_path}")
+            entity: dict[str, Any] = {"id": rid, spec.manifest.vector_field: vec}
+            values = row.fields()
+            for f in spec.scalars:
+                v = values.get(f.name)
+                entity[f.name] = f.default() if v is None else v
+            for lf in spec.lexical:  # Milvus fills <field>_bm25 from the text itself
+                entity[lf.name] = values.get(lf.name) or ""
+            batch.append(entity)
+        yield batch
 
 
 def _verify(

@@ -76,7 +76,6 @@ def push_mongo(
     prune: bool = False,
     progress: bool | None = None,
 ) -> MongoPushSummary:
-    from pymongo import InsertOne, ReplaceOne
     from pymongo.errors import BulkWriteError, PyMongoError
 
     check_corpus_name(corpus)
@@ -85,50 +84,86 @@ def push_mongo(
     except CorpusError as exc:
         raise PushError(str(exc)) from exc
     started = time.perf_counter()
-    inserted = updated = unchanged = acknowledged = 0
+    counts = WriteCounts()
     with mongo_database(settings) as db:
         coll = db[corpus]
         try:
-            if not _has_unique_queryid_index(coll):
-                coll.create_index("queryid", unique=True, name=QUERYID_INDEX)
+            ensure_queryid_index(coll)
             # An empty collection (a first load) takes plain inserts, cheaper than upserts on every server;
             # otherwise replace-by-_id upserts keep re-runs idempotent.
             fresh = coll.estimated_document_count() == 0
             bar = tqdm(total=len(rows), desc=f"mongo {corpus}", unit="docs", disable=progress is False)
             for s in range(0, len(rows), batch_size):
                 batch = rows[s : s + batch_size]
-                if fresh:
-                    res = coll.bulk_write([InsertOne(document(r)) for r in batch], ordered=False)
-                    inserted += res.inserted_count
-                    acknowledged += res.inserted_count
-                else:
-                    ops = [ReplaceOne({"_id": r.id}, document(r), upsert=True) for r in batch]
-                    res = coll.bulk_write(ops, ordered=False)
-                    inserted += res.upserted_count
-                    updated += res.modified_count
-                    unchanged += res.matched_count - res.modified_count
-                    # Every replace either matched its _id or inserted it. (Counting the batch back with an $in
-                    # query costs more than the write on some servers.)
-                    acknowledged += res.matched_count + res.upserted_count
+                counts.add(write_documents(coll, batch, fresh=fresh))
                 bar.update(len(batch))
             bar.close()
             pruned = _prune(coll, {r.id for r in rows}, batch_size) if prune else 0
             stored = coll.count_documents({})
         except BulkWriteError as exc:
-            first = (exc.details.get("writeErrors") or [{}])[0]
-            raise PushError(
-                f"MongoDB refused documents of {settings.database}.{corpus}: {first.get('errmsg', exc)} "
-                "(a document with the same queryid but another _id? the collection holds foreign data)"
-            ) from exc
+            raise refused(settings, corpus, exc) from exc
         except PyMongoError as exc:
             raise StoreUnavailableError(f"MongoDB at {settings.uri!r} failed during the push: {exc}") from exc
-    if acknowledged != len(rows):
-        raise PushError(f"{settings.database}.{corpus}: {acknowledged} of {len(rows)} upserts acknowledged")
-    # The collection must now hold at least the corpus (exactly it after pruning; stale ids stay without it).
-    if stored < len(rows) or (prune and stored != len(rows)):
-        raise PushError(f"{settings.database}.{corpus} holds {stored} documents after the push, expected {len(rows)}")
+    check_written(settings, corpus, counts, len(rows), stored, exact=prune)
     seconds = time.perf_counter() - started
-    return MongoPushSummary(settings.database, corpus, len(rows), inserted, updated, unchanged, pruned, seconds)
+    return MongoPushSummary(
+        settings.database, corpus, len(rows), counts.inserted, counts.updated, counts.unchanged, pruned, seconds
+    )
+
+
+@dataclass
+class WriteCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    acknowledged: int = 0
+
+    def add(self, other: WriteCounts) -> None:
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        self.acknowledged += other.acknowledged
+
+
+def ensure_queryid_index(coll: Any) -> None:
+    if not _has_unique_queryid_index(coll):
+        coll.create_index("queryid", unique=True, name=QUERYID_INDEX)
+
+
+def write_documents(coll: Any, rows: list[CorpusRow], *, fresh: bool) -> WriteCounts:
+    """One bulk write of `rows`' documents: inserts into a collection known to be empty, else upserts by _id."""
+    from pymongo import InsertOne, ReplaceOne
+
+    if fresh:
+        res = coll.bulk_write([InsertOne(document(r)) for r in rows], ordered=False)
+        return WriteCounts(inserted=res.inserted_count, acknowledged=res.inserted_count)
+    res = coll.bulk_write([ReplaceOne({"_id": r.id}, document(r), upsert=True) for r in rows], ordered=False)
+    # Every replace either matched its _id or inserted it. (Counting the batch back with an $in query costs more
+    # than the write on some servers.)
+    return WriteCounts(
+        inserted=res.upserted_count,
+        updated=res.modified_count,
+        unchanged=res.matched_count - res.modified_count,
+        acknowledged=res.matched_count + res.upserted_count,
+    )
+
+
+def refused(settings: MongoSettings, corpus: str, exc: Any) -> PushError:
+    first = (exc.details.get("writeErrors") or [{}])[0]
+    return PushError(
+        f"MongoDB refused documents of {settings.database}.{corpus}: {first.get('errmsg', exc)} "
+        "(a document with the same queryid but another _id? the collection holds foreign data)"
+    )
+
+
+def check_written(
+    settings: MongoSettings, corpus: str, counts: WriteCounts, rows: int, stored: int, *, exact: bool
+) -> None:
+    if counts.acknowledged != rows:
+        raise PushError(f"{settings.database}.{corpus}: {counts.acknowledged} of {rows} upserts acknowledged")
+    # The collection must now hold at least the corpus (exactly it after pruning; stale ids stay without it).
+    if stored < rows or (exact and stored != rows):
+        raise PushError(f"{settings.database}.{corpus} holds {stored} documents after the push, expected {rows}")
 
 
 def prune_mongo(settings: MongoSettings, corpus_path: Path, corpus: str, *, batch_size: int = 1000) -> int:

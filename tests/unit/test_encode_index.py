@@ -92,7 +92,7 @@ def test_interrupted_run_resumes_from_the_last_complete_shard(model_repo: ModelR
 
     summary = encode_corpus(corpus, model_repo, MINILM_KEY, "question", out, shard_size=4)
 
-    assert summary.resumed_from_shard == 1
+    assert summary.shards_done_before == 1
     assert summary.encoded == len(TEXTS) - 4
     assert first_shard.stat().st_mtime_ns == mtime  # the finished shard was not redone
     fresh = tmp_path / "fresh"
@@ -115,7 +115,9 @@ def test_damaged_shard_is_encoded_again(model_repo: ModelRepository, tmp_path: P
 
     summary = encode_corpus(corpus, model_repo, MINILM_KEY, "question", out, shard_size=4)
 
-    assert summary.resumed_from_shard == 1
+    # Shards 0 and 2 are whole and kept; only the damaged one is encoded again.
+    assert summary.shards_done_before == 2
+    assert summary.encoded == 4
     assert _load(out)[1].shape == (len(TEXTS), 384)
 
 
