@@ -134,6 +134,18 @@ class WebSettings(BaseModel):
     secure_cookies: bool = False
 
 
+class SparkSettings(BaseModel):
+    """`--engine spark` of the offline jobs (env MMSEARCH_SPARK__<NAME>)."""
+
+    # local[N] (this machine, N cores), spark://host:7077 (a standalone cluster) or k8s://https://host:443.
+    master: str = "local[*]"
+    partitions: int = Field(default=0, ge=0)  # 0: one per shard
+    # Extra Spark properties, e.g. {"spark.executor.memory": "4g"} (env MMSEARCH_SPARK__CONF as JSON).
+    conf: dict[str, str] = Field(default_factory=dict)
+    # The executors' interpreter; "" = this one (the project's), which local[N] and the offline image share.
+    python: str = ""
+
+
 class LocalSettings(BaseModel):
     """`mmsearch local up`: the whole stack on this machine (env MMSEARCH_LOCAL__<NAME>). It passes the ports it
     uses to each service through that service's own section."""
@@ -167,6 +179,7 @@ class Settings(BaseSettings):
     search: SearchSettings = Field(default_factory=SearchSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
 
 
 def load_settings() -> Settings:

@@ -6,5 +6,6 @@ pytest_plugins = [
     "tests.fixtures.stores",  # milvus-lite (embedded and server), SecantusDB
     "tests.fixtures.search",  # search service, Consul KV test double
     "tests.fixtures.stack",  # the whole local stack, for browser tests
+    "tests.fixtures.spark",  # a standalone Spark master and worker on loopback
     "tests.fixtures.resilience",  # a stack whose parts can be killed and restarted, for the resilience suite
 ]

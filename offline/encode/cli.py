@@ -10,6 +10,9 @@ from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings
 from offline.encode.pipeline import encode_corpus
 from offline.errors import reported
+from offline.spark.jobs import encode_corpus_spark
+from offline.spark.options import Engine, engine_options, spark_settings
+from offline.spark.session import spark_context
 
 
 @click.command("index")
@@ -49,6 +52,7 @@ from offline.errors import reported
     show_default=True,
     help="ONNX Runtime providers, comma-separated: auto (CUDA if present, else CPU), CPUExecutionProvider...",
 )
+@engine_options
 def index(
     *,
     input_path: Path,
@@ -60,6 +64,11 @@ def index(
     shard_size: int,
     restart: bool,
     providers: str,
+    engine: str,
+    spark_master: str | None,
+    partitions: int | None,
+    spark_conf: tuple[str, ...],
+    ship_models: bool,
 ) -> None:
     """Encode FIELD of every row of a corpus into L2-normalised vector shards.
 
@@ -68,22 +77,39 @@ def index(
     shard. A different model or input in OUTPUT is refused unless --restart.
     """
     root = repo or load_settings().model_repo
+    spark = spark_settings(spark_master, partitions, spark_conf)
     try:
         with reported():
-            summary = encode_corpus(
-                input_path,
-                ModelRepository(root),
-                model_key,
-                field,
-                output,
-                batch_size=batch_size,
-                shard_size=shard_size,
-                restart=restart,
-                providers=[p.strip() for p in providers.split(",") if p.strip()],
-            )
+            if Engine(engine) is Engine.SPARK:
+                with spark_context(spark, app=f"mmsearch index {output}") as sc:
+                    text = encode_corpus_spark(
+                        input_path,
+                        ModelRepository(root),
+                        model_key,
+                        field,
+                        output,
+                        sc=sc,
+                        spark=spark,
+                        batch_size=batch_size,
+                        shard_size=shard_size,
+                        restart=restart,
+                        ship_models=ship_models,
+                    ).text()
+            else:
+                text = encode_corpus(
+                    input_path,
+                    ModelRepository(root),
+                    model_key,
+                    field,
+                    output,
+                    batch_size=batch_size,
+                    shard_size=shard_size,
+                    restart=restart,
+                    providers=[p.strip() for p in providers.split(",") if p.strip()],
+                ).text()
     except KeyboardInterrupt:
         click.echo(
             f"interrupted: complete shards are kept in {output}; run the same command again to continue", err=True
         )
         raise SystemExit(130) from None
-    click.echo(summary.text())
+    click.echo(text)

@@ -35,7 +35,7 @@ from offline.encode.manifest import (
 )
 from offline.encode.shards import read_done_markers, shard_ok, write_shard
 from offline.errors import OfflineError
-from offline.preprocess.records import CorpusError, read_corpus
+from offline.preprocess.records import CorpusError, CorpusRow, read_corpus
 
 log = logging.getLogger(__name__)
 
@@ -90,20 +90,25 @@ def _load_rows(corpus: Path, field: str, is_image: bool) -> tuple[list[int], lis
     values: list[str] = []
     try:
         for line, row in read_corpus(corpus):
-            try:
-                value = row.field(field)
-            except KeyError:
-                raise EncodeError(f"{corpus} line {line}: row {row.id} has no {field!r} field") from None
-            if not isinstance(value, str) or not value.strip():
-                what = "an image path" if is_image else "text"
-                raise EncodeError(f"{corpus} line {line}: {field!r} of row {row.id} is not {what}: {value!r}")
             ids.append(row.id)
-            values.append(value)
+            values.append(field_value(row, field, is_image, where=f"{corpus} line {line}"))
     except CorpusError as exc:
         raise EncodeError(str(exc)) from exc
     if not ids:
         raise EncodeError(f"{corpus} has no rows to encode")
     return ids, values
+
+
+def field_value(row: CorpusRow, field: str, is_image: bool, *, where: str) -> str:
+    """The text or image path of `field` in a row, or an error naming the row."""
+    try:
+        value = row.field(field)
+    except KeyError:
+        raise EncodeError(f"{where}: row {row.id} has no {field!r} field") from None
+    if not isinstance(value, str) or not value.strip():
+        what = "an image path" if is_image else "text"
+        raise EncodeError(f"{where}: {field!r} of row {row.id} is not {what}: {value!r}")
+    return value
 
 
 def plan_job(folder: Path, fresh: IndexManifest, restart: bool, replace_other_job: bool) -> IndexManifest:

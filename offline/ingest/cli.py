@@ -33,10 +33,11 @@ from offline.push.options import (
     split_fields,
 )
 from offline.push.schema import IndexType, Metric
+from offline.spark.options import Engine, engine_options, spark_settings
 
 
 def _common(func: Callable[..., Any]) -> Callable[..., Any]:
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("--model", "model_key", required=True, help="Model key in the model repository (e.g. minilm)."),
         click.option("--corpus", required=True, help="Corpus name: Milvus alias and MongoDB collection (e.g. faq_qa)."),
         click.option(
@@ -65,6 +66,7 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         milvus_uri_option,
         mongo_uri_option,
         mongo_db_option,
+        engine_options,
     ]
     for option in reversed(options):
         func = option(func)
@@ -90,6 +92,9 @@ def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], Preprocess
         metric=Metric(kw["metric"]),
         allow_model_change=kw["allow_model_change"],
         skip_mongo=kw["skip_mongo"],
+        engine=Engine(kw["engine"]),
+        spark=spark_settings(kw["spark_master"], kw["partitions"], kw["spark_conf"]),
+        ship_models=kw["ship_models"],
     )
     try:
         with reported():
@@ -111,6 +116,10 @@ def ingest() -> None:
 
     Re-running with the same input changes nothing; an interrupted run continues where the encoding stopped;
     the alias switches to the new collection only after it is verified.
+
+    With --engine spark the shards are encoded, and their documents written, on Spark executors, then the
+    executors fill the new Milvus collection: same vectors, same guarantees, on as many machines as the
+    cluster has (`--spark-master spark://host:7077`; see deploy/k8s/README.md for Kubernetes).
     """
 
 

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mmsearch.model_repo import ModelRepository
-from mmsearch.settings import MilvusSettings, MongoSettings
+from mmsearch.settings import MilvusSettings, MongoSettings, SparkSettings
 from offline.encode.pipeline import encode_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
@@ -23,6 +24,12 @@ from offline.push.lexical import Analyzer
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
+from offline.spark.jobs import MongoTarget, check_server_uri, encode_corpus_spark, spark_fill
+from offline.spark.options import Engine
+from offline.spark.session import spark_context
+
+if TYPE_CHECKING:
+    from pyspark import SparkContext
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +54,9 @@ class IngestOptions:
     allow_model_change: bool = False
     skip_mongo: bool = False
     providers: list[str] | None = None
+    engine: Engine = Engine.SEQUENTIAL
+    spark: SparkSettings = dataclasses.field(default_factory=SparkSettings)
+    ship_models: bool = False
 
 
 @dataclass
@@ -65,6 +75,8 @@ def default_work_dir(corpus: str) -> Path:
 def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessReport]) -> IngestReport:
     """`preprocess` writes the normalised corpus to the path it is given and reports what it rejected."""
     check_corpus_name(opts.corpus)
+    if opts.engine is Engine.SPARK:
+        check_server_uri(opts.milvus.uri)  # before any work: the executors write to it
     report = IngestReport()
     corpus_file = opts.work_dir / "corpus.jsonl"
     pre = preprocess(corpus_file)
@@ -72,6 +84,22 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
     if pre.written == 0:
         raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
+    if opts.engine is Engine.SPARK:
+        with spark_context(opts.spark, app=f"mmsearch ingest {opts.corpus}") as sc:
+            _encode_on_spark(opts, sc, corpus_file, vectors, report)
+            milvus = push_milvus(opts.milvus, _push_options(opts, vectors), fill=spark_fill(sc, opts.spark))
+    else:
+        _encode_here(opts, corpus_file, vectors, report)
+        milvus = push_milvus(opts.milvus, _push_options(opts, vectors))
+    report.add("milvus", milvus.text())
+    if not opts.skip_mongo:
+        pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus)
+        if pruned:
+            report.add("mongo", f"removed {pruned} documents no longer in the corpus")
+    return report
+
+
+def _encode_here(opts: IngestOptions, corpus_file: Path, vectors: Path, report: IngestReport) -> None:
     # MongoDB upserts need only the corpus, so they run on a second thread while the model encodes: the
     # documents are in place before the alias switch, and their I/O is hidden behind the encoding.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo") as pool:
@@ -97,22 +125,40 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
         report.add("index", enc.text())
         if mongo_job is not None:
             report.add("mongo", mongo_job.result().text())
-    milvus = push_milvus(
-        opts.milvus,
-        MilvusPushOptions(
-            vectors=vectors,
-            corpus=opts.corpus,
-            filter_fields=opts.filter_fields,
-            lexical_fields=opts.lexical_fields,
-            analyzer=opts.analyzer,
-            index_type=opts.index_type,
-            metric=opts.metric,
-            allow_model_change=opts.allow_model_change,
-        ),
+
+
+def _encode_on_spark(
+    opts: IngestOptions, sc: SparkContext, corpus_file: Path, vectors: Path, report: IngestReport
+) -> None:
+    # The executors write each shard's documents right after encoding it (and those of shards a previous run
+    # finished), so the documents are in place before the alias switch here too.
+    enc = encode_corpus_spark(
+        corpus_file,
+        opts.repo,
+        opts.model_key,
+        opts.field,
+        vectors,
+        sc=sc,
+        spark=opts.spark,
+        batch_size=opts.batch_size,
+        shard_size=opts.shard_size,
+        replace_other_job=True,
+        ship_models=opts.ship_models,
+        mongo=None if opts.skip_mongo else MongoTarget(opts.mongo, opts.corpus),
     )
-    report.add("milvus", milvus.text())
-    if not opts.skip_mongo:
-        pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus)
-        if pruned:
-            report.add("mongo", f"removed {pruned} documents no longer in the corpus")
-    return report
+    report.add("index", enc.text())
+    if enc.documents is not None:
+        report.add("mongo", enc.documents_text())
+
+
+def _push_options(opts: IngestOptions, vectors: Path) -> MilvusPushOptions:
+    return MilvusPushOptions(
+        vectors=vectors,
+        corpus=opts.corpus,
+        filter_fields=opts.filter_fields,
+        lexical_fields=opts.lexical_fields,
+        analyzer=opts.analyzer,
+        index_type=opts.index_type,
+        metric=opts.metric,
+        allow_model_change=opts.allow_model_change,
+    )

@@ -102,17 +102,17 @@ def plan_segments(path: Path, rows_per_segment: int) -> list[CorpusSegment]:
     return segments
 
 
-def read_segment(path: Path, segment: CorpusSegment) -> list[CorpusRow]:
-    """The rows of one segment (planned by `plan_segments` on this same file)."""
+def read_segment(path: Path, segment: CorpusSegment) -> list[tuple[int, CorpusRow]]:
+    """(line number, row) of one segment (planned by `plan_segments` on this same file)."""
     if not path.is_file():
         raise CorpusError(f"corpus file {path} is not visible here (a worker needs it on a shared filesystem)")
-    rows: list[CorpusRow] = []
+    rows: list[tuple[int, CorpusRow]] = []
     with path.open("rb") as f:
         f.seek(segment.start)
         n = segment.first_line
         for raw in f.read(segment.end - segment.start).split(b"\n"):
             if raw.strip():
-                rows.append(_parse(path, n, raw))
+                rows.append((n, _parse(path, n, raw)))
             n += 1
     if len(rows) != segment.count:
         raise CorpusError(f"{path}: segment {segment.index} holds {len(rows)} rows, planned {segment.count}")

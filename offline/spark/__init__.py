@@ -1,0 +1,1 @@
+"""The offline jobs on Apache Spark: the heavy per-row work (encoding, document writes, Milvus fills) on executors."""
