@@ -186,9 +186,9 @@ def run_on_executors(
 
 def _watch(sc: Any, group: str, bar: tqdm[Any], stop: threading.Event) -> None:
     """Moves the bar of finished partitions, read from Spark's status tracker (Spark's own console bar is off)."""
-    tracker = sc.statusTracker()
     total = bar.total or 0
     try:
+        tracker = sc.statusTracker()
         while not stop.wait(0.5):
             done = 0
             for job in tracker.getJobIdsForGroup(group):
