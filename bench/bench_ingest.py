@@ -11,7 +11,13 @@
    `insert_one` per document, and its re-run (bulk replace-by-_id upserts) against one `replace_one(upsert)`
    per document. Target: >= 10x.
 
+With `--engine spark` (written to bench/results/ingest-spark.json instead): `mmsearch index` on Spark
+`local[2]` against the sequential engine on the same corpus in the same run (docs/s, a ratio; warm runs
+round-robin, plus the first, cold job), Spark's fixed start-up cost, one task's (one core's) encoding rate, and
+from it the executor cores a 100-million-document corpus needs to be encoded in 8 hours.
+
     .venv/bin/python -m bench.bench_ingest [--repo models] [--docs 2000] [--vectors 100000] [--contended]
+    .venv/bin/python -m bench.bench_ingest --engine spark [--docs 3000] [--spark-master local[2]]
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -153,6 +160,71 @@ def bench_full_ingest(
     seconds = _timed(lambda: run_ingest(opts, lambda out: preprocess_qa(corpus, out, QAOptions.for_format("jsonl"))))
     dps = _rate(n, seconds)
     return {"docs": n, "seconds": round(seconds, 3), "docs_per_s": dps, "over_raw_encode": round(dps / raw_dps, 3)}
+
+
+def bench_spark(
+    repo: Any, key: str, corpus: Path, *, work: Path, repeats: int, master: str, shard_size: int
+) -> dict[str, Any]:
+    """Sequential vs Spark on the same corpus, index only (the work Spark distributes), one SparkContext."""
+    from mmsearch.settings import SparkSettings
+    from offline.encode.pipeline import encode_corpus
+    from offline.spark.jobs import encode_corpus_spark
+    from offline.spark.session import spark_context
+
+    settings = SparkSettings(master=master)
+    n = sum(1 for _ in corpus.open(encoding="utf-8"))
+    seq_s: list[float] = []
+    spark_s: list[float] = []
+    task_rates: list[float] = []
+    started = time.perf_counter()
+    with spark_context(settings, app="bench-ingest") as sc:
+        startup_s = time.perf_counter() - started
+        for r in range(repeats + 1):  # round 0 is the cold one: model loads in the driver and in every worker
+            t0 = time.perf_counter()
+            encode_corpus(corpus, repo, key, "question", work / f"seq-{r}", shard_size=shard_size, progress=False)
+            seq_s.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            summary = encode_corpus_spark(
+                corpus,
+                repo,
+                key,
+                "question",
+                work / f"spark-{r}",
+                sc=sc,
+                spark=settings,
+                shard_size=shard_size,
+                progress=False,
+            )
+            spark_s.append(time.perf_counter() - t0)
+            task_rates.append(summary.rows_per_task_second)
+            parallelism = sc.defaultParallelism
+    seq_dps, spark_dps = _rate(n, min(seq_s[1:])), _rate(n, min(spark_s[1:]))
+    per_core = max(task_rates[1:])
+    need = 100_000_000 / (8 * 3600)  # docs/s for 100M documents in 8 hours
+    efficiency = spark_dps / (parallelism * per_core) if per_core else 0.0
+    return {
+        "docs": n,
+        "shard_size": shard_size,
+        "partitions": -(-n // shard_size),
+        "master": master,
+        "default_parallelism": parallelism,
+        "spark_startup_s": round(startup_s, 2),
+        "sequential": {"best_s": round(min(seq_s[1:]), 3), "docs_per_s": seq_dps, "cold_s": round(seq_s[0], 3)},
+        "spark": {"best_s": round(min(spark_s[1:]), 3), "docs_per_s": spark_dps, "cold_s": round(spark_s[0], 3)},
+        "spark_over_sequential": round(spark_dps / seq_dps, 3),
+        # What a user sees for one small job: start-up and the cold first job included, against a cold sequential.
+        "spark_over_sequential_cold_with_startup": round(seq_s[0] / (startup_s + spark_s[0]), 3),
+        "one_task_docs_per_s": round(per_core, 2),
+        "parallel_efficiency_here": round(efficiency, 3),
+        "estimate_100m_docs_in_8h": {
+            "docs_per_s_needed": round(need, 1),
+            "executor_cores_at_measured_task_rate": math.ceil(need / per_core) if per_core else None,
+            "executor_cores_with_this_efficiency": math.ceil(need / (per_core * efficiency)) if efficiency else None,
+            "assumes": "CPU executor cores as fast as this machine's, one ONNX Runtime thread per task "
+            "(spark.task.cpus=1), the MiniLM model, encoding only (document and Milvus writes scale with the "
+            "stores, not with Spark)",
+        },
+    }
 
 
 def _synthetic_vectors(folder: Path, n: int, dim: int) -> Path:
@@ -330,8 +402,13 @@ def main() -> None:
     parser.add_argument("--vectors", type=int, default=100_000, help="synthetic vectors for the Milvus load")
     parser.add_argument("--mongo-docs", type=int, default=5000)
     parser.add_argument("--contended", action="store_true", help="other work shared the CPU during the run")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/ingest.json"))
+    parser.add_argument("--engine", choices=["sequential", "spark"], default="sequential")
+    parser.add_argument("--spark-master", default="local[2]")
+    parser.add_argument("--shard-size", type=int, default=250, help="rows per shard (one Spark task each)")
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/ingest[-spark].json")
     args = parser.parse_args()
+    if args.out is None:
+        args.out = Path("bench/results/ingest-spark.json" if args.engine == "spark" else "bench/results/ingest.json")
     # TERM (timeout, a stopped job) unwinds like Ctrl-C, so the SecantusDB started here is stopped by PID.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -344,6 +421,30 @@ def main() -> None:
     if args.model not in repo:
         sys.exit(f"model {args.model!r} is not in {args.repo}: export it first (mmsearch export sbert ...)")
     load_before = os.getloadavg()
+    if args.engine == "spark":
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-spark-") as tmp:
+            corpus, _ = _corpus(Path(tmp), args.docs)
+            spark = bench_spark(
+                repo,
+                args.model,
+                corpus,
+                work=Path(tmp),
+                repeats=args.repeats,
+                master=args.spark_master,
+                shard_size=args.shard_size,
+            )
+        _write(
+            args.out,
+            {
+                "benchmark": "ingest-spark",
+                "when": datetime.now(UTC).isoformat(timespec="seconds"),
+                "machine": machine_info(contended=args.contended),
+                "load_average_at_start": list(load_before),
+                "model": args.model,
+                "spark": spark,
+            },
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
         proc, mongo_uri = _start_secantus(work)
@@ -373,9 +474,13 @@ def main() -> None:
         "milvus": milvus,
         "mongo": mongo,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(json.dumps({k: result[k] for k in ("encoding", "full_ingest", "milvus", "mongo")}, indent=2))
+    _write(args.out, result)
+
+
+def _write(out: Path, result: dict[str, Any]) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 
 if __name__ == "__main__":

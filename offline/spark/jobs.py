@@ -46,6 +46,11 @@ class SparkEncodeSummary:
     documents: WriteCounts | None
     mongo: MongoTarget | None
     partitions: int
+    task_seconds: float  # summed over the tasks that encoded: rows / task_seconds = one task's (one core's) rate
+
+    @property
+    def rows_per_task_second(self) -> float:
+        return self.encode.encoded / self.task_seconds if self.task_seconds > 0 else 0.0
 
     def text(self) -> str:
         return f"{self.encode.text()} on Spark ({self.partitions} partitions)"
@@ -146,7 +151,8 @@ def encode_corpus_spark(
             stored = db[mongo.collection].count_documents({})
         check_written(mongo.settings, mongo.collection, documents, total, stored, exact=False)
     summary = EncodeSummary(folder, model_key, plan.dim, total, encoded, done_before, len(plan.shards), seconds)
-    return SparkEncodeSummary(summary, documents, mongo, partitions)
+    task_seconds = sum(r.encode_seconds for r in results)
+    return SparkEncodeSummary(summary, documents, mongo, partitions, task_seconds)
 
 
 def ship_model(sc: SparkContext, repo: ModelRepository, model_key: str, staging: Path) -> str:

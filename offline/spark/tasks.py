@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import socket
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ class ShardResult:
     index: int
     shard: ShardInfo | None  # the shard written by this task
     documents: WriteCounts
+    encode_seconds: float  # this task's encoding (read, tokenize, ONNX, write), for per-partition rates
 
 
 # One encoder per executor Python worker and model file: loading a session costs far more than a shard of rows.
@@ -121,6 +123,7 @@ def encode_shard(ctx: EncodeContext, task: ShardTask) -> ShardResult:
     marker has both its vectors and its documents."""
     seg = task.segment
     try:
+        started = time.perf_counter()
         lines = read_segment(ctx.corpus, seg)
         shard = None
         if task.encode:
@@ -133,6 +136,7 @@ def encode_shard(ctx: EncodeContext, task: ShardTask) -> ShardResult:
             )
             ids = np.asarray([row.id for _, row in lines], dtype=np.int64)
             shard = write_shard(ctx.folder, seg.index, seg.first_row, ids, vectors)
+        encode_seconds = time.perf_counter() - started if shard is not None else 0.0
         counts = WriteCounts()
         if ctx.mongo is not None:
             rows = [row for _, row in lines]
@@ -142,7 +146,7 @@ def encode_shard(ctx: EncodeContext, task: ShardTask) -> ShardResult:
                     counts.add(write_documents(coll, rows[s : s + MONGO_BATCH], fresh=False))
         if shard is not None:
             write_done_marker(ctx.folder, shard, ctx.job_key)
-        return ShardResult(seg.index, shard, counts)
+        return ShardResult(seg.index, shard, counts, encode_seconds)
     except Exception as exc:
         if is_partition_failure(exc):
             raise
