@@ -13,8 +13,9 @@
 #   IMAGES_BASE_URL     URL prefix the UI shows the images under (default http://localhost:8090/images)
 #   INGEST_ENGINE       sequential (default) or spark: encode on a Spark cluster (SPARK_MASTER, e.g.
 #                       spark://spark-master:7077; SPARK_PARTITIONS; SPARK_DRIVER_HOST: the address executors
-#                       reach this container at, default its own IP). Models, WORK_DIR and /corpus must be mounted
-#                       at the same paths on the workers.
+#                       reach this container at, default its own IP; SPARK_SHIP_MODELS=1 sends the model with the
+#                       job). Models (unless shipped), WORK_DIR and /corpus must be mounted at the same paths on
+#                       the workers.
 set -eu
 
 TEXT_MODEL_KEY=${TEXT_MODEL_KEY:-minilm}
@@ -40,6 +41,7 @@ if [ "${INGEST_ENGINE:-sequential}" = "spark" ]; then
     *) ENGINE="$ENGINE --spark-conf spark.driver.host=${SPARK_DRIVER_HOST:-$(hostname -i | cut -d' ' -f1)}" ;;
   esac
   if [ -n "${SPARK_PARTITIONS:-}" ]; then ENGINE="$ENGINE --partitions $SPARK_PARTITIONS"; fi
+  if [ "${SPARK_SHIP_MODELS:-}" = "1" ]; then ENGINE="$ENGINE --ship-models"; fi
 fi
 
 if [ -z "${TEXT_MODEL_SOURCE:-}" ]; then
