@@ -114,6 +114,11 @@ class SearchSettings(BaseModel):
     exposure_queue_size: int = Field(default=10_000, ge=1)
     # Bodies of the JSON routes (search, feedback) larger than this are refused with 413 before parsing.
     max_json_body_kb: int = Field(default=64, ge=1)
+    # Query embeddings kept in memory (LRU, per search process) so a repeated query skips the tokenizer and the
+    # model server; 0 turns the cache off. An experiment opts out with `queryCache: false` in its match args.
+    query_cache_size: int = Field(default=10_000, ge=0)
+    # An entry older than this is computed again (a bound on how stale it can be, beside the version check).
+    query_cache_ttl_seconds: float = Field(default=600.0, gt=0)
 
 
 class WebSettings(BaseModel):

@@ -39,6 +39,12 @@ class TensorInfo:
 
 
 @dataclass(frozen=True)
+class Embedding:
+    vectors: npt.NDArray[np.float32]  # [n, dim], L2-normalised
+    version: str  # the model version that computed them (ModelStatus.version)
+
+
+@dataclass(frozen=True)
 class ModelStatus:
     key: str
     kind: str  # "text_embedding", "clip_text" or "clip_image"
@@ -47,6 +53,7 @@ class ModelStatus:
     embedding_dim: int
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]
+    version: str = ""  # the loaded version (as Embedding.version); "" while none is loaded
 
     @classmethod
     def from_proto(cls, info: model_server_pb2.ModelInfo) -> ModelStatus:
@@ -58,6 +65,7 @@ class ModelStatus:
             embedding_dim=info.embedding_dim,
             inputs=[_spec(s) for s in info.inputs],
             outputs=[_spec(s) for s in info.outputs],
+            version=info.version,
         )
 
 
@@ -91,12 +99,22 @@ class ModelServerClient:
         timeout: float | None = None,
     ) -> dict[str, npt.NDArray[Any]]:
         """Run `model` on named input arrays; returns the requested outputs (all when none named)."""
+        return (await self._predict(model, inputs, output_names, timeout=timeout))[0]
+
+    async def _predict(
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        output_names: Sequence[str],
+        *,
+        timeout: float | None,
+    ) -> tuple[dict[str, npt.NDArray[Any]], str]:
         stub = self._get_stub()
         request = model_server_pb2.PredictRequest(
             model_name=model, inputs=map_to_proto(inputs), output_names=list(output_names)
         )
         reply = await call(SERVICE, "Predict", lambda: stub.Predict(request, timeout=timeout or self.timeout))
-        return map_from_proto(reply.outputs)
+        return map_from_proto(reply.outputs), reply.model_version
 
     async def embed(
         self,
@@ -107,11 +125,22 @@ class ModelServerClient:
         timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
         """The model's embedding output as float32 [n, dim], L2-normalised (as the index stores vectors)."""
-        out = (await self.predict(model, inputs, [output], timeout=timeout))[output]
-        emb = np.asarray(out, dtype=np.float32)
+        return (await self.embed_versioned(model, inputs, output=output, timeout=timeout)).vectors
+
+    async def embed_versioned(
+        self,
+        model: str,
+        inputs: Mapping[str, npt.NDArray[Any]],
+        *,
+        output: str = EMBEDDING_OUTPUT,
+        timeout: float | None = None,
+    ) -> Embedding:
+        """`embed`, with the version of the model that computed the vectors (for callers that cache them)."""
+        outputs, version = await self._predict(model, inputs, [output], timeout=timeout)
+        emb = np.asarray(outputs[output], dtype=np.float32)
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         normalized: npt.NDArray[np.float32] = (emb / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-        return normalized
+        return Embedding(normalized, version)
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         stub = self._get_stub()

@@ -7,6 +7,7 @@ serve. Loading happens in the thread pool; the swap to a new version is atomic f
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from concurrent.futures import Executor
@@ -77,6 +78,13 @@ class ModelEntry:
     runner: Runner | None = None
     batcher: DynamicBatcher | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def version_tag(self) -> str:
+        """The loaded version as clients see it (PredictResponse.model_version); "" while none is loaded."""
+        if not self.version:
+            return ""
+        return hashlib.sha256(repr(self.version).encode()).hexdigest()[:16]
 
 
 class ModelNotServingError(Exception):

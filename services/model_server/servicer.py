@@ -79,7 +79,7 @@ class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
 
     async def _predict(self, request: model_server_pb2.PredictRequest) -> model_server_pb2.PredictResponse:
         entry = self._serving_entry(request.model_name)
-        manifest, runner = entry.manifest, entry.runner
+        manifest, runner, version = entry.manifest, entry.runner, entry.version_tag  # one version, read together
         assert manifest is not None
         assert runner is not None
         try:
@@ -102,7 +102,7 @@ class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
             raise invalid_argument(f"model {manifest.key!r} rejected the input values: {exc}") from exc
         except Fail as exc:
             raise invalid_argument(f"model {manifest.key!r} could not run on these inputs: {exc}") from exc
-        return model_server_pb2.PredictResponse(outputs=map_to_proto(_in_order(result, outputs)))
+        return model_server_pb2.PredictResponse(outputs=map_to_proto(_in_order(result, outputs)), model_version=version)
 
     def _serving_entry(self, key: str) -> ModelEntry:
         entry = self.registry.entries.get(key)
@@ -129,6 +129,7 @@ class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
             key=key,
             state=entry.state.value if entry is not None else ModelState.UNLOADED.value,
             error=entry.error if entry is not None else "",
+            version=entry.version_tag if entry is not None and entry.runner is not None else "",
         )
         if manifest is not None:
             info.kind = manifest.kind.value

@@ -21,7 +21,7 @@ from mmsearch.model_repo import ModelRepoError, ModelRepository
 from mmsearch.runtime.pair_scores import pair_scores
 from mmsearch.settings import Settings
 from mmsearch.stores import milvus_client, mongo_client
-from services.model_server.client import ModelServerClient
+from services.model_server.client import Embedding, ModelServerClient
 from services.search.config.checks import CollectionStatus
 from services.search.errors import Dependency, DependencyUnavailableError, InvalidQueryError
 from services.search.metrics import SearchMetrics
@@ -69,8 +69,8 @@ class GrpcQueryModels:
     async def preprocess_images(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]:
         return await self._call("tokenizer", self.tokenizer.preprocess_images(model, images))
 
-    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
-        return await self._call("model server", self.models.embed(model, inputs, output=output))
+    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> Embedding:
+        return await self._call("model server", self.models.embed_versioned(model, inputs, output=output))
 
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
         # The manifest is read per call (a small file): a re-exported model's score rule applies at once.

@@ -22,6 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import Settings
 from services.search import request_errors
 from services.search.adapters import GrpcQueryModels, MilvusVectorStore, MongoDocumentStore
@@ -34,6 +35,7 @@ from services.search.outcomes.feedback import FeedbackRequest, FeedbackResponse,
 from services.search.outcomes.recorder import ExposureRecorder
 from services.search.outcomes.store import MongoOutcomeStore
 from services.search.ports import Deps
+from services.search.query_cache import QueryEmbeddingCache
 from services.search.service import SearchService
 from services.search.uploads import read_image
 
@@ -90,10 +92,16 @@ def _install_error_handlers(app: FastAPI) -> None:
 
 
 def _default_deps(settings: Settings, metrics: SearchMetrics) -> Deps:
+    s = settings.search
+    cache = None
+    if s.query_cache_size > 0:
+        repo = ModelRepository(settings.model_repo)
+        cache = QueryEmbeddingCache(s.query_cache_size, s.query_cache_ttl_seconds, repo=repo, metrics=metrics)
     return Deps(
         models=GrpcQueryModels(settings, metrics),
         vectors=MilvusVectorStore(settings, metrics),
         documents=MongoDocumentStore(settings, metrics),
+        query_cache=cache,
     )
 
 

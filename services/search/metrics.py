@@ -53,6 +53,26 @@ class SearchMetrics:
         self.config_source_up = Gauge(
             "mmsearch_search_config_source_up", "1 while the config source (file or Consul) answers.", registry=r
         )
+        self.query_cache_lookups = Counter(
+            "mmsearch_search_query_cache_lookups",
+            "Query-embedding cache lookups by embedding model and result (hit: no tokenizer or model server call).",
+            ["model", "result"],
+            registry=r,
+        )
+        self.query_cache_invalidations = Counter(
+            "mmsearch_search_query_cache_invalidations",
+            "Cached query embeddings dropped because the model server reported a new model version.",
+            ["model"],
+            registry=r,
+        )
+        self.query_cache_evictions = Counter(
+            "mmsearch_search_query_cache_evictions",
+            "Least recently used entries dropped from a full cache.",
+            registry=r,
+        )
+        self.query_cache_entries = Gauge(
+            "mmsearch_search_query_cache_entries", "Query embeddings held by the cache.", registry=r
+        )
         self.rank_fallbacks = Counter(
             "mmsearch_search_rank_fallbacks",
             "Requests whose ranker could not run (a cross-encoder past timeoutMs or unavailable) and kept the "

@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from services.model_server.client import Embedding
 from services.search.config.checks import CollectionStatus
+
+if TYPE_CHECKING:
+    from services.search.query_cache import QueryEmbeddingCache
 
 
 class QueryModels(Protocol):
@@ -18,7 +22,9 @@ class QueryModels(Protocol):
 
     async def preprocess_images(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]: ...
 
-    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray: ...
+    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> Embedding:
+        """Unit vectors [n, dim] of `output`, with the model version that computed them."""
+        ...
 
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
         """One relevance score per document for `query`, by the cross-encoder `model` (its manifest's rule)."""
@@ -85,3 +91,4 @@ class Deps:
     models: QueryModels
     vectors: VectorStore
     documents: DocumentStore
+    query_cache: QueryEmbeddingCache | None = None  # None: every query is tokenized and embedded

@@ -56,7 +56,8 @@ class Item:
 class State:
     query: Query
     experiments: Mapping[StageKind, Experiment]  # the experiment chosen for each stage's layer
-    model_inputs: Mapping[str, np.ndarray] | None = None
+    model_inputs: Mapping[str, np.ndarray] | None = None  # an image query, prepared by the qp stage
+    text_model: str | None = None  # a text query: the model that tokenizes it (qp's modelName), when embedded
     items: tuple[Item, ...] = ()
     missing_summaries: int = 0
     paged: bool = False  # items are the requested page (offset, topK) of the ranked list

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from services.model_server.client import Embedding
 from services.search.config.checks import CollectionStatus
 from services.search.config.manager import parse_config
 from services.search.config.model import RankArgs
@@ -37,8 +38,8 @@ class Models:
     async def preprocess_images(self, model: str, images: Sequence[bytes]) -> dict[str, np.ndarray]:
         return {"pixel_values": np.zeros((len(images), 3, 2, 2), dtype=np.float32)}
 
-    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> np.ndarray:
-        return np.array([[1.0, 0.0]], dtype=np.float32)
+    async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> Embedding:
+        return Embedding(np.array([[1.0, 0.0]], dtype=np.float32), "v1")
 
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
         return np.zeros(len(documents), dtype=np.float32)

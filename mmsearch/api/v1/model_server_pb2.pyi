@@ -97,16 +97,22 @@ class PredictResponse(_message.Message):
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     OUTPUTS_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    model_version: _builtins.str
+    """The version of the model that computed the outputs (changes when the repository entry is re-exported and
+    reloaded): clients that cache outputs drop what an older version computed.
+    """
     @_builtins.property
     def outputs(self) -> _containers.MessageMap[_builtins.str, _tensor_pb2.Tensor]: ...
     def __init__(
         self,
         *,
         outputs: _abc.Mapping[_builtins.str, _tensor_pb2.Tensor] | None = ...,
+        model_version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["outputs", b"outputs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model_version", b"model_version", "outputs", b"outputs"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -123,6 +129,7 @@ class ModelInfo(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
     EMBEDDING_DIM_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     kind: _builtins.str
     """"text_embedding", "clip_text" or "clip_image" (see the manifest)."""
@@ -131,6 +138,8 @@ class ModelInfo(_message.Message):
     error: _builtins.str
     """Why loading failed, when state is "failed"."""
     embedding_dim: _builtins.int
+    version: _builtins.str
+    """The loaded version (as PredictResponse.model_version); empty while none is loaded."""
     @_builtins.property
     def inputs(self) -> _containers.RepeatedCompositeFieldContainer[_tensor_pb2.TensorSpec]: ...
     @_builtins.property
@@ -145,10 +154,11 @@ class ModelInfo(_message.Message):
         state: _builtins.str = ...,
         error: _builtins.str = ...,
         embedding_dim: _builtins.int = ...,
+        version: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_dim", b"embedding_dim", "error", b"error", "inputs", b"inputs", "key", b"key", "kind", b"kind", "outputs", b"outputs", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["embedding_dim", b"embedding_dim", "error", b"error", "inputs", b"inputs", "key", b"key", "kind", b"kind", "outputs", b"outputs", "state", b"state", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

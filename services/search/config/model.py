@@ -145,6 +145,8 @@ class MatchArgs(_Args):
     min_score: float | None = Field(default=None, alias="minScore")
     # Drop ANN hits whose raw similarity (cosine on our unit vectors) is below this, before fusion.
     min_similarity: float | None = Field(default=None, alias="minSimilarity")
+    # Reuse a cached embedding of the same text (search.query_cache_size); false: always tokenize and embed.
+    query_cache: bool = Field(default=True, alias="queryCache")
 
     @field_validator("filter_fields", mode="before")
     @classmethod

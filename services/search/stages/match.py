@@ -17,6 +17,7 @@ from services.search.config.model import MatchArgs, RankArgs, StageArgs
 from services.search.errors import InvalidQueryError
 from services.search.filters import build_expression
 from services.search.ports import AnnHit, AnnSearch, Deps, TextSearch
+from services.search.query_vector import query_vector
 from services.search.stages.fusion import fuse
 from services.search.stages.rank import RANKERS
 from services.search.state import Item, State
@@ -45,9 +46,7 @@ class AnnMatcher:
     key = "ann_matcher"
 
     async def match(self, state: State, args: MatchArgs, deps: Deps, limit: int) -> list[Item]:
-        if state.model_inputs is None:
-            raise RuntimeError("ANNMatcher needs the qp stage's model inputs: add a qp layer before match")
-        vec = await deps.models.embed(args.model_name, state.model_inputs, args.vector_name)
+        vec = await query_vector(state, args, deps)
         ma = args.milvus_args
         params = dict(ma.search_params)
         if "ef" in params:

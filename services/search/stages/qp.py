@@ -1,4 +1,6 @@
-"""Query processing: the query text through the tokenizer service, or the uploaded image through its preprocessing."""
+"""Query processing: the uploaded image through its preprocessing; a text query is checked and names the model
+that tokenizes it. The tokenizer runs when a matcher needs the embedding (query_vector), and not at all when
+the embedding is cached or only BM25 matches the words."""
 
 from __future__ import annotations
 
@@ -21,5 +23,5 @@ class QueryProcessing:
         else:
             if q.text is None:
                 raise InvalidQueryError(f"scene {q.scene!r} needs a text query")
-            tensors = await deps.models.tokenize(args.model_name, [q.text])
+            return dataclasses.replace(state, text_model=args.model_name)
         return dataclasses.replace(state, model_inputs=tensors)
