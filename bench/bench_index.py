@@ -61,7 +61,6 @@ def noisy(base: np.ndarray, n: int, sigma: float, rng: np.random.Generator) -> n
 def measure(uri: str, vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, index: str) -> dict[str, Any]:
     from mmsearch.settings import MilvusSettings
     from offline.push.milvus_push import milvus_client
-    from offline.push.schema import IndexType, Metric, index_params
 
     with milvus_client(MilvusSettings(uri=uri, timeout_seconds=600)) as client:  # quiets Milvus Lite's tracebacks
         return _measure(client, vectors, queries, exact, index)
