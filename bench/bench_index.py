@@ -118,6 +118,12 @@ def main() -> None:
         "--repo", type=Path, default=Path("var/bench/models"), help="Model repository (MiniLM exported if missing)."
     )
     ap.add_argument("--out", type=Path, default=Path("bench/results/index.json"))
+    ap.add_argument(
+        "--save-vectors",
+        type=Path,
+        default=None,
+        help="also write corpus.npy and queries.npy here (bench/lite_build_probe.py measures another build on them)",
+    )
     ap.add_argument("--contended", action="store_true", help="Other work shares the CPU during this run.")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -130,6 +136,10 @@ def main() -> None:
     keep = min(len(base), len(corpus))
     corpus[:keep] = base[:keep]  # the real embeddings themselves come first
     queries = noisy(base, args.queries, args.noise, rng)
+    if args.save_vectors:
+        args.save_vectors.mkdir(parents=True, exist_ok=True)
+        np.save(args.save_vectors / "corpus.npy", corpus)
+        np.save(args.save_vectors / "queries.npy", queries)
     results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-index-") as tmp:
         for size in args.sizes:
