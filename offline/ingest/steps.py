@@ -17,11 +17,14 @@ from typing import TYPE_CHECKING
 
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import MilvusSettings, MongoSettings, SparkSettings
-from offline.encode.pipeline import encode_corpus
+from offline.encode.manifest import read_manifest
+from offline.encode.pipeline import check_model, encode_corpus, fresh_manifest
+from offline.ingest.overlap import ShardFeed
+from offline.preprocess.records import CorpusError, read_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
-from offline.push.milvus_push import MilvusPushOptions, push_milvus
+from offline.push.milvus_push import MilvusPushOptions, MilvusPushSummary, push_milvus
 from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
 from offline.spark.jobs import MongoTarget, check_server_uri, encode_corpus_spark, spark_fill
@@ -89,8 +92,7 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
             _encode_on_spark(opts, sc, corpus_file, vectors, report)
             milvus = push_milvus(opts.milvus, _push_options(opts, vectors), fill=spark_fill(sc, opts.spark))
     else:
-        _encode_here(opts, corpus_file, vectors, report)
-        milvus = push_milvus(opts.milvus, _push_options(opts, vectors))
+        milvus = _encode_and_fill(opts, corpus_file, vectors, report)
     report.add("milvus", milvus.text())
     if not opts.skip_mongo:
         pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus)
@@ -99,13 +101,36 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
     return report
 
 
-def _encode_here(opts: IngestOptions, corpus_file: Path, vectors: Path, report: IngestReport) -> None:
-    # MongoDB upserts need only the corpus, so they run on a second thread while the model encodes: the
-    # documents are in place before the alias switch, and their I/O is hidden behind the encoding.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-mongo") as pool:
+def _encode_and_fill(opts: IngestOptions, corpus_file: Path, vectors: Path, report: IngestReport) -> MilvusPushSummary:
+    """Encode, with the MongoDB upserts and the Milvus fill of the new collection running beside the model: the
+    documents need only the corpus, and each finished shard is upserted while the next one encodes. The
+    collection is flushed, indexed, verified and switched to only after the last shard."""
+    model, _ = check_model(opts.repo, opts.model_key, opts.field)
+    try:
+        total = sum(1 for _ in read_corpus(corpus_file))
+    except CorpusError as exc:
+        raise PushError(str(exc)) from exc
+    planned = fresh_manifest(corpus_file, opts.repo, model, opts.field, total=total, shard_size=opts.shard_size)
+    feed = ShardFeed()
+
+    def push() -> MilvusPushSummary:
+        try:
+            return push_milvus(opts.milvus, _push_options(opts, vectors), fill=feed.fill, planned=planned)
+        finally:
+            feed.stopped()
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-store") as pool:
         mongo_job = (
             None if opts.skip_mongo else pool.submit(push_mongo, opts.mongo, corpus_file, opts.corpus, progress=False)
         )
+        milvus_job = pool.submit(push)
+
+        def on_shard(index: int) -> None:
+            refused = milvus_job.exception() if milvus_job.done() else None
+            if refused is not None:  # e.g. vectors of another model for this corpus: stop encoding now
+                raise refused
+            feed.put(index)
+
         try:
             enc = encode_corpus(
                 corpus_file,
@@ -117,14 +142,19 @@ def _encode_here(opts: IngestOptions, corpus_file: Path, vectors: Path, report: 
                 shard_size=opts.shard_size,
                 replace_other_job=True,  # a changed corpus is encoded afresh; an unchanged one resumes
                 providers=opts.providers,
+                on_shard=on_shard,
             )
         except BaseException:
+            feed.abort()
             if mongo_job is not None:
                 mongo_job.cancel()
             raise
+        done = read_manifest(vectors)
+        feed.finish([s.index for s in done.shards] if done else [])
         report.add("index", enc.text())
         if mongo_job is not None:
             report.add("mongo", mongo_job.result().text())
+        return milvus_job.result()
 
 
 def _encode_on_spark(

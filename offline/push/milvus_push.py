@@ -218,11 +218,19 @@ def _check_model(
         )
 
 
-def push_milvus(settings: MilvusSettings, opts: MilvusPushOptions, fill: Fill | None = None) -> MilvusPushSummary:
-    """`fill` writes the vectors into the new collection (default: from this process, shard by shard)."""
+def push_milvus(
+    settings: MilvusSettings,
+    opts: MilvusPushOptions,
+    fill: Fill | None = None,
+    planned: IndexManifest | None = None,
+) -> MilvusPushSummary:
+    """`fill` writes the vectors into the new collection (default: from this process, shard by shard).
+
+    `planned`: the manifest of vectors still being encoded (an ingest that fills while it encodes); its fill
+    must return only once every shard is written, and the folder's manifest is complete before verifying."""
     started = time.perf_counter()
     alias = check_corpus_name(opts.corpus)
-    manifest = open_vectors(opts.vectors)
+    manifest = planned or open_vectors(opts.vectors)
     corpus_path = opts.input_path or Path(manifest.input_path)
     rows, corpus_sha = _load_rows(corpus_path)
     if corpus_sha != manifest.input_sha256:
@@ -306,7 +314,7 @@ def _build(
             params.add_index(sparse_field(lf.name), index_name=sparse_field(lf.name), **BM25_INDEX)
         client.create_index(name, params)
         client.load_collection(name)
-        _verify(client, name, manifest, opts.vectors, lexical=lexical, rows=rows)
+        _verify(client, name, open_vectors(spec.vectors), spec.vectors, lexical=lexical, rows=rows)
     except BaseException as exc:
         log.error("building %s failed (%s); dropping it, the alias is unchanged", name, exc)
         try:
