@@ -165,9 +165,17 @@ def bench_config() -> str:
     scene = doc["scene-config"]["scenes"][0]
     scene["extraSceneArgs"]["maxReservation"] = MAX_RESERVATION
     doc["scene-config"]["scenes"] = [scene]
-    doc["scene-config"]["experiments"] = [
-        e for e in doc["scene-config"]["experiments"] if e["layerName"].endswith(".qa")
+    # The synthetic corpus has no lexical field: experiments with a BM25Matcher (hybrid) are left out.
+    keep = [
+        e
+        for e in doc["scene-config"]["experiments"]
+        if e["layerName"].endswith(".qa")
+        and "BM25Matcher" not in (e.get("extraExperimentArgs") or {}).get("matcherNames", [])
     ]
+    names = {e["experimentName"] for e in keep}
+    for layer in scene["layers"]:
+        layer["normalLayerArgs"] = [a for a in layer["normalLayerArgs"] if a["experimentName"] in names]
+    doc["scene-config"]["experiments"] = keep
     return yaml.safe_dump(doc, sort_keys=False)
 
 
