@@ -22,6 +22,7 @@ from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import read_manifest
 from offline.ingest.cli import ingest
 from offline.preprocess.demo import prepare_demo
+from offline.push.milvus_push import count_rows
 from tests.fixtures.models import MINILM_KEY
 
 pytestmark = pytest.mark.integration
@@ -40,9 +41,7 @@ def _collections(uri: str, alias: str) -> tuple[list[str], str | None]:
 def _count(uri: str, alias: str) -> int:
     client = stores.milvus_client(MilvusSettings(uri=uri))
     try:
-        return int(
-            client.query(alias, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
-        )
+        return count_rows(client, alias)  # the push's own count (strong consistency)
     finally:
         client.close()
 

@@ -29,6 +29,7 @@ from offline.encode.manifest import read_manifest
 from offline.encode.shards import iter_shards, open_vectors
 from offline.ingest.cli import ingest
 from offline.preprocess.demo import prepare_demo
+from offline.push.milvus_push import count_rows
 from tests.fixtures.models import MINILM_KEY, TINY_CLIP_IMAGE
 
 pytestmark = pytest.mark.integration
@@ -150,9 +151,7 @@ def test_spark_runs_the_clip_image_tower_on_executors(
 def _count(uri: str, alias: str) -> int:
     client = stores.milvus_client(MilvusSettings(uri=uri))
     try:
-        return int(
-            client.query(alias, filter="", output_fields=["count(*)"], consistency_level="Strong")[0]["count(*)"]
-        )
+        return count_rows(client, alias)  # the push's own count (strong consistency)
     finally:
         client.close()
 
