@@ -1,5 +1,6 @@
-"""The ingest sequence: preprocess -> index (resumable) alongside MongoDB upserts -> Milvus build + alias switch
--> prune.
+"""The ingest sequence: preprocess -> index (resumable), with the MongoDB upserts and the fill of the new Milvus
+collection beside it -> Milvus flush, index, verify, alias switch -> prune. With the spark engine, executors encode
+the shards, write their documents and fill the collection; the driver does the rest.
 
 Documents go to MongoDB before the alias switch, so every id the new collection can return has its document;
 documents of ids that left the corpus are removed only after the switch.
