@@ -88,10 +88,12 @@ def summarize(samples: Sequence[Sample]) -> dict[str, object]:
 
 
 def faq_bodies(questions: Sequence[str]) -> Callable[[int], dict[str, object]]:
-    """Request bodies cycling through real questions (so the model, Milvus and MongoDB all do real work)."""
+    """Request bodies cycling through real questions (so the model, Milvus and MongoDB all do real work), each text
+    made unique by its request number: the query-embedding cache must not answer for the tokenizer and model
+    server whose faults these tests inject."""
 
     def body(i: int) -> dict[str, object]:
-        return {"query": questions[i % len(questions)]}
+        return {"query": f"{questions[i % len(questions)]} ({i})"}
 
     return body
 
