@@ -13,6 +13,7 @@ import json
 import math
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -89,11 +90,13 @@ def summarize(samples: Sequence[Sample]) -> dict[str, object]:
 
 def faq_bodies(questions: Sequence[str]) -> Callable[[int], dict[str, object]]:
     """Request bodies cycling through real questions (so the model, Milvus and MongoDB all do real work), each text
-    made unique by its request number: the query-embedding cache must not answer for the tokenizer and model
+    made unique by its load and request number: the query-embedding cache must not answer for the tokenizer and model
     server whose faults these tests inject."""
 
+    run = uuid.uuid4().hex[:8]  # unique across loads too: every load of the session restarts at request 0
+
     def body(i: int) -> dict[str, object]:
-        return {"query": f"{questions[i % len(questions)]} ({i})"}
+        return {"query": f"{questions[i % len(questions)]} ({run}-{i})"}
 
     return body
 
