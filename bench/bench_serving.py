@@ -165,11 +165,11 @@ def batch_stats(service: Any, model: str) -> tuple[float, float]:
 
 def served(stack: tuple[str, Any], model: str, inputs: list[Any], concurrency: int, seconds: float) -> dict[str, Any]:
     """Closed-loop clients doing preprocessing + Predict over gRPC (texts, or images for a clip_image model)."""
-    from services.model_server.client import ModelServerClient, embed_images, embed_texts
+    from services.model_server.client import ModelServerClient, embed_images, tokenize_then_embed
     from services.tokenizer.client import TokenizerClient
 
     tokenizer, server = stack
-    embed = embed_images if model == CLIP_IMAGE else embed_texts
+    embed = embed_images if model == CLIP_IMAGE else tokenize_then_embed
     calls_before, requests_before = batch_stats(server, model)
 
     async def go() -> dict[str, Any]:

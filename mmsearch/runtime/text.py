@@ -44,8 +44,9 @@ class TextPreprocessor:
         self._pad = (pad_id, pad_token)
 
     @classmethod
-    def from_repo(cls, repo: ModelRepository, key: str) -> TextPreprocessor:
-        manifest = repo.manifest(key)
+    def from_repo(cls, repo: ModelRepository, key: str, manifest: ModelManifest | None = None) -> TextPreprocessor:
+        """`manifest`: the one the caller already read, so model and tokenizer come from the same version."""
+        manifest = manifest or repo.manifest(key)
         if not manifest.tokenizer_file:
             raise ModelRepoError(f"model {key!r} ({manifest.kind}) has no tokenizer; it does not take text")
         return cls(Tokenizer.from_file(str(repo.path(key) / manifest.tokenizer_file)), manifest)

@@ -2,10 +2,11 @@
 
     async with ModelServerClient("127.0.0.1:50000", timeout=3.0) as models:
         vectors = await models.embed("minilm", batch.tensors)      # float32 [n, dim], L2-normalised
+        emb = await models.embed_texts("minilm", ["how do I ..."])  # tokenized by the model server; + .version
         outputs = await models.predict("minilm", batch.tensors)     # every output, raw, by name
         infos = await models.list_models()                          # [ModelStatus(key, kind, state, ...)]
 
-`embed_texts` / `embed_images` below chain the tokenizer and the model server. Every failure raises
+`tokenize_then_embed` / `embed_images` below chain the tokenizer and the model server. Every failure raises
 ServiceCallError carrying the gRPC status code (`.unavailable` -> HTTP 503).
 """
 
@@ -22,10 +23,10 @@ from grpc import aio
 
 from mmsearch.api.v1 import model_server_pb2, model_server_pb2_grpc, tensor_pb2
 from mmsearch.grpc_common.client import ServiceCallError, call, check_health, insecure_channel
-from mmsearch.tensors import map_from_proto, map_to_proto
+from mmsearch.tensors import from_proto, map_from_proto, map_to_proto
 from services.tokenizer.client import TokenizerClient
 
-__all__ = ["ModelServerClient", "ModelStatus", "ServiceCallError", "TensorInfo", "embed_images", "embed_texts"]
+__all__ = ["ModelServerClient", "ModelStatus", "ServiceCallError", "TensorInfo", "embed_images", "tokenize_then_embed"]
 
 SERVICE = "ModelServer"
 EMBEDDING_OUTPUT = "sentence_embedding"
@@ -67,6 +68,13 @@ class ModelStatus:
             outputs=[_spec(s) for s in info.outputs],
             version=info.version,
         )
+
+
+def _unit_rows(array: npt.NDArray[Any]) -> npt.NDArray[np.float32]:
+    emb = np.asarray(array, dtype=np.float32)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit: npt.NDArray[np.float32] = (emb / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
+    return unit
 
 
 def _spec(spec: tensor_pb2.TensorSpec) -> TensorInfo:
@@ -137,10 +145,17 @@ class ModelServerClient:
     ) -> Embedding:
         """`embed`, with the version of the model that computed the vectors (for callers that cache them)."""
         outputs, version = await self._predict(model, inputs, [output], timeout=timeout)
-        emb = np.asarray(outputs[output], dtype=np.float32)
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        normalized: npt.NDArray[np.float32] = (emb / np.maximum(norms, 1e-12)).astype(np.float32, copy=False)
-        return Embedding(normalized, version)
+        return Embedding(_unit_rows(outputs[output]), version)
+
+    async def embed_texts(
+        self, model: str, texts: Sequence[str], *, output: str = "", timeout: float | None = None
+    ) -> Embedding:
+        """Query texts -> unit vectors [n, dim] in one call: the server tokenizes them with the model's own
+        tokenizer (query prompt included). `output`: "" for the model's embedding output."""
+        stub = self._get_stub()
+        request = model_server_pb2.EmbedRequest(model_name=model, texts=list(texts), output_name=output)
+        reply = await call(SERVICE, "Embed", lambda: stub.Embed(request, timeout=timeout or self.timeout))
+        return Embedding(_unit_rows(from_proto(reply.embeddings, "embeddings")), reply.model_version)
 
     async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         stub = self._get_stub()
@@ -183,7 +198,7 @@ class ModelServerClient:
         await self.close()
 
 
-async def embed_texts(
+async def tokenize_then_embed(
     tokenizer: TokenizerClient,
     models: ModelServerClient,
     model: str,
@@ -191,7 +206,8 @@ async def embed_texts(
     *,
     timeout: float | None = None,
 ) -> npt.NDArray[np.float32]:
-    """Texts -> unit vectors [n, dim]: tokenize, then forward the tensors unchanged to the model."""
+    """Texts -> unit vectors [n, dim] in two calls: tokenize, then forward the tensors unchanged to the model
+    (what `ModelServerClient.embed_texts` does in one; kept for clients that also want the tensors)."""
     batch = await tokenizer.tokenize(model, texts, timeout=timeout)
     return await models.embed(model, batch.tensors, timeout=timeout)
 

@@ -22,6 +22,7 @@ import onnxruntime as ort
 from mmsearch.grpc_common.health import HealthStatus
 from mmsearch.model_repo import MANIFEST_NAME, ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.runtime.providers import create_session
+from mmsearch.runtime.text import TextPreprocessor
 from mmsearch.settings import ModelServerSettings
 from services.model_server.batcher import Arrays, BatchingPlan, DynamicBatcher
 from services.model_server.metrics import ServingMetrics
@@ -40,11 +41,16 @@ class ModelState(StrEnum):
 
 
 class Runner:
-    """One ONNX Runtime session; `run` is blocking and thread-safe (ORT sessions are)."""
+    """One ONNX Runtime session; `run` is blocking and thread-safe (ORT sessions are). A model with a tokenizer
+    carries its text preprocessor, loaded from the same repository version, so Embed's tokens always fit the
+    session they run on."""
 
-    def __init__(self, manifest: ModelManifest, session: ort.InferenceSession) -> None:
+    def __init__(
+        self, manifest: ModelManifest, session: ort.InferenceSession, text: TextPreprocessor | None = None
+    ) -> None:
         self.manifest = manifest
         self.session = session
+        self.text = text
 
     def run(self, inputs: Arrays, outputs: list[str]) -> Arrays:
         results = self.session.run(outputs, inputs)
@@ -211,7 +217,8 @@ class ModelRegistry:
             config_entries={} if s.allow_spinning else {"session.intra_op.allow_spinning": "0"},
         )
         _check_session_matches(manifest, session)
-        runner = Runner(manifest, session)
+        text = TextPreprocessor.from_repo(self.repo, key, manifest) if manifest.tokenizer_file else None
+        runner = Runner(manifest, session, text)
         if s.warmup:
             runner.warm_up([1, 2])
         return manifest, runner

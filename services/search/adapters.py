@@ -72,6 +72,9 @@ class GrpcQueryModels:
     async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> Embedding:
         return await self._call("model server", self.models.embed_versioned(model, inputs, output=output))
 
+    async def embed_texts(self, model: str, texts: Sequence[str], output: str) -> Embedding:
+        return await self._call("model server", self.models.embed_texts(model, texts, output=output))
+
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
         # The manifest is read per call (a small file): a re-exported model's score rule applies at once.
         try:

@@ -26,6 +26,10 @@ class QueryModels(Protocol):
         """Unit vectors [n, dim] of `output`, with the model version that computed them."""
         ...
 
+    async def embed_texts(self, model: str, texts: Sequence[str], output: str) -> Embedding:
+        """`embed` of query texts in one call: the model server tokenizes them with the model's own tokenizer."""
+        ...
+
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
         """One relevance score per document for `query`, by the cross-encoder `model` (its manifest's rule)."""
         ...

@@ -1,5 +1,7 @@
 """The query's embedding for an ANN matcher: an image query's prepared pixels through the model server; a text
-query through the query-embedding cache, or the tokenizer and the model server on a miss."""
+query through the query-embedding cache, or on a miss the model server's Embed (one call: it tokenizes with the
+model's own tokenizer) when the qp stage names the match model, as every reference config does, else the
+qp model's tokenizer and then the match model."""
 
 from __future__ import annotations
 
@@ -23,8 +25,11 @@ async def query_vector(state: State, args: MatchArgs, deps: Deps) -> np.ndarray:
         hit = cache.get(key)
         if hit is not None:
             return hit
-    inputs = await deps.models.tokenize(tokenizer_model, [text])
-    embedding = await deps.models.embed(args.model_name, inputs, args.vector_name)
+    if tokenizer_model == args.model_name:
+        embedding = await deps.models.embed_texts(args.model_name, [text], args.vector_name)
+    else:
+        inputs = await deps.models.tokenize(tokenizer_model, [text])
+        embedding = await deps.models.embed(args.model_name, inputs, args.vector_name)
     if cache is not None and key is not None:
         cache.put(key, embedding.vectors, embedding.version)
     return embedding.vectors

@@ -23,7 +23,13 @@ from PIL import Image
 from mmsearch.model_repo import ModelRepository, write_manifest
 from mmsearch.runtime.encoder import OnnxEncoder
 from mmsearch.runtime.text import TextPreprocessor
-from services.model_server.client import ModelServerClient, ModelStatus, ServiceCallError, embed_images, embed_texts
+from services.model_server.client import (
+    ModelServerClient,
+    ModelStatus,
+    ServiceCallError,
+    embed_images,
+    tokenize_then_embed,
+)
 from services.tokenizer.client import TokenizerClient
 from tests.fixtures.grpc_services import (
     RunningService,
@@ -87,12 +93,41 @@ def test_text_vectors_equal_the_in_process_encoder(
 ) -> None:
     async def go() -> npt.NDArray[np.float32]:
         async with TokenizerClient(tokenizer_target) as tok, ModelServerClient(model_server_target) as models:
-            return await embed_texts(tok, models, "minilm", TEXTS)
+            return await tokenize_then_embed(tok, models, "minilm", TEXTS)
 
     got = run(go())
     want = OnnxEncoder.from_repo(model_repo, "minilm").encode_texts(TEXTS)
     assert got.shape == (len(TEXTS), 384)
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+@pytest.mark.parametrize("model", ["minilm", "tiny-clip-text"])
+def test_embed_in_one_call_equals_tokenizer_then_predict(
+    tokenizer_target: str, model_server_target: str, model_server_service: RunningService, model: str
+) -> None:
+    async def go() -> tuple[Any, npt.NDArray[np.float32], list[Any]]:
+        async with TokenizerClient(tokenizer_target) as tok, ModelServerClient(model_server_target) as models:
+            one_call = await models.embed_texts(model, TEXTS)
+            two_calls = await tokenize_then_embed(tok, models, model, TEXTS)
+            # Concurrent single-text calls share the server's batches like Predict calls do.
+            together = await asyncio.gather(*(models.embed_texts(model, [t]) for t in TEXTS * 4))
+            return one_call, two_calls, list(together)
+
+    before = scrape_metrics(model_server_service)
+    one_call, two_calls, together = run(go())
+    after = scrape_metrics(model_server_service)
+    assert one_call.vectors.shape == two_calls.shape
+    np.testing.assert_allclose(one_call.vectors, two_calls, atol=1e-5)
+    for i, emb in enumerate(together):
+        np.testing.assert_allclose(emb.vectors[0], two_calls[i % len(TEXTS)], atol=1e-5)
+    assert one_call.version
+    assert {e.version for e in together} == {one_call.version}
+    assert list_models(model_server_service.target)[model].version == one_call.version
+
+    def embeds(text: str) -> float:
+        return metric_value(text, "mmsearch_model_server_requests_total", method="Embed", model=model)
+
+    assert embeds(after) - embeds(before) == 1 + len(together)
 
 
 def test_image_vectors_equal_the_in_process_encoder(

@@ -19,7 +19,7 @@ from mmsearch.model_repo import ModelRepository, write_manifest
 from mmsearch.runtime.encoder import OnnxEncoder
 from mmsearch.runtime.text import TextPreprocessor
 from mmsearch.settings import ModelServerSettings
-from mmsearch.tensors import map_from_proto, map_to_proto
+from mmsearch.tensors import from_proto, map_from_proto, map_to_proto
 from services.model_server.metrics import ServingMetrics
 from services.model_server.registry import ModelRegistry
 from services.model_server.servicer import ModelServerServicer
@@ -89,3 +89,73 @@ def test_states_and_refusals(repo: ModelRepository) -> None:
     assert "failed to load" in broken.message
     assert unknown.code == grpc.StatusCode.NOT_FOUND
     assert "broken, minilm" in unknown.message
+
+
+def embed_request(model: str, texts: list[str], output: str = "") -> model_server_pb2.EmbedRequest:
+    return model_server_pb2.EmbedRequest(model_name=model, texts=texts, output_name=output)
+
+
+# Up to INLINE_TOKENIZE_TEXTS texts are tokenized on the event loop, more in the thread pool: both paths.
+EMBED_TEXTS = [f"how do I renew permit number {i}?" for i in range(12)]
+
+
+@pytest.mark.parametrize("batching", [True, False])
+@pytest.mark.parametrize("n", [1, 12])
+def test_embed_tokenizes_in_process_and_equals_the_in_process_encoder(
+    repo: ModelRepository, batching: bool, n: int
+) -> None:
+    texts = EMBED_TEXTS[:n]
+
+    async def body(servicer: ModelServerServicer) -> Any:
+        embed = await servicer._embed(embed_request("minilm", texts))
+        predict = await servicer._predict(request("minilm", texts, repo))
+        return embed, predict
+
+    embed, predict = with_servicer(repo, body, batching=batching)
+    got = np.asarray(from_proto(embed.embeddings), dtype=np.float32)
+    assert got.shape == (n, 384)
+    assert list(embed.truncated) == [False] * n
+    assert embed.model_version
+    assert embed.model_version == predict.model_version
+    unit = got / np.linalg.norm(got, axis=1, keepdims=True)
+    np.testing.assert_allclose(unit, OnnxEncoder.from_repo(repo, "minilm").encode_texts(texts), atol=1e-5)
+
+
+def test_embed_flags_texts_cut_to_the_max_length(repo: ModelRepository) -> None:
+    long_text = "permit " * 600
+
+    async def body(servicer: ModelServerServicer) -> Any:
+        return await servicer._embed(embed_request("minilm", ["short", long_text]))
+
+    assert list(with_servicer(repo, body).truncated) == [False, True]
+
+
+def test_embed_refusals(tmp_path: Path, model_repo: ModelRepository) -> None:
+    own = ModelRepository(tmp_path / "repo")
+    own.root.mkdir()
+    for key in ("minilm", "tiny-clip-image"):
+        (own.root / key).symlink_to(model_repo.path(key))
+
+    async def body(servicer: ModelServerServicer) -> list[RpcStatusError]:
+        errors = []
+        for req in (
+            embed_request("minilm", []),
+            embed_request("minilm", ["a", "b", "c", "d"]),
+            embed_request("minilm", ["a"], output="logits"),
+            embed_request("tiny-clip-image", ["a photo of a cat"]),
+            embed_request("gpt", ["a"]),
+        ):
+            with pytest.raises(RpcStatusError) as info:
+                await servicer._embed(req)
+            errors.append(info.value)
+        return errors
+
+    empty, too_many, output, image, unknown = with_servicer(own, body, max_embed_texts=3)
+    assert empty.code == too_many.code == output.code == image.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at least one" in empty.message
+    assert "4 texts" in too_many.message
+    assert "limit is 3" in too_many.message
+    assert "logits" in output.message
+    assert "clip_image" in image.message
+    assert "PreprocessImages" in image.message
+    assert unknown.code == grpc.StatusCode.NOT_FOUND

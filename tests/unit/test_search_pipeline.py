@@ -41,6 +41,9 @@ class Models:
     async def embed(self, model: str, inputs: Mapping[str, np.ndarray], output: str) -> Embedding:
         return Embedding(np.array([[1.0, 0.0]], dtype=np.float32), "v1")
 
+    async def embed_texts(self, model: str, texts: Sequence[str], output: str) -> Embedding:
+        return Embedding(np.array([[1.0, 0.0]], dtype=np.float32), "v1")
+
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
         return np.zeros(len(documents), dtype=np.float32)
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mmsearch.api.v1 import tensor_pb2 as mmsearch_dot_api_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mmsearch/api/v1/model_server.proto\x12\x0fmmsearch.api.v1\x1a\x1cmmsearch/api/v1/tensor.proto\"\xbf\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12;\n\x06inputs\x18\x02 \x03(\x0b\x32+.mmsearch.api.v1.PredictRequest.InputsEntry\x12\x14\n\x0coutput_names\x18\x03 \x03(\t\x1a\x46\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"\xb1\x01\n\x0fPredictResponse\x12>\n\x07outputs\x18\x01 \x03(\x0b\x32-.mmsearch.api.v1.PredictResponse.OutputsEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x1aG\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"\xc7\x01\n\tModelInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x06inputs\x18\x03 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12,\n\x07outputs\x18\x04 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12\r\n\x05state\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\">\n\x11LoadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse2\xe0\x02\n\x0bModelServer\x12L\n\x07Predict\x12\x1f.mmsearch.api.v1.PredictRequest\x1a .mmsearch.api.v1.PredictResponse\x12U\n\nListModels\x12\".mmsearch.api.v1.ListModelsRequest\x1a#.mmsearch.api.v1.ListModelsResponse\x12R\n\tLoadModel\x12!.mmsearch.api.v1.LoadModelRequest\x1a\".mmsearch.api.v1.LoadModelResponse\x12X\n\x0bUnloadModel\x12#.mmsearch.api.v1.UnloadModelRequest\x1a$.mmsearch.api.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mmsearch/api/v1/model_server.proto\x12\x0fmmsearch.api.v1\x1a\x1cmmsearch/api/v1/tensor.proto\"\xbf\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12;\n\x06inputs\x18\x02 \x03(\x0b\x32+.mmsearch.api.v1.PredictRequest.InputsEntry\x12\x14\n\x0coutput_names\x18\x03 \x03(\t\x1a\x46\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"\xb1\x01\n\x0fPredictResponse\x12>\n\x07outputs\x18\x01 \x03(\x0b\x32-.mmsearch.api.v1.PredictResponse.OutputsEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x1aG\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"F\n\x0c\x45mbedRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x13\n\x0boutput_name\x18\x03 \x01(\t\"f\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xc7\x01\n\tModelInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x06inputs\x18\x03 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12,\n\x07outputs\x18\x04 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12\r\n\x05state\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\">\n\x11LoadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse2\xa8\x03\n\x0bModelServer\x12L\n\x07Predict\x12\x1f.mmsearch.api.v1.PredictRequest\x1a .mmsearch.api.v1.PredictResponse\x12\x46\n\x05\x45mbed\x12\x1d.mmsearch.api.v1.EmbedRequest\x1a\x1e.mmsearch.api.v1.EmbedResponse\x12U\n\nListModels\x12\".mmsearch.api.v1.ListModelsRequest\x1a#.mmsearch.api.v1.ListModelsResponse\x12R\n\tLoadModel\x12!.mmsearch.api.v1.LoadModelRequest\x1a\".mmsearch.api.v1.LoadModelResponse\x12X\n\x0bUnloadModel\x12#.mmsearch.api.v1.UnloadModelRequest\x1a$.mmsearch.api.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,20 +44,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREDICTRESPONSE']._serialized_end=457
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_start=386
   _globals['_PREDICTRESPONSE_OUTPUTSENTRY']._serialized_end=457
-  _globals['_MODELINFO']._serialized_start=460
-  _globals['_MODELINFO']._serialized_end=659
-  _globals['_LISTMODELSREQUEST']._serialized_start=661
-  _globals['_LISTMODELSREQUEST']._serialized_end=680
-  _globals['_LISTMODELSRESPONSE']._serialized_start=682
-  _globals['_LISTMODELSRESPONSE']._serialized_end=746
-  _globals['_LOADMODELREQUEST']._serialized_start=748
-  _globals['_LOADMODELREQUEST']._serialized_end=786
-  _globals['_LOADMODELRESPONSE']._serialized_start=788
-  _globals['_LOADMODELRESPONSE']._serialized_end=850
-  _globals['_UNLOADMODELREQUEST']._serialized_start=852
-  _globals['_UNLOADMODELREQUEST']._serialized_end=892
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=894
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=915
-  _globals['_MODELSERVER']._serialized_start=918
-  _globals['_MODELSERVER']._serialized_end=1270
+  _globals['_EMBEDREQUEST']._serialized_start=459
+  _globals['_EMBEDREQUEST']._serialized_end=529
+  _globals['_EMBEDRESPONSE']._serialized_start=531
+  _globals['_EMBEDRESPONSE']._serialized_end=633
+  _globals['_MODELINFO']._serialized_start=636
+  _globals['_MODELINFO']._serialized_end=835
+  _globals['_LISTMODELSREQUEST']._serialized_start=837
+  _globals['_LISTMODELSREQUEST']._serialized_end=856
+  _globals['_LISTMODELSRESPONSE']._serialized_start=858
+  _globals['_LISTMODELSRESPONSE']._serialized_end=922
+  _globals['_LOADMODELREQUEST']._serialized_start=924
+  _globals['_LOADMODELREQUEST']._serialized_end=962
+  _globals['_LOADMODELRESPONSE']._serialized_start=964
+  _globals['_LOADMODELRESPONSE']._serialized_end=1026
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1028
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1068
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1070
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1091
+  _globals['_MODELSERVER']._serialized_start=1094
+  _globals['_MODELSERVER']._serialized_end=1518
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class ModelServerStub:
                 request_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.PredictRequest.SerializeToString,
                 response_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.PredictResponse.FromString,
                 _registered_method=True)
+        self.Embed = channel.unary_unary(
+                '/mmsearch.api.v1.ModelServer/Embed',
+                request_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/mmsearch.api.v1.ModelServer/ListModels',
                 request_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.ListModelsRequest.SerializeToString,
@@ -63,6 +68,15 @@ class ModelServerServicer:
 
     def Predict(self, request, context):
         """Run a model. Concurrent calls to one model may be batched together by the server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Embed(self, request, context):
+        """Query texts to embeddings in one call: the server tokenizes with the model's own tokenizer files (as
+        Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
+        embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,6 +109,11 @@ def add_ModelServerServicer_to_server(servicer, server):
                     servicer.Predict,
                     request_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.PredictRequest.FromString,
                     response_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.PredictResponse.SerializeToString,
+            ),
+            'Embed': grpc.unary_unary_rpc_method_handler(
+                    servicer.Embed,
+                    request_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedRequest.FromString,
+                    response_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -140,6 +159,33 @@ class ModelServer:
             '/mmsearch.api.v1.ModelServer/Predict',
             mmsearch_dot_api_dot_v1_dot_model__server__pb2.PredictRequest.SerializeToString,
             mmsearch_dot_api_dot_v1_dot_model__server__pb2.PredictResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Embed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.api.v1.ModelServer/Embed',
+            mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedRequest.SerializeToString,
+            mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
             insecure,

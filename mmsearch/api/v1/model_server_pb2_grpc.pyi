@@ -35,6 +35,11 @@ class ModelServerStub:
     def __new__(cls, channel: _aio.Channel) -> ModelServerAsyncStub: ...
     Predict: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.PredictRequest, _model_server_pb2.PredictResponse]
     """Run a model. Concurrent calls to one model may be batched together by the server."""
+    Embed: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.EmbedRequest, _model_server_pb2.EmbedResponse]
+    """Query texts to embeddings in one call: the server tokenizes with the model's own tokenizer files (as
+    Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
+    embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.ListModelsRequest, _model_server_pb2.ListModelsResponse]
     """Every model of the repository with its signature and load state."""
     LoadModel: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.LoadModelRequest, _model_server_pb2.LoadModelResponse]
@@ -48,6 +53,11 @@ class ModelServerAsyncStub(ModelServerStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Predict: _aio.UnaryUnaryMultiCallable[_model_server_pb2.PredictRequest, _model_server_pb2.PredictResponse]  # type: ignore[assignment]
     """Run a model. Concurrent calls to one model may be batched together by the server."""
+    Embed: _aio.UnaryUnaryMultiCallable[_model_server_pb2.EmbedRequest, _model_server_pb2.EmbedResponse]  # type: ignore[assignment]
+    """Query texts to embeddings in one call: the server tokenizes with the model's own tokenizer files (as
+    Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
+    embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
+    """
     ListModels: _aio.UnaryUnaryMultiCallable[_model_server_pb2.ListModelsRequest, _model_server_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Every model of the repository with its signature and load state."""
     LoadModel: _aio.UnaryUnaryMultiCallable[_model_server_pb2.LoadModelRequest, _model_server_pb2.LoadModelResponse]  # type: ignore[assignment]
@@ -64,6 +74,17 @@ class ModelServerServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_model_server_pb2.PredictResponse, _abc.Awaitable[_model_server_pb2.PredictResponse]]:
         """Run a model. Concurrent calls to one model may be batched together by the server."""
+
+    @_abc_1.abstractmethod
+    def Embed(
+        self,
+        request: _model_server_pb2.EmbedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_server_pb2.EmbedResponse, _abc.Awaitable[_model_server_pb2.EmbedResponse]]:
+        """Query texts to embeddings in one call: the server tokenizes with the model's own tokenizer files (as
+        Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
+        embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
+        """
 
     @_abc_1.abstractmethod
     def ListModels(
