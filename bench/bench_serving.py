@@ -4,6 +4,8 @@ and without server-side batching, against in-process baselines measured in the s
 MiniLM (the real all-MiniLM-L6-v2 export), queries = the Zaragoza FAQ questions, closed-loop clients at
 concurrency 1, 8 and 32 (each client: Tokenize one query, Predict it, repeat) for `--seconds` per point:
 - server: `mmsearch serve tokenizer` + `mmsearch serve model` (batching on, defaults), real processes;
+- server embed: the same model server's Embed, one call per query (it tokenizes in-process: the search service's
+  path for text queries);
 - (a) the same model server with `--no-batching`;
 - (b) sentence-transformers `encode` in-process (PyTorch CPU): batch 1 (one query at a time) and batch 32,
   torch on all cores and on one thread (the better one is the baseline);
@@ -163,8 +165,17 @@ def batch_stats(service: Any, model: str) -> tuple[float, float]:
     )
 
 
-def served(stack: tuple[str, Any], model: str, inputs: list[Any], concurrency: int, seconds: float) -> dict[str, Any]:
-    """Closed-loop clients doing preprocessing + Predict over gRPC (texts, or images for a clip_image model)."""
+def served(
+    stack: tuple[str, Any],
+    model: str,
+    inputs: list[Any],
+    concurrency: int,
+    seconds: float,
+    *,
+    one_call: bool = False,
+) -> dict[str, Any]:
+    """Closed-loop clients doing preprocessing + Predict over gRPC (texts, or images for a clip_image model), or
+    with `one_call` the model server's Embed alone."""
     from services.model_server.client import ModelServerClient, embed_images, tokenize_then_embed
     from services.tokenizer.client import TokenizerClient
 
@@ -174,6 +185,10 @@ def served(stack: tuple[str, Any], model: str, inputs: list[Any], concurrency: i
 
     async def go() -> dict[str, Any]:
         async with TokenizerClient(tokenizer) as tok, ModelServerClient(server.target) as models:
+            if one_call:
+                return await closed_loop(
+                    lambda i: models.embed_texts(model, [inputs[i % len(inputs)]], timeout=60), concurrency, seconds
+                )
             return await closed_loop(
                 lambda i: embed(tok, models, model, [inputs[i % len(inputs)]], timeout=60), concurrency, seconds
             )
@@ -293,6 +308,9 @@ def main() -> None:
         for c in CONCURRENCY:
             points[f"server_batching/concurrency_{c}"] = partial(served, (tok.target, batching), MINILM, texts, c)
             points[f"server_no_batching/concurrency_{c}"] = partial(served, (tok.target, unbatched), MINILM, texts, c)
+            points[f"server_embed/concurrency_{c}"] = partial(
+                served, (tok.target, batching), MINILM, texts, c, one_call=True
+            )
         for threads in (os.cpu_count() or 1, 1):
             for b in (1, 32):
                 name = f"sentence_transformers/threads_{threads}_batch_{b}"
@@ -320,6 +338,7 @@ def main() -> None:
     clip = results["clip_image"]
     clip_raw_best = max((k for k in clip if k.startswith("raw_")), key=lambda k: clip[k]["throughput_per_s"])
     srv, unb, st = results["server_batching"], results["server_no_batching"], results["sentence_transformers"]
+    emb = results["server_embed"]
     st1 = max((k for k in st if k.endswith("_batch_1")), key=lambda k: st[k]["throughput_per_s"])
     st32 = max((k for k in st if k.endswith("_batch_32")), key=lambda k: st[k]["throughput_per_s"])
     ceiling = raw[raw_best_name]["throughput_per_s"]
@@ -340,6 +359,17 @@ def main() -> None:
             srv["concurrency_8"]["throughput_per_s"], unb["concurrency_8"]["throughput_per_s"]
         ),
         "c1_p50_vs_no_batching": ratio(srv["concurrency_1"]["p50_ms"], unb["concurrency_1"]["p50_ms"]),
+        "embed_c32_throughput_vs_raw_ceiling": ratio(emb["concurrency_32"]["throughput_per_s"], ceiling),
+        "embed_c32_throughput_vs_sentence_transformers_batch32": ratio(
+            emb["concurrency_32"]["throughput_per_s"], st[st32]["throughput_per_s"]
+        ),
+        "embed_c1_throughput_vs_sentence_transformers_batch1": ratio(
+            emb["concurrency_1"]["throughput_per_s"], st[st1]["throughput_per_s"]
+        ),
+        "embed_c32_throughput_vs_two_calls": ratio(
+            emb["concurrency_32"]["throughput_per_s"], srv["concurrency_32"]["throughput_per_s"]
+        ),
+        "embed_c1_p50_vs_two_calls": ratio(emb["concurrency_1"]["p50_ms"], srv["concurrency_1"]["p50_ms"]),
         "clip_image_raw_ceiling_point": clip_raw_best,
         "clip_image_c8_vs_raw_ceiling": ratio(
             clip["server_concurrency_8"]["throughput_per_s"], clip[clip_raw_best]["throughput_per_s"]
@@ -352,6 +382,11 @@ def main() -> None:
         )
         >= 1.5,
         "c1_p50_vs_no_batching <= 1.2": (ratios["c1_p50_vs_no_batching"] or 99) <= 1.2,
+        "embed_c32_throughput_vs_raw_ceiling >= 0.7": (ratios["embed_c32_throughput_vs_raw_ceiling"] or 0) >= 0.7,
+        "embed_c32_throughput_vs_sentence_transformers >= 1.5": (
+            ratios["embed_c32_throughput_vs_sentence_transformers_batch32"] or 0
+        )
+        >= 1.5,
     }
     report = {
         "benchmark": "serving",
