@@ -227,7 +227,7 @@ def bench_spark(
     }
 
 
-def _synthetic_vectors(folder: Path, n: int, dim: int) -> Path:
+def synthetic_vectors(folder: Path, n: int, dim: int) -> Path:
     from offline.encode.manifest import IndexManifest, file_sha256, write_manifest
     from offline.encode.shards import write_shard
 
@@ -270,7 +270,7 @@ def bench_milvus(work: Path, n: int, dim: int) -> dict[str, Any]:
     from offline.push.milvus_push import MilvusPushOptions, push_milvus
     from offline.push.schema import IndexType
 
-    folder = _synthetic_vectors(work / "synthetic", n, dim)
+    folder = synthetic_vectors(work / "synthetic", n, dim)
     uri = str(work / "bench-milvus.db")
     summary = push_milvus(
         MilvusSettings(uri=uri, timeout_seconds=60),
@@ -367,7 +367,7 @@ def bench_mongo(work: Path, mongo_uri: str, n: int) -> dict[str, Any]:
     }
 
 
-def _start_secantus(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_secantus(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
     from tests.fixtures.ports import free_port, wait_until
     from tests.fixtures.stores import mongo_reachable
 
@@ -447,7 +447,7 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
-        proc, mongo_uri = _start_secantus(work)
+        proc, mongo_uri = start_secantus(work)
         try:
             corpus, texts = _corpus(work, args.docs)
             log.info("encoding: %d texts, %d repeats", len(texts), args.repeats)

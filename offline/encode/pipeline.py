@@ -341,13 +341,7 @@ class _Reader(threading.Thread):
         self.stop = threading.Event()
 
     def _put(self, item: object) -> bool:
-        while not self.stop.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
+        return put_until_stopped(self.queue, item, self.stop)
 
     def run(self) -> None:
         try:
@@ -362,3 +356,15 @@ class _Reader(threading.Thread):
             self._put(_DONE)
         except BaseException as exc:  # noqa: BLE001 - any failure must reach the consumer, or it would wait forever
             self._put(_Failure(exc))
+
+
+def put_until_stopped(q: queue.Queue[Any], item: object, stop: threading.Event) -> bool:
+    """Put `item` on a bounded queue, waiting while it is full, but give up (False) once `stop` is set: a consumer
+    that stopped must not leave its producer blocked forever."""
+    while not stop.is_set():
+        try:
+            q.put(item, timeout=0.2)
+            return True
+        except queue.Full:
+            continue
+    return False

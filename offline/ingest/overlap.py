@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Mapping
 
 from offline.encode.manifest import read_manifest
+from offline.encode.pipeline import put_until_stopped
 from offline.encode.shards import read_shard
-from offline.preprocess.records import CorpusError, read_corpus
+from offline.preprocess.records import CorpusRow
 from offline.push.errors import PushError
 from offline.push.milvus_push import FillSpec, entity_batches, milvus_client
 
@@ -29,13 +31,8 @@ class ShardFeed:
 
     def put(self, index: int) -> None:
         """A finished shard; waits while the fill is `depth` shards behind, never once the push has stopped."""
-        while not self._stopped.is_set():
-            try:
-                self._queue.put(index, timeout=0.2)
-                self._fed.add(index)
-                return
-            except queue.Full:
-                continue
+        if put_until_stopped(self._queue, index, self._stopped):
+            self._fed.add(index)
 
     def finish(self, shards: list[int]) -> None:
         for index in shards:
@@ -51,12 +48,8 @@ class ShardFeed:
         """Called when the push returns or fails: the encoder must not wait for it any more."""
         self._stopped.set()
 
-    def fill(self, spec: FillSpec) -> None:
+    def fill(self, spec: FillSpec, rows: Mapping[int, CorpusRow]) -> None:
         """The push's fill: upserts shards as they arrive, until the feed ends."""
-        try:
-            rows = {row.id: row for _, row in read_corpus(spec.corpus_path)}
-        except CorpusError as exc:
-            raise PushError(str(exc)) from exc
         with milvus_client(spec.settings) as client:
             while (index := self._queue.get()) != _END:
                 manifest = read_manifest(spec.vectors)  # the encoder records a shard before handing it over

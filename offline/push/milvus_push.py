@@ -84,7 +84,8 @@ class FillSpec:
 
 
 # Writes every vector of the spec into its collection; push_milvus flushes, indexes, loads and verifies after.
-Fill = Callable[[FillSpec], None]
+# It gets the corpus rows push_milvus has already parsed (by id): a fill in this process need not parse them again.
+Fill = Callable[[FillSpec, Mapping[int, CorpusRow]], None]
 
 
 @dataclass(frozen=True)
@@ -272,7 +273,7 @@ def push_milvus(
         upsert_seconds = _build(
             client,
             spec,
-            fill or functools.partial(_upsert_all, client, rows=rows, progress=opts.progress),
+            fill or functools.partial(_upsert_all, client, progress=opts.progress),
             opts=opts,
             rows=rows,
             properties=props,
@@ -304,7 +305,7 @@ def _build(
     client.create_collection(name, schema=schema, properties=properties)
     try:
         t0 = time.perf_counter()
-        fill(spec)
+        fill(spec, rows)
         upsert_seconds = time.perf_counter() - t0
         client.flush(name)  # index building and counting see only flushed segments
         params = client.prepare_index_params()
@@ -327,7 +328,7 @@ def _build(
     return upsert_seconds
 
 
-def _upsert_all(client: Any, spec: FillSpec, *, rows: dict[int, CorpusRow], progress: bool | None) -> None:
+def _upsert_all(client: Any, spec: FillSpec, rows: Mapping[int, CorpusRow], *, progress: bool | None) -> None:
     bar = tqdm(total=spec.manifest.total, desc=f"upsert {spec.collection}", unit="vec", disable=progress is False)
     try:
         for ids, vectors in iter_shards(spec.vectors, spec.manifest):

@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,11 +22,11 @@ from mmsearch.settings import MongoSettings, SparkSettings
 from offline.encode.manifest import file_sha256, write_manifest
 from offline.encode.pipeline import EncodeError, EncodeSummary, check_model, fresh_manifest, plan_job
 from offline.encode.shards import open_vectors
-from offline.preprocess.records import CorpusError, CorpusSegment, plan_segments
+from offline.preprocess.records import CorpusError, CorpusRow, CorpusSegment, plan_segments
 from offline.push.errors import PushError
 from offline.push.milvus_push import Fill, FillSpec
 from offline.push.mongo_push import WriteCounts, check_written, ensure_queryid_index, mongo_database
-from offline.spark.session import run_on_executors
+from offline.spark.session import partition_count, run_on_executors
 from offline.spark.tasks import EncodeContext, ShardTask, encode_shard, fill_shard
 
 if TYPE_CHECKING:
@@ -125,7 +126,7 @@ def encode_corpus_spark(
         mongo_collection=mongo.collection if mongo else "",
     )
     started = time.perf_counter()
-    partitions = min(spark.partitions or len(tasks), len(tasks)) if tasks else 0
+    partitions = partition_count(spark.partitions, len(tasks))
     results = run_on_executors(
         sc,
         tasks,
@@ -175,9 +176,10 @@ def ship_model(sc: SparkContext, repo: ModelRepository, model_key: str, staging:
 
 def spark_fill(sc: SparkContext, spark: SparkSettings, *, progress: bool | None = None) -> Fill:
     """A `push_milvus` fill that upserts each shard from an executor (the collection must be on a Milvus server
-    the executors reach: an embedded Milvus Lite file opens in one process only)."""
+    the executors reach: an embedded Milvus Lite file opens in one process only). The driver's parsed rows are
+    not used: each executor reads its own segment of the corpus."""
 
-    def fill(spec: FillSpec) -> None:
+    def fill(spec: FillSpec, rows: Mapping[int, CorpusRow]) -> None:
         manifest = open_vectors(spec.vectors)
         by_index = {s.index: s for s in segments(spec.corpus_path, manifest.shard_size)}
         items = [(shard, by_index[shard.index]) for shard in manifest.shards]

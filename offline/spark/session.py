@@ -147,6 +147,11 @@ def spark_context(settings: SparkSettings, app: str) -> Iterator[SparkContext]:
         sc.stop()
 
 
+def partition_count(requested: int, items: int) -> int:
+    """Spark partitions for `items` work items: `requested` (0: one per item), never more than there are items."""
+    return min(requested or items, items)
+
+
 def run_on_executors(
     sc: SparkContext,
     items: Sequence[T],
@@ -161,7 +166,7 @@ def run_on_executors(
     A failure raised with `partition_failure` comes back as a PartitionError with the executor's message."""
     if not items:
         return []
-    slices = min(partitions or len(items), len(items))
+    slices = partition_count(partitions, len(items))
     group = f"mmsearch-{uuid.uuid4().hex[:12]}"
     sc.setJobGroup(group, desc, interruptOnCancel=True)
     stop = threading.Event()

@@ -39,6 +39,7 @@ from mmsearch.settings import ModelServerSettings, load_settings
     default=None,
     help="Requests that may wait per model; more fail fast with RESOURCE_EXHAUSTED (default 512).",
 )
+@click.option("--max-embed-texts", type=int, default=None, help="Most texts in one Embed call (default 256).")
 @click.option("--batch-concurrency", type=int, default=None, help="Batches of one model running at once (default 1).")
 @click.option(
     "--split-padding-tokens",
@@ -58,8 +59,9 @@ from mmsearch.settings import ModelServerSettings, load_settings
 def command(
     model_repo: Path | None, providers: tuple[str, ...], no_batching_models: tuple[str, ...], **flags: Any
 ) -> None:
-    """Serve every model of the repository over gRPC with ONNX Runtime: Predict, ListModels, LoadModel,
-    UnloadModel. Models are loaded and warmed up at start; concurrent Predict calls are batched per model.
+    """Serve every model of the repository over gRPC with ONNX Runtime: Predict, Embed (query texts, tokenized
+    in-process with the model's own tokenizer), ListModels, LoadModel, UnloadModel. Models are loaded and warmed
+    up at start; concurrent Predict and Embed calls are batched per model.
 
     Health (grpc.health.v1) has an entry per model ("model/<key>"), SERVING only when it is loaded; reflection
     is on; SIGTERM finishes in-flight calls before exiting.

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import read_manifest
 from offline.ingest.cli import ingest
 from offline.preprocess.demo import prepare_demo
+from tests.fixtures.interrupt import interrupt_after_first_shard
 from tests.fixtures.models import MINILM_KEY
 
 pytestmark = pytest.mark.integration
@@ -124,23 +123,11 @@ def test_interrupted_index_process_resumes(model_repo: ModelRepository, tmp_path
         str(model_repo.root),
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        while proc.poll() is None:
-            manifest = read_manifest(out) if (out / "vectors.json").is_file() else None
-            if manifest is not None and manifest.shards:
-                proc.send_signal(signal.SIGINT)
-                break
-            time.sleep(0.05)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    code, output = interrupt_after_first_shard(cmd, env, out)
     partial = read_manifest(out)
     assert partial is not None
-    assert proc.returncode == 130, output.decode(errors="replace")
-    assert b"run the same command again to continue" in output
+    assert code == 130, output
+    assert "run the same command again to continue" in output
     assert not partial.complete
     done = len(partial.shards)
     assert 1 <= done < partial.shard_count

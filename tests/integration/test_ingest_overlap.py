@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from offline.encode.manifest import read_manifest
 from offline.ingest.cli import ingest
 from offline.preprocess.demo import prepare_demo
 from offline.push.milvus_push import count_rows
+from tests.fixtures.interrupt import interrupt_after_first_shard
 from tests.fixtures.models import MINILM_KEY
 
 pytestmark = pytest.mark.integration
@@ -68,22 +67,9 @@ def test_an_interrupted_ingest_drops_its_half_built_collection_and_the_rerun_com
         "MMSEARCH_MONGO__DATABASE": f"t_{uuid.uuid4().hex[:8]}",
     }
     vectors = work / f"vectors-{MINILM_KEY}"
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    try:
-        while proc.poll() is None:
-            manifest = read_manifest(vectors) if (vectors / "vectors.json").is_file() else None
-            if manifest is not None and manifest.shards:
-                proc.send_signal(signal.SIGINT)
-                break
-            time.sleep(0.05)
-        output, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = output.decode(errors="replace")
+    code, text = interrupt_after_first_shard(cmd, env, vectors)
     partial = read_manifest(vectors)
-    assert proc.returncode == 130, text
+    assert code == 130, text
     assert partial is not None
     assert not partial.complete, text
     # The collection being filled was dropped; there is no alias yet (a first ingest).
