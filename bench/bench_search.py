@@ -255,7 +255,12 @@ class Ceiling:
         t["embed"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         hits = self.milvus.search(
-            CORPUS, data=[vec.tolist()], anns_field="question_emb", limit=MAX_RESERVATION, search_params=SEARCH_PARAMS
+            CORPUS,
+            data=[vec.tolist()],
+            anns_field="question_emb",
+            limit=MAX_RESERVATION,
+            search_params=SEARCH_PARAMS,
+            output_fields=["id"],  # as the service asks (Milvus Lite returns every field for none)
         )[0]
         t["milvus"] = time.perf_counter() - t2
         raw = [h["distance"] for h in hits]

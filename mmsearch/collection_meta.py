@@ -13,6 +13,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PREFIX = "mmsearch."
+PRIMARY_KEY = "id"  # INT64, the corpus row's id; the MongoDB document of the row has the same id
 
 
 class CollectionMeta(BaseModel):

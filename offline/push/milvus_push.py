@@ -26,7 +26,14 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from mmsearch import stores
-from mmsearch.collection_meta import CollectionMeta, from_properties, physical_name, sparse_field, to_properties
+from mmsearch.collection_meta import (
+    PRIMARY_KEY,
+    CollectionMeta,
+    from_properties,
+    physical_name,
+    sparse_field,
+    to_properties,
+)
 from mmsearch.settings import MilvusSettings
 from offline.encode.manifest import IndexManifest, file_sha256
 from offline.encode.shards import iter_shards, open_vectors
@@ -375,7 +382,7 @@ def _verify(
     # A unit vector scores ~1 against itself under IP and COSINE: catches a wrong field, metric or unloaded index.
     ids, vectors = next(iter_shards(folder, manifest))
     hits = client.search(
-        name, data=[vectors[0].tolist()], anns_field=manifest.vector_field, limit=1, output_fields=["id"]
+        name, data=[vectors[0].tolist()], anns_field=manifest.vector_field, limit=1, output_fields=[PRIMARY_KEY]
     )[0]
     if not hits or float(hits[0]["distance"]) < 0.99:
         raise PushError(f"{name}: searching for the vector of id {int(ids[0])} did not find it (got {list(hits)})")
@@ -385,7 +392,12 @@ def _verify(
     for lf in lexical:
         row_id, text = max(((rid, str(r.fields().get(lf.name) or "")) for rid, r in sample), key=lambda t: len(t[1]))
         found = client.search(
-            name, data=[text[:2000]], anns_field=sparse_field(lf.name), limit=100, search_params={"metric_type": "BM25"}
+            name,
+            data=[text[:2000]],
+            anns_field=sparse_field(lf.name),
+            limit=100,
+            search_params={"metric_type": "BM25"},
+            output_fields=[PRIMARY_KEY],
         )[0]
         if row_id not in {int(h["id"]) for h in found}:
             raise PushError(f"{name}: a BM25 search of {lf.name!r} for the text of row {row_id} did not find it")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mmsearch.collection_meta import sparse_field
+from mmsearch.collection_meta import PRIMARY_KEY, sparse_field
 from offline.preprocess.records import CorpusRow
 from offline.push.errors import PushError
 from offline.push.lexical import ANALYZER_PARAMS, Analyzer, LexicalField
@@ -88,7 +88,7 @@ def infer_scalar_fields(names: list[str], rows: Iterable[CorpusRow]) -> list[Sca
     rows = list(rows)
     out: list[ScalarField] = []
     for name in names:
-        if not _NAME_RE.match(name) or name == "id":
+        if not _NAME_RE.match(name) or name == PRIMARY_KEY:
             raise PushError(f"--filter-fields: {name!r} cannot be a Milvus field name")
         kinds: set[ScalarKind] = set()
         longest, most = 1, 1
@@ -172,7 +172,7 @@ def build_schema(
     from pymilvus import DataType, Function, FunctionType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
+    schema.add_field(PRIMARY_KEY, DataType.INT64, is_primary=True)
     schema.add_field(vector_field, DataType.FLOAT_VECTOR, dim=dim)
     for lf in lexical or []:
         # Milvus analyses the text and fills the sparse vector itself, at insert and at query time.
