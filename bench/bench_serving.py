@@ -342,16 +342,20 @@ def main() -> None:
     st1 = max((k for k in st if k.endswith("_batch_1")), key=lambda k: st[k]["throughput_per_s"])
     st32 = max((k for k in st if k.endswith("_batch_32")), key=lambda k: st[k]["throughput_per_s"])
     ceiling = raw[raw_best_name]["throughput_per_s"]
+
+    def against_baselines(prefix: str, served: dict[str, Any]) -> dict[str, float | None]:
+        """A served path (two calls, or Embed) against the raw ceiling and sentence-transformers."""
+        c1, c32 = served["concurrency_1"]["throughput_per_s"], served["concurrency_32"]["throughput_per_s"]
+        return {
+            f"{prefix}c32_throughput_vs_raw_ceiling": ratio(c32, ceiling),
+            f"{prefix}c32_throughput_vs_sentence_transformers_batch32": ratio(c32, st[st32]["throughput_per_s"]),
+            f"{prefix}c1_throughput_vs_sentence_transformers_batch1": ratio(c1, st[st1]["throughput_per_s"]),
+        }
+
     ratios: dict[str, Any] = {
         "raw_ceiling_point": raw_best_name,
-        "c32_throughput_vs_raw_ceiling": ratio(srv["concurrency_32"]["throughput_per_s"], ceiling),
         "sentence_transformers_points": [st1, st32],
-        "c32_throughput_vs_sentence_transformers_batch32": ratio(
-            srv["concurrency_32"]["throughput_per_s"], st[st32]["throughput_per_s"]
-        ),
-        "c1_throughput_vs_sentence_transformers_batch1": ratio(
-            srv["concurrency_1"]["throughput_per_s"], st[st1]["throughput_per_s"]
-        ),
+        **against_baselines("", srv),
         "c32_throughput_vs_no_batching": ratio(
             srv["concurrency_32"]["throughput_per_s"], unb["concurrency_32"]["throughput_per_s"]
         ),
@@ -359,13 +363,7 @@ def main() -> None:
             srv["concurrency_8"]["throughput_per_s"], unb["concurrency_8"]["throughput_per_s"]
         ),
         "c1_p50_vs_no_batching": ratio(srv["concurrency_1"]["p50_ms"], unb["concurrency_1"]["p50_ms"]),
-        "embed_c32_throughput_vs_raw_ceiling": ratio(emb["concurrency_32"]["throughput_per_s"], ceiling),
-        "embed_c32_throughput_vs_sentence_transformers_batch32": ratio(
-            emb["concurrency_32"]["throughput_per_s"], st[st32]["throughput_per_s"]
-        ),
-        "embed_c1_throughput_vs_sentence_transformers_batch1": ratio(
-            emb["concurrency_1"]["throughput_per_s"], st[st1]["throughput_per_s"]
-        ),
+        **against_baselines("embed_", emb),
         "embed_c32_throughput_vs_two_calls": ratio(
             emb["concurrency_32"]["throughput_per_s"], srv["concurrency_32"]["throughput_per_s"]
         ),
