@@ -185,13 +185,14 @@ def served(
 
     async def go() -> dict[str, Any]:
         async with TokenizerClient(tokenizer) as tok, ModelServerClient(server.target) as models:
-            if one_call:
-                return await closed_loop(
-                    lambda i: models.embed_texts(model, [inputs[i % len(inputs)]], timeout=60), concurrency, seconds
-                )
-            return await closed_loop(
-                lambda i: embed(tok, models, model, [inputs[i % len(inputs)]], timeout=60), concurrency, seconds
-            )
+
+            def call(i: int) -> Awaitable[Any]:
+                one = [inputs[i % len(inputs)]]
+                if one_call:
+                    return models.embed_texts(model, one, timeout=60)
+                return embed(tok, models, model, one, timeout=60)
+
+            return await closed_loop(call, concurrency, seconds)
 
     point = asyncio.run(go())
     calls_after, requests_after = batch_stats(server, model)
