@@ -105,6 +105,10 @@ class SearchSettings(BaseModel):
     max_offset: int = 1000
     max_upload_mb: int = 8
     stage_timeout_seconds: float = 3.0
+    # Threads of each blocking store client (Milvus, MongoDB documents): searches beyond this many at once wait
+    # for one before their store call starts. 32 against 8 at 32 concurrent searches on a real Milvus: 1.10x QPS,
+    # p50 0.86x (bench_store_threads, bench/RESULTS.md).
+    store_threads: int = Field(default=32, ge=1)
     # Online outcomes (collections exposures and events in mongo.database). Off: no exposure documents (the log
     # line stays) and POST /feedback answers 503 outcomes_disabled.
     record_outcomes: bool = True

@@ -185,9 +185,10 @@ class BlockingStore:
 class MilvusVectorStore(BlockingStore):
     dep: Dependency = "milvus"
 
-    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None, workers: int = 8) -> None:
+    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None) -> None:
         self.settings = settings.milvus
-        super().__init__(min(settings.search.stage_timeout_seconds, settings.milvus.timeout_seconds), metrics, workers)
+        timeout = min(settings.search.stage_timeout_seconds, settings.milvus.timeout_seconds)
+        super().__init__(timeout, metrics, settings.search.store_threads)
         # pymilvus logs a full traceback for every call that fails to reconnect: ~7000 in a 45 s outage. Each of
         # those requests is already a 503 naming Milvus, counted in dependency_errors and in the exposure log.
         logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.ERROR)
@@ -304,12 +305,13 @@ class MongoStore(BlockingStore):
         self,
         settings: Settings,
         metrics: SearchMetrics | None = None,
-        workers: int = 8,
+        workers: int | None = None,  # default: search.store_threads
         appname: str = "mmsearch-search",
     ) -> None:
         self.settings = settings.mongo
         self.appname = appname
-        super().__init__(min(settings.search.stage_timeout_seconds, settings.mongo.timeout_ms / 1000), metrics, workers)
+        timeout = min(settings.search.stage_timeout_seconds, settings.mongo.timeout_ms / 1000)
+        super().__init__(timeout, metrics, workers or settings.search.store_threads)
 
     def _connect(self) -> Any:
         return mongo_client(self.settings, appname=self.appname)
