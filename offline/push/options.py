@@ -49,9 +49,9 @@ index_option = click.option(
     default=IndexType.HNSW.value,
     show_default=True,
     help="Vector index: HNSW (M 16, efConstruction 200), IVF_FLAT (nlist n/39, max 1024) or FLAT. HNSW is the "
-    "default by measurement (bench/bench_index.py, Milvus Lite, real MiniLM embeddings): its queries took 0.86x "
-    "FLAT's time at 10k vectors and 0.57x at 100k, with recall@10 0.99 and 0.98 against exact search; it costs "
-    "a longer build (51 s vs 1 s at 100k on 2 cores). FLAT is exact, for small corpora or recall checks.",
+    "default by measurement (bench/bench_index.py, Milvus Lite, real MiniLM embeddings): its queries took 0.73x "
+    "FLAT's time at 10k vectors and 0.43x at 100k, with recall@10 0.99 and 0.99 against exact search; it costs "
+    "a longer build (16 s vs 1 s at 100k on 2 cores). FLAT is exact, for small corpora or recall checks.",
 )
 metric_option = click.option(
     "--metric",
