@@ -1,6 +1,7 @@
 """How many threads the search service's store clients need: the same search service with `search.store_threads`
-8 (the default so far) and 32, side by side over the same stores, at concurrency 32 (where more searches than
-threads wait for one). Rounds alternate the sides; QPS and p50 are medians of the rounds, and the JSON keeps each.
+8 (the fixed pool until 2026-12-03) and 32 (the default this measurement chose), side by side over the same stores,
+at concurrency 32 (where more searches than threads wait for one). Rounds alternate the sides; QPS and p50 are
+medians of the rounds, and the JSON keeps each.
 
 Setup as bench_search (its corpus, config and processes); run it against the real Milvus 2.3.5 server:
 
