@@ -182,6 +182,17 @@ class BlockingStore:
         self.pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _settle_pymilvus_scipy_check() -> None:
+    """pymilvus looks for scipy.sparse on a client's first search, importing it by hand without a lock: threads
+    making their first searches at once saw a half-imported module (KeyError 'scipy.sparse', 503s at the start
+    of a load test with 32 store threads). Done once here, before any thread searches."""
+    try:
+        from pymilvus.client.utils import SciPyHelper
+    except ImportError:  # a pymilvus without the lazy check has nothing to settle
+        return
+    SciPyHelper.is_scipy_sparse(None)
+
+
 class MilvusVectorStore(BlockingStore):
     dep: Dependency = "milvus"
 
@@ -194,6 +205,8 @@ class MilvusVectorStore(BlockingStore):
         logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.ERROR)
 
     def _connect(self) -> Any:
+        # Runs under the store's lock, before any search of this store.
+        _settle_pymilvus_scipy_check()
         return milvus_client(self.settings)
 
     def _is_unavailable(self, exc: Exception) -> bool:

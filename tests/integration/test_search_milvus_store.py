@@ -138,3 +138,19 @@ def test_text_search_reads_only_ids_unless_vectors_are_asked_for(
     hits = _search(store, dataclasses.replace(words, vector_field="question_emb"))
     assert_vectors_came(store)
     assert all(h.vector is not None and h.vector.shape == (384,) for h in hits)
+
+
+def test_the_store_settles_pymilvus_lazy_scipy_check_before_any_search(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pymilvus' first search imports scipy.sparse by hand, unlocked: 32 threads searching at once for the first
+    time got half-imported modules. The store does that check once, under its lock, when it connects."""
+    from pymilvus.client.utils import SciPyHelper
+
+    monkeypatch.setattr(SciPyHelper, "_checked", False)
+    store = MilvusVectorStore(Settings(milvus=MilvusSettings(uri=str(tmp_path / "milvus.db"))))
+    try:
+        store._get()
+        assert SciPyHelper._checked
+    finally:
+        store.close()
