@@ -1,4 +1,7 @@
-"""`python -m mmsearch.healthcheck grpc HOST:PORT | http URL`: exit 0 when the service is ready.
+"""`python -m mmsearch.healthcheck grpc HOST:PORT [CA_FILE [SERVER_NAME]] | http URL`: exit 0 when ready.
+
+A gRPC port with TLS is probed with the CA that signed its certificate (and the name on the certificate when
+HOST is not it, as for 127.0.0.1 inside a container).
 
 Container health checks (docker-compose.yml, the Dockerfile) and the local stack's readiness waits use these
 probes: the images hold no curl or grpc_health_probe, and this needs only what every mmsearch image has
@@ -10,6 +13,7 @@ from __future__ import annotations
 import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -23,9 +27,15 @@ def http_ok(url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def grpc_serving(target: str, timeout: float = 2.0) -> bool:
+def grpc_serving(target: str, timeout: float = 2.0, *, ca_file: Path | None = None, server_name: str = "") -> bool:
     """The standard gRPC health service reports the whole server SERVING (every model loaded)."""
-    with grpc.insecure_channel(target) as channel:
+    if ca_file is None:
+        channel = grpc.insecure_channel(target)
+    else:
+        creds = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
+        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
+        channel = grpc.secure_channel(target, creds, options=options)
+    with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=timeout
@@ -35,12 +45,21 @@ def grpc_serving(target: str, timeout: float = 2.0) -> bool:
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
 
 
+USAGE = "usage: python -m mmsearch.healthcheck grpc HOST:PORT [CA_FILE [SERVER_NAME]] | http URL"
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 2 or argv[0] not in {"grpc", "http"}:
-        print("usage: python -m mmsearch.healthcheck grpc HOST:PORT | http URL", file=sys.stderr)
+    if not argv or argv[0] not in {"grpc", "http"} or len(argv) > (4 if argv[0] == "grpc" else 2) or len(argv) < 2:
+        print(
+            "usage: python -m mmsearch.healthcheck grpc HOST:PORT [CA_FILE [SERVER_NAME]] | http URL", file=sys.stderr
+        )
         return 2
-    kind, target = argv
-    ok = grpc_serving(target) if kind == "grpc" else http_ok(target)
+    kind, target = argv[0], argv[1]
+    if kind == "grpc":
+        ca = Path(argv[2]) if len(argv) > 2 else None
+        ok = grpc_serving(target, ca_file=ca, server_name=argv[3] if len(argv) > 3 else "")
+    else:
+        ok = http_ok(target)
     if not ok:
         print(f"{target} is not ready", file=sys.stderr)
     return 0 if ok else 1

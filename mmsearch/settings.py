@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
@@ -36,6 +36,9 @@ class TokenizerSettings(BaseModel):
     grace_seconds: float = 5.0
     # How often the repository folder is rescanned for new or re-exported models (0: only on demand).
     rescan_seconds: float = 10.0
+    # TLS on the gRPC port: both set, the server answers only TLS (clients verify it against their CA file).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 class ModelServerSettings(BaseModel):
@@ -69,20 +72,37 @@ class ModelServerSettings(BaseModel):
     rescan_seconds: float = 10.0
     workers: int = 32
     grace_seconds: float = 5.0
+    # TLS on the gRPC port (as the tokenizer's).
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
 
 
 class MilvusSettings(BaseModel):
     # A local Milvus Lite file (embedded) or a server URI such as http://127.0.0.1:19530.
     uri: str = "var/milvus.db"
-    token: str = ""
+    # "user:password" or an API key of a Milvus server with authentication on.
+    token: SecretStr = SecretStr("")
     db_name: str = ""
     timeout_seconds: float = 10.0
+    # TLS to a Milvus server (https:// URI): the CA that signed its certificate, and the name on it when the URI's
+    # host differs; a client certificate and key for mutual TLS.
+    tls_ca_file: Path | None = None
+    tls_server_name: str = ""
+    tls_client_cert_file: Path | None = None
+    tls_client_key_file: Path | None = None
 
 
 class MongoSettings(BaseModel):
+    # Credentials may be in the URI (mongodb://user:pass@host/?authSource=admin) or below; TLS options too.
     uri: str = f"mongodb://{LOOPBACK}:{MONGO_PORT}"
     database: str = "mmsearch"
     timeout_ms: int = 3000
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    # TLS: the CA that signed the server's certificate (turns TLS on), and a client certificate + key (one PEM
+    # file) for mutual TLS.
+    tls_ca_file: Path | None = None
+    tls_client_cert_key_file: Path | None = None
 
 
 class SearchSettings(BaseModel):
@@ -124,6 +144,49 @@ class SearchSettings(BaseModel):
     query_cache_size: int = Field(default=10_000, ge=0)
     # An entry older than this is computed again (a bound on how stale it can be, beside the version check).
     query_cache_ttl_seconds: float = Field(default=600.0, gt=0)
+    # TLS to the tokenizer and model server: the CA that signed their certificates (turns TLS on), and the name on
+    # the certificates when the targets' host names differ (an IP address, a load balancer).
+    grpc_tls_ca_file: Path | None = None
+    grpc_tls_server_name: str = ""
+
+
+Scope = Literal["search", "feedback", "documents", "admin", "metrics"]
+SCOPES: tuple[Scope, ...] = ("search", "feedback", "documents", "admin", "metrics")
+
+
+class AuthSettings(BaseModel):
+    """Access control of the search service (env MMSEARCH_AUTH__<NAME>): API keys with scopes, stored hashed in
+    MongoDB (`mmsearch keys`), and rate limits. services/search/auth/ says how each is checked."""
+
+    # keys: every route but /health needs a key with the route's scope (or one of anonymous_scopes). off: every
+    # route is open; the service refuses to start so on an address other than loopback unless insecure_no_auth.
+    mode: Literal["off", "keys"] = "keys"
+    insecure_no_auth: bool = False
+    # Scopes granted to requests without a key, rate-limited per client address (the local stack: ["search"]).
+    anonymous_scopes: list[Scope] = Field(default_factory=list)
+    # MongoDB collection (in mongo.database) of the keys.
+    collection: str = "keys"
+    # A key read from MongoDB is trusted this long: a revoked or rotated key stops working at most this many
+    # seconds after `mmsearch keys revoke`; while MongoDB is down, cached keys keep working this long.
+    key_cache_seconds: float = Field(default=5.0, gt=0)
+    # Requests per second and burst of a key that sets none (`keys create --rate --burst`).
+    default_rate: float = Field(default=50.0, gt=0)
+    default_burst: int = Field(default=100, ge=1)
+    # Requests per second and burst per client address for requests without a key (anonymous_scopes).
+    anonymous_rate: float = Field(default=20.0, gt=0)
+    anonymous_burst: int = Field(default=40, ge=1)
+    # Failed authentications one address may make at once, then one more per this many seconds; past that its
+    # requests with a key get 429 before the key is looked at (guessing, and MongoDB look-ups of made-up keys).
+    failed_auth_burst: int = Field(default=10, ge=1)
+    failed_auth_refill_seconds: float = Field(default=10.0, gt=0)
+    # Addresses whose buckets are kept (least recently seen dropped first): bounds memory under many addresses.
+    max_tracked_addresses: int = Field(default=100_000, ge=1)
+    # How often the keys' last-used times are written to MongoDB (one write per used key, not per request).
+    last_used_flush_seconds: float = Field(default=30.0, gt=0)
+    # An admin key held only in the service's memory (never in MongoDB), from a secret: production deployments
+    # start with it. The file wins over the value.
+    bootstrap_key: SecretStr | None = None
+    bootstrap_key_file: Path | None = None
 
 
 class WebSettings(BaseModel):
@@ -142,6 +205,10 @@ class WebSettings(BaseModel):
     image_sources: list[str] = Field(default_factory=lambda: ["https:", "http:"])
     # Mark the user-id cookie Secure (set when the UI is served over HTTPS behind a proxy).
     secure_cookies: bool = False
+    # The UI's own key for the search service (scopes search and feedback), kept on the server, never sent to the
+    # browser. The file wins over the value; neither: the UI calls without a key.
+    api_key: SecretStr | None = None
+    api_key_file: Path | None = None
 
 
 class SparkSettings(BaseModel):
@@ -187,6 +254,7 @@ class Settings(BaseSettings):
     milvus: MilvusSettings = Field(default_factory=MilvusSettings)
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)

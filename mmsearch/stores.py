@@ -31,11 +31,26 @@ def milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = N
     # pooled channel failed with UNAVAILABLE. Pings only while calls are in flight: a dead server still fails the
     # next call, which every caller already handles.
     kwargs["grpc_options"] = {**dict(RECONNECT_OPTIONS), "grpc.keepalive_permit_without_calls": 0}
-    if settings.token:
-        kwargs["token"] = settings.token
+    kwargs.update(milvus_auth_kwargs(settings))
+    return MilvusClient(**kwargs)
+
+
+def milvus_auth_kwargs(settings: MilvusSettings) -> dict[str, Any]:
+    """Credentials, database and TLS of a Milvus connection, as pymilvus' keyword arguments."""
+    kwargs: dict[str, Any] = {}
+    if settings.token.get_secret_value():
+        kwargs["token"] = settings.token.get_secret_value()
     if settings.db_name:
         kwargs["db_name"] = settings.db_name
-    return MilvusClient(**kwargs)
+    if settings.tls_ca_file is not None:
+        kwargs["secure"] = True
+        kwargs["ca_pem_path"] = str(settings.tls_ca_file)
+        if settings.tls_client_cert_file is not None and settings.tls_client_key_file is not None:
+            kwargs["client_pem_path"] = str(settings.tls_client_cert_file)
+            kwargs["client_key_path"] = str(settings.tls_client_key_file)
+        if settings.tls_server_name:
+            kwargs["server_name"] = settings.tls_server_name
+    return kwargs
 
 
 def mongo_client(
@@ -57,4 +72,19 @@ def mongo_client(
         socketTimeoutMS=ms if bound_operations else None,
         tz_aware=True,
         appname=appname,
+        **mongo_auth_kwargs(settings),
     )
+
+
+def mongo_auth_kwargs(settings: MongoSettings) -> dict[str, Any]:
+    """Credentials and TLS given as settings rather than in the URI, as pymongo's keyword arguments."""
+    kwargs: dict[str, Any] = {}
+    if settings.username:
+        kwargs["username"] = settings.username
+        kwargs["password"] = settings.password.get_secret_value()
+    if settings.tls_ca_file is not None:
+        kwargs["tls"] = True
+        kwargs["tlsCAFile"] = str(settings.tls_ca_file)
+        if settings.tls_client_cert_key_file is not None:
+            kwargs["tlsCertificateKeyFile"] = str(settings.tls_client_cert_key_file)
+    return kwargs

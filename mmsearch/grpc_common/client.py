@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -47,8 +49,30 @@ def channel_options(max_message_mb: int) -> list[tuple[str, int]]:
 RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 1000)]
 
 
-def insecure_channel(target: str, *, max_message_mb: int = 64) -> aio.Channel:
-    return aio.insecure_channel(target, options=channel_options(max_message_mb) + RECONNECT_OPTIONS)
+@dataclass(frozen=True)
+class ClientTls:
+    """TLS to one of our gRPC servers: the server's certificate must be signed by the CA in `ca_file` and carry the
+    target's host name, or `server_name` when the target is reached by another name (an IP address)."""
+
+    ca_file: Path
+    server_name: str = ""
+
+    @classmethod
+    def from_settings(cls, ca_file: Path | None, server_name: str) -> ClientTls | None:
+        return cls(ca_file, server_name) if ca_file is not None else None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(root_certificates=self.ca_file.read_bytes())
+
+    def options(self) -> list[tuple[str, str]]:
+        return [("grpc.ssl_target_name_override", self.server_name)] if self.server_name else []
+
+
+def open_channel(target: str, *, max_message_mb: int = 64, tls: ClientTls | None = None) -> aio.Channel:
+    options: list[tuple[str, int | str]] = [*channel_options(max_message_mb), *RECONNECT_OPTIONS]
+    if tls is None:
+        return aio.insecure_channel(target, options=options)
+    return aio.secure_channel(target, tls.credentials(), options=[*options, *tls.options()])
 
 
 async def call(service: str, method: str, make: Callable[[], Awaitable[T]]) -> T:

@@ -12,7 +12,9 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import grpc
 from grpc import aio
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import CollectorRegistry
@@ -43,6 +45,8 @@ class ServerConfig:
     metrics_port: int  # 0: no metrics HTTP server
     max_message_mb: int
     grace_seconds: float
+    tls_cert_file: Path | None = None  # both set: the port answers TLS only
+    tls_key_file: Path | None = None
 
     @classmethod
     def from_settings(cls, name: str, settings: TokenizerSettings | ModelServerSettings) -> ServerConfig:
@@ -53,7 +57,21 @@ class ServerConfig:
             metrics_port=settings.metrics_port,
             max_message_mb=settings.max_message_mb,
             grace_seconds=settings.grace_seconds,
+            tls_cert_file=settings.tls_cert_file,
+            tls_key_file=settings.tls_key_file,
         )
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """The TLS credentials of the port, or None for plaintext; a half or unreadable setting stops the start."""
+        if self.tls_cert_file is None and self.tls_key_file is None:
+            return None
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            raise ServerStartError(f"{self.name}: TLS needs both tls_cert_file and tls_key_file")
+        try:
+            cert, key = self.tls_cert_file.read_bytes(), self.tls_key_file.read_bytes()
+        except OSError as exc:
+            raise ServerStartError(f"{self.name}: cannot read the TLS certificate or key: {exc}") from exc
+        return grpc.ssl_server_credentials([(key, cert)])
 
 
 def create_server(max_message_mb: int) -> aio.Server:
@@ -78,8 +96,12 @@ async def run_server(config: ServerConfig, service: Service, registry: Collector
     service.health.add_to_server(server)
     reflection.enable_server_reflection([*service.service_names, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME], server)
     address = f"{config.host}:{config.port}"
+    credentials = config.server_credentials()
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:
         raise ServerStartError(f"{config.name}: cannot listen on {address}: {exc}") from exc
     if bound == 0:
@@ -93,7 +115,13 @@ async def run_server(config: ServerConfig, service: Service, registry: Collector
     metrics = MetricsHttpServer(config.host, config.metrics_port, registry) if config.metrics_port else None
     await service.health.set_overall(False)
     await server.start()
-    log.info("%s listening on %s (max message %d MB)", config.name, address, config.max_message_mb)
+    log.info(
+        "%s listening on %s (%s, max message %d MB)",
+        config.name,
+        address,
+        "TLS" if credentials is not None else "plaintext",
+        config.max_message_mb,
+    )
     try:
         if metrics is not None:
             metrics.start()

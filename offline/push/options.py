@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+from pydantic import SecretStr
 
 from mmsearch.settings import MilvusSettings, MongoSettings, load_settings
 from offline.push.lexical import Analyzer
@@ -12,7 +13,9 @@ from offline.push.schema import IndexType, Metric
 def milvus_settings(uri: str | None, token: str | None, db_name: str | None) -> MilvusSettings:
     """Flags over environment (MMSEARCH_MILVUS__URI, __TOKEN, __DB_NAME) over defaults."""
     base = load_settings().milvus
-    update = {k: v for k, v in {"uri": uri, "token": token, "db_name": db_name}.items() if v is not None}
+    update: dict[str, object] = {k: v for k, v in {"uri": uri, "db_name": db_name}.items() if v is not None}
+    if token is not None:
+        update["token"] = SecretStr(token)
     return base.model_copy(update=update)
 
 

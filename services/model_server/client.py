@@ -22,7 +22,7 @@ import numpy.typing as npt
 from grpc import aio
 
 from mmsearch.api.v1 import model_server_pb2, model_server_pb2_grpc, tensor_pb2
-from mmsearch.grpc_common.client import ServiceCallError, call, check_health, insecure_channel
+from mmsearch.grpc_common.client import ClientTls, ServiceCallError, call, check_health, open_channel
 from mmsearch.tensors import from_proto, map_from_proto, map_to_proto
 from services.tokenizer.client import TokenizerClient
 
@@ -84,17 +84,20 @@ def _spec(spec: tensor_pb2.TensorSpec) -> TensorInfo:
 class ModelServerClient:
     """One channel to the model server; create and use it inside the running event loop."""
 
-    def __init__(self, target: str, *, timeout: float = 3.0, max_message_mb: int = 64) -> None:
+    def __init__(
+        self, target: str, *, timeout: float = 3.0, max_message_mb: int = 64, tls: ClientTls | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
         self.max_message_mb = max_message_mb
+        self.tls = tls
         self._channel: aio.Channel | None = None
         self._stub: model_server_pb2_grpc.ModelServerAsyncStub | None = None
 
     def _get_stub(self) -> model_server_pb2_grpc.ModelServerAsyncStub:
         # grpc.aio channels bind to the event loop that is running when they are made: create them lazily.
         if self._stub is None:
-            self._channel = insecure_channel(self.target, max_message_mb=self.max_message_mb)
+            self._channel = open_channel(self.target, max_message_mb=self.max_message_mb, tls=self.tls)
             self._stub = model_server_pb2_grpc.ModelServerStub(self._channel)
         return self._stub
 

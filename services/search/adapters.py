@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 
 from mmsearch.collection_meta import PRIMARY_KEY, from_properties
-from mmsearch.grpc_common.client import ServiceCallError
+from mmsearch.grpc_common.client import ClientTls, ServiceCallError
 from mmsearch.model_repo import ModelRepoError, ModelRepository
 from mmsearch.runtime.pair_scores import pair_scores
 from mmsearch.settings import Settings
@@ -48,8 +48,9 @@ class GrpcQueryModels:
         s = settings.search
         self.timeout = s.stage_timeout_seconds
         self.metrics = metrics
-        self.tokenizer = TokenizerClient(s.tokenizer_target, timeout=self.timeout)
-        self.models = ModelServerClient(s.model_server_target, timeout=self.timeout)
+        tls = ClientTls.from_settings(s.grpc_tls_ca_file, s.grpc_tls_server_name)
+        self.tokenizer = TokenizerClient(s.tokenizer_target, timeout=self.timeout, tls=tls)
+        self.models = ModelServerClient(s.model_server_target, timeout=self.timeout, tls=tls)
         self.repo = ModelRepository(settings.model_repo)
 
     async def _call(self, dep: Dependency, make: Awaitable[T]) -> T:

@@ -1,8 +1,10 @@
 """The search service's HTTP app: `create_app(settings)` with its routes, error handlers and lifespan.
 
-Request path: route -> body parsed into SearchRequest -> `SearchService.search` (service.py) -> response. The
-lifespan creates the clients of the four dependencies and the config watcher; every error, whoever raises it,
-leaves as the one documented shape `{error, message, dependency}`.
+Request path: route's access check (auth/route.py: the key, its scope, corpora and rate limit) -> body parsed into
+SearchRequest -> `SearchService.search` (service.py) -> response. Every route declares the scope it needs
+(`openapi_extra=needs(...)`); the app does not start with a route that declares none. The lifespan creates the
+clients of the four dependencies and the config watcher; every error, whoever raises it, leaves as the one
+documented shape `{error, message, dependency}`.
 """
 
 from __future__ import annotations
@@ -27,6 +29,11 @@ from mmsearch.settings import Settings
 from services.search import request_errors
 from services.search.adapters import GrpcQueryModels, MilvusVectorStore, MongoDocumentStore
 from services.search.api_models import ErrorBody, SearchRequest, SearchResponse
+from services.search.auth.guard import Guard, Principal, bootstrap_record
+from services.search.auth.key_store import MongoKeyStore
+from services.search.auth.key_store import now as store_now
+from services.search.auth.route import GuardedRoute, needs
+from services.search.auth.startup import bootstrap_key
 from services.search.body_limit import BodyLimit
 from services.search.config.sources import ConfigSource, make_source
 from services.search.errors import ConfigError, DependencyUnavailableError, InvalidQueryError, SearchError
@@ -57,8 +64,14 @@ def _feedback(request: Request) -> FeedbackService:
     return fb
 
 
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
 Svc = Annotated[SearchService, Depends(_service)]
 Feedback = Annotated[FeedbackService, Depends(_feedback)]
+Caller = Annotated[Principal, Depends(_principal)]
 
 
 def _error(status: int, kind: str, message: str, dependency: str | None = None) -> JSONResponse:
@@ -68,7 +81,9 @@ def _error(status: int, kind: str, message: str, dependency: str | None = None) 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SearchError)
     async def _search_error(request: Request, exc: SearchError) -> JSONResponse:
-        return _error(exc.status_code, exc.kind, exc.message, getattr(exc, "dependency", None))
+        response = _error(exc.status_code, exc.kind, exc.message, getattr(exc, "dependency", None))
+        response.headers.update(exc.headers)
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -121,8 +136,32 @@ async def _close_deps(deps: Deps, outcomes: MongoOutcomeStore) -> None:
     await asyncio.gather(*(close(p) for p in (deps.models, deps.vectors, deps.documents, outcomes)))
 
 
+def _guard(app: FastAPI, settings: Settings, metrics: SearchMetrics) -> tuple[Guard, MongoKeyStore]:
+    """The access check of every route, over the `keys` collection (its own MongoDB client and threads: a key
+    look-up never waits behind a slow search's document fetch)."""
+    store = MongoKeyStore(
+        settings, metrics, workers=4, appname="mmsearch-search-keys", collection=settings.auth.collection
+    )
+    key = bootstrap_key(settings.auth)
+
+    def corpora_of_scene(scene: str) -> set[str]:
+        service: SearchService | None = getattr(app.state, "service", None)
+        return service.scene_corpora(scene) if service is not None else set()
+
+    guard = Guard(
+        settings.auth,
+        store.find,
+        metrics,
+        corpora_of_scene=corpora_of_scene,
+        bootstrap=bootstrap_record(str(key), store_now()) if key is not None else None,
+        touch=store.touch,
+    )
+    return guard, store
+
+
 def _lifespan(settings: Settings, metrics: SearchMetrics, source: ConfigSource | None) -> Any:
-    """The app's lifespan: the dependencies' clients, the outcome writer and the config watcher."""
+    """The app's lifespan: the dependencies' clients, the outcome writer, the config watcher and the keys'
+    last-used writer."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,16 +190,21 @@ def _lifespan(settings: Settings, metrics: SearchMetrics, source: ConfigSource |
             service.manager.source_state = f"waiting for {exc.dependency} to validate the config: {exc.reason}"
             log.warning(service.manager.source_state)
         watcher = asyncio.create_task(_watch(service), name="config-watcher")
+        guard: Guard = app.state.guard
+        flusher = asyncio.create_task(guard.run_flusher(), name="keys-last-used") if guard.enabled else None
         recorder.start()
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (watcher, flusher):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             await recorder.stop()
             src.close()
             await _close_deps(deps, outcome_store)
+            await asyncio.to_thread(app.state.key_store.close)
 
     return lifespan
 
@@ -175,6 +219,9 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
         lifespan=_lifespan(settings, metrics, source),
     )
     app.state.metrics = metrics
+    app.state.guard, app.state.key_store = _guard(app, settings, metrics)
+    # Every route below is a GuardedRoute: it declares its scope (needs(...)) and is checked before its body is read.
+    app.router.route_class = GuardedRoute
     # JSON bodies are small; an image upload has its own limit (uploads.py), with room for the multipart framing.
     app.add_middleware(
         BodyLimit,
@@ -185,27 +232,52 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
 
     _install_error_handlers(app)
 
-    @app.post("/qa/user/{user_id}", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
-    async def qa(user_id: UserId, body: SearchRequest, svc: Svc) -> SearchResponse:
+    @app.post(
+        "/qa/user/{user_id}",
+        response_model=SearchResponse,
+        responses=_ERRORS,
+        tags=["search"],
+        openapi_extra=needs("search", scene=SCENE_QA),
+    )
+    async def qa(user_id: UserId, body: SearchRequest, svc: Svc, caller: Caller) -> SearchResponse:
         """Question answering (scene questionAnswer)."""
-        return await svc.search(SCENE_QA, user_id, body)
+        return await svc.search(SCENE_QA, user_id, body, key_id=caller.key_id)
 
-    @app.post("/t2i/user/{user_id}", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
-    async def t2i(user_id: UserId, body: SearchRequest, svc: Svc) -> SearchResponse:
+    @app.post(
+        "/t2i/user/{user_id}",
+        response_model=SearchResponse,
+        responses=_ERRORS,
+        tags=["search"],
+        openapi_extra=needs("search", scene=SCENE_T2I),
+    )
+    async def t2i(user_id: UserId, body: SearchRequest, svc: Svc, caller: Caller) -> SearchResponse:
         """Text to image (scene textToImage)."""
-        return await svc.search(SCENE_T2I, user_id, body)
+        return await svc.search(SCENE_T2I, user_id, body, key_id=caller.key_id)
 
-    @app.post("/scene/{scene}/user/{user_id}", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
+    @app.post(
+        "/scene/{scene}/user/{user_id}",
+        response_model=SearchResponse,
+        responses=_ERRORS,
+        tags=["search"],
+        openapi_extra=needs("search", scene_param="scene"),
+    )
     async def any_scene(
-        scene: Annotated[str, Path(max_length=128)], user_id: UserId, body: SearchRequest, svc: Svc
+        scene: Annotated[str, Path(max_length=128)], user_id: UserId, body: SearchRequest, svc: Svc, caller: Caller
     ) -> SearchResponse:
         """Any text scene of the A/B config by name (404 when the config has no such scene)."""
-        return await svc.search(scene, user_id, body)
+        return await svc.search(scene, user_id, body, key_id=caller.key_id)
 
-    @app.post("/i2i/user/{user_id}", response_model=SearchResponse, responses=_ERRORS, tags=["search"])
+    @app.post(
+        "/i2i/user/{user_id}",
+        response_model=SearchResponse,
+        responses=_ERRORS,
+        tags=["search"],
+        openapi_extra=needs("search", scene=SCENE_I2I),
+    )
     async def i2i(  # noqa: PLR0917 - form fields are parameters
         user_id: UserId,
         svc: Svc,
+        caller: Caller,
         image: Annotated[UploadFile, File(description="JPEG, PNG, GIF, WebP or BMP; no URLs are fetched.")],
         useDebug: Annotated[bool, Form()] = False,  # noqa: N803 - the reference's field names
         topK: Annotated[int | None, Form(gt=0)] = None,  # noqa: N803
@@ -228,32 +300,40 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
             )
         except (json.JSONDecodeError, ValidationError) as exc:
             raise InvalidQueryError(f"bad form field: {exc}") from exc
-        return await svc.search(SCENE_I2I, user_id, req, image=data)
+        return await svc.search(SCENE_I2I, user_id, req, image=data, key_id=caller.key_id)
 
-    @app.post("/feedback", response_model=FeedbackResponse, responses=_FEEDBACK_ERRORS, tags=["outcomes"])
+    @app.post(
+        "/feedback",
+        response_model=FeedbackResponse,
+        responses=_FEEDBACK_ERRORS,
+        tags=["outcomes"],
+        openapi_extra=needs("feedback"),
+    )
     async def feedback(body: FeedbackRequest, fb: Feedback) -> FeedbackResponse:
         """What a user did with a result of a search (click, like, dislike), for `mmsearch ab report`. The same
         (requestId, itemId, event) twice is stored once (`recorded: false` the second time)."""
         return await fb.record(body)
 
-    @app.get("/health", tags=["ops"])
+    @app.get("/health", tags=["ops"], openapi_extra=needs(None, read_key=False))
     async def health() -> dict[str, str]:
-        """Alive (the process answers); see /ready for dependencies."""
+        """Alive (the process answers); see /ready for dependencies. Open: no key is read."""
         return {"status": "ok"}
 
-    @app.get("/ready", tags=["ops"])
-    async def ready(svc: Svc) -> JSONResponse:
-        """Config loaded and tokenizer, model server, Milvus and MongoDB reachable; 503 names what is not."""
+    @app.get("/ready", tags=["ops"], openapi_extra=needs(None))
+    async def ready(svc: Svc, caller: Caller) -> JSONResponse:
+        """Config loaded and tokenizer, model server, Milvus and MongoDB reachable: 200 or 503. Open with a bare
+        `{"ready": ...}`; an admin key also gets which check failed and why, and the config's state."""
         ok, body = await svc.readiness()
-        return JSONResponse(body, status_code=200 if ok else 503)
+        shown = body if caller.allows("admin") else {"ready": ok}
+        return JSONResponse(shown, status_code=200 if ok else 503)
 
-    @app.get("/experiments", tags=["ops"])
+    @app.get("/experiments", tags=["ops"], openapi_extra=needs("search"))
     async def experiments(svc: Svc) -> dict[str, Any]:
         """The A/B config in force: scene -> layer -> its experiments with their ratios (503 before a config is
         loaded). What `useDebug` + `specifiedLayerAndExperiment` may pin, and what `mmsearch eval` compares."""
         return svc.experiments()
 
-    @app.get("/metrics", tags=["ops"])
+    @app.get("/metrics", tags=["ops"], openapi_extra=needs("metrics"))
     async def prom() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

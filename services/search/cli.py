@@ -21,6 +21,18 @@ from mmsearch.settings import load_settings
 @click.option("--milvus-uri", default=None, help="Milvus URI: a Milvus Lite file or http://host:19530.")
 @click.option("--mongo-uri", default=None, help="MongoDB URI.")
 @click.option("--model-repo", type=click.Path(path_type=Path), default=None, help="Model repository folder.")
+@click.option(
+    "--auth",
+    "auth_mode",
+    type=click.Choice(["keys", "off"]),
+    default=None,
+    help="keys (default): every route but /health needs an API key (`mmsearch keys`); off: every route is open.",
+)
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="Allow --auth off on an address other than loopback (only on a network you trust).",
+)
 def command(  # noqa: PLR0917 - one parameter per click option
     host: str | None,
     port: int | None,
@@ -33,14 +45,18 @@ def command(  # noqa: PLR0917 - one parameter per click option
     milvus_uri: str | None,
     mongo_uri: str | None,
     model_repo: Path | None,
+    auth_mode: str | None,
+    insecure_no_auth: bool,
 ) -> None:
-    """Serve POST /qa|/t2i|/i2i/user/{user_id}, /health, /ready, /metrics and /docs.
+    """Serve POST /qa|/t2i|/i2i/user/{user_id}, /feedback, /health, /ready, /experiments, /metrics and /docs.
 
-    Settings come from MMSEARCH_SEARCH__* (and MMSEARCH_MILVUS__*, MMSEARCH_MONGO__*); flags override them.
+    Settings come from MMSEARCH_SEARCH__* and MMSEARCH_AUTH__* (and MMSEARCH_MILVUS__*, MMSEARCH_MONGO__*); flags
+    override them. With auth keys, a bootstrap admin key can come from MMSEARCH_AUTH__BOOTSTRAP_KEY_FILE.
     """
     import uvicorn
 
     from services.search.app import create_app
+    from services.search.auth.startup import AuthStartError, check_exposure
 
     base = load_settings()
     search: dict[str, object] = {}
@@ -65,7 +81,19 @@ def command(  # noqa: PLR0917 - one parameter per click option
         update["mongo"] = base.mongo.model_copy(update={"uri": mongo_uri})
     if model_repo:
         update["model_repo"] = model_repo
+    auth: dict[str, object] = {"insecure_no_auth": True} if insecure_no_auth else {}
+    if auth_mode:
+        auth["mode"] = auth_mode
+    update["auth"] = base.auth.model_copy(update=auth)
     settings = base.model_copy(update=update)
     s = settings.search
-    click.echo(f"search service on http://{s.host}:{s.port} (config: {s.config_source})", err=True)
-    uvicorn.run(create_app(settings), host=s.host, port=s.port, log_config=None, access_log=False)
+    try:
+        check_exposure(s.host, settings.auth)
+        app = create_app(settings)
+    except AuthStartError as exc:
+        raise click.ClickException(str(exc)) from exc
+    auth_line: str = settings.auth.mode
+    if settings.auth.mode == "keys" and settings.auth.anonymous_scopes:
+        auth_line += f", open without a key: {','.join(settings.auth.anonymous_scopes)}"
+    click.echo(f"search service on http://{s.host}:{s.port} (config: {s.config_source}; auth: {auth_line})", err=True)
+    uvicorn.run(app, host=s.host, port=s.port, log_config=None, access_log=False)

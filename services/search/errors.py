@@ -12,9 +12,10 @@ class SearchError(Exception):
     status_code = 500
     kind = "search_error"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = headers or {}  # sent with the error response (WWW-Authenticate, Retry-After)
 
 
 class InvalidQueryError(SearchError):

@@ -108,3 +108,21 @@ class SearchMetrics:
             ["reason"],
             registry=r,
         )
+        # Access control (services/search/auth): never a secret, never a key id that is not a stored key's.
+        self.auth_requests = Counter(
+            "mmsearch_auth_requests",
+            "Requests by what their authentication came to: ok (a key), anonymous, open (auth off or /health), "
+            "missing, invalid, expired, revoked, rotated, forbidden, rate_limited, locked_out, unavailable.",
+            ["result"],
+            registry=r,
+        )
+        self.auth_key_requests = Counter(
+            "mmsearch_auth_key_requests", "Requests let through per key id and scope.", ["key_id", "scope"], registry=r
+        )
+        self.auth_rate_limited = Counter(
+            "mmsearch_auth_rate_limited",
+            "Requests refused with 429 by a rate limit, per key id (anonymous: the per-address limits).",
+            ["key_id"],
+            registry=r,
+        )
+        self.auth_cached_keys = Gauge("mmsearch_auth_cached_keys", "Key ids held by the key cache.", registry=r)

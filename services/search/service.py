@@ -17,7 +17,7 @@ from typing import Any
 from mmsearch.settings import Settings
 from services.search.api_models import DebugInfo, SearchItemModel, SearchRequest, SearchResponse
 from services.search.bucketing import bucket_of
-from services.search.config.manager import ConfigManager
+from services.search.config.manager import ConfigManager, scene_collections
 from services.search.config.sources import ConfigSource
 from services.search.errors import DependencyUnavailableError, InvalidQueryError, SearchError
 from services.search.metrics import SearchMetrics
@@ -64,7 +64,21 @@ class SearchService:
             ) from exc
         return stripped
 
-    async def search(self, scene: str, user_id: str, req: SearchRequest, image: bytes | None = None) -> SearchResponse:
+    def scene_corpora(self, scene: str) -> set[str]:
+        """The corpora a scene's experiments reach (Milvus collections, MongoDB collections) in the config in
+        force; empty for a scene it does not have. A key's corpus patterns are checked against these."""
+        cfg = self.manager.current
+        return scene_collections(cfg.scenes[scene]) if cfg is not None and scene in cfg.scenes else set()
+
+    async def search(
+        self,
+        scene: str,
+        user_id: str,
+        req: SearchRequest,
+        image: bytes | None = None,
+        *,
+        key_id: str | None = None,
+    ) -> SearchResponse:
         t0 = time.perf_counter()
         request_id = uuid.uuid4().hex
         status = "error"
@@ -112,6 +126,7 @@ class SearchService:
                     "status": status,
                     "hits": len(result.state.items) if result else 0,
                     "config": config.digest if config else None,
+                    "key_id": key_id,
                 },
             )
         assert config is not None
@@ -126,6 +141,7 @@ class SearchService:
                 item_ids=[it.id for it in items],
                 offset=req.offset,
                 config_digest=config.digest,
+                key_id=key_id,
             )
         )
         debug = None

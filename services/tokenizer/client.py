@@ -21,7 +21,7 @@ import numpy.typing as npt
 from grpc import aio
 
 from mmsearch.api.v1 import tokenizer_pb2, tokenizer_pb2_grpc
-from mmsearch.grpc_common.client import ServiceCallError, call, check_health, insecure_channel
+from mmsearch.grpc_common.client import ClientTls, ServiceCallError, call, check_health, open_channel
 from mmsearch.tensors import map_from_proto
 
 __all__ = ["ServiceCallError", "TokenizedTexts", "TokenizerClient"]
@@ -38,17 +38,20 @@ class TokenizedTexts:
 class TokenizerClient:
     """One channel to the tokenizer service; create and use it inside the running event loop."""
 
-    def __init__(self, target: str, *, timeout: float = 3.0, max_message_mb: int = 32) -> None:
+    def __init__(
+        self, target: str, *, timeout: float = 3.0, max_message_mb: int = 32, tls: ClientTls | None = None
+    ) -> None:
         self.target = target
         self.timeout = timeout
         self.max_message_mb = max_message_mb
+        self.tls = tls
         self._channel: aio.Channel | None = None
         self._stub: tokenizer_pb2_grpc.TokenizerAsyncStub | None = None
 
     def _get_stub(self) -> tokenizer_pb2_grpc.TokenizerAsyncStub:
         # grpc.aio channels bind to the event loop that is running when they are made: create them lazily.
         if self._stub is None:
-            self._channel = insecure_channel(self.target, max_message_mb=self.max_message_mb)
+            self._channel = open_channel(self.target, max_message_mb=self.max_message_mb, tls=self.tls)
             self._stub = tokenizer_pb2_grpc.TokenizerStub(self._channel)
         return self._stub
 

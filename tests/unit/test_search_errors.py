@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from mmsearch.settings import MilvusSettings, MongoSettings, SearchSettings, Settings
+from mmsearch.settings import AuthSettings, MilvusSettings, MongoSettings, SearchSettings, Settings
 from services.search.adapters import GrpcQueryModels, MilvusVectorStore, MongoDocumentStore
 from services.search.app import create_app
 from services.search.errors import DependencyUnavailableError
@@ -45,6 +45,8 @@ def _settings(tmp_path: Path, tokenizer: str, model: str) -> Settings:
             last_good_config=tmp_path / "last-good.yaml",
             stage_timeout_seconds=0.5,
         ),
+        # These tests are about dependencies, not keys (tests/unit/test_search_auth*.py are).
+        auth=AuthSettings(mode="off"),
     )
 
 

@@ -18,7 +18,7 @@ from mmsearch.files import write_text_atomic
 from mmsearch.model_repo import ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.settings import Settings
 from services.search.config.checks import CollectionStatus, check_environment
-from services.search.config.model import MatchArgs, RuntimeConfig, resolve
+from services.search.config.model import MatchArgs, RuntimeConfig, Scene, SummaryArgs, resolve
 from services.search.errors import ConfigError
 from services.search.metrics import SearchMetrics
 from services.search.ports import CollectionCatalog
@@ -47,6 +47,18 @@ def load_models(repo: ModelRepository) -> dict[str, ModelManifest]:
 
 def collections_of(config: RuntimeConfig) -> set[str]:
     return {e.args.milvus_args.collection_name for e in config.experiments() if isinstance(e.args, MatchArgs)}
+
+
+def scene_collections(scene: Scene) -> set[str]:
+    """Every Milvus and MongoDB collection a scene's experiments read."""
+    out: set[str] = set()
+    for layer in scene.layers:
+        for e in layer.experiments:
+            if isinstance(e.args, MatchArgs):
+                out.add(e.args.milvus_args.collection_name)
+            elif isinstance(e.args, SummaryArgs):
+                out.add(e.args.mongo_collection)
+    return out
 
 
 async def validate_config(

@@ -17,6 +17,7 @@ def exposure_document(
     item_ids: Sequence[str],
     offset: int,
     config_digest: str,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
     return {
         "requestId": request_id,
@@ -29,5 +30,7 @@ def exposure_document(
         "items": [{"id": item_id, "position": offset + i + 1} for i, item_id in enumerate(item_ids)],
         "offset": offset,
         "configDigest": config_digest,
+        # The API key the search was made with (its id; None: no key), so traffic can be told apart per client.
+        "keyId": key_id,
         "time": dt.datetime.now(dt.UTC),
     }
