@@ -1,12 +1,43 @@
 """`GET /experiments` of a running search service, as the offline tools read it (`mmsearch eval` for what it may
-pin, `mmsearch ab report` for the configured ratios): the A/B config in force, scenes -> layers -> experiments."""
+pin, `mmsearch ab report` for the configured ratios): the A/B config in force, scenes -> layers -> experiments.
+Also how those tools send an API key (scope search) to a service that asks for one."""
 
 from __future__ import annotations
 
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+API_KEY_FILE_ENV = "MMSEARCH_API_KEY_FILE"
+
+
+def api_key_file_option(command: F) -> F:
+    """--api-key-file: a file holding a key with scope search, for a search service with keys on."""
+    return click.option(
+        "--api-key-file",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar=API_KEY_FILE_ENV,
+        default=None,
+        help=f"A file holding an API key with scope search (env {API_KEY_FILE_ENV}); none needed where search is "
+        "open without a key (the local stack).",
+    )(command)
+
+
+def api_key_headers(api_key_file: Path | None) -> dict[str, str]:
+    if api_key_file is None:
+        return {}
+    try:
+        key = api_key_file.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from exc
+    return {"Authorization": f"Bearer {key}"}
 
 
 class ExperimentsUnavailableError(Exception):
@@ -17,10 +48,11 @@ class ExperimentsUnavailableError(Exception):
         self.reachable = reachable
 
 
-def get_experiments(search_url: str, timeout: float = 10.0) -> dict[str, Any]:
+def get_experiments(search_url: str, timeout: float = 10.0, headers: dict[str, str] | None = None) -> dict[str, Any]:
     url = f"{search_url.rstrip('/')}/experiments"
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - a URL the operator gave
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - a URL the operator gave
+        with urllib.request.urlopen(request, timeout=timeout) as reply:  # noqa: S310
             body: dict[str, Any] = json.loads(reply.read())
     except urllib.error.HTTPError as exc:
         text = exc.read().decode("utf-8", "replace")[:300]

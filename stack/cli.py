@@ -14,7 +14,7 @@ import click
 
 from mmsearch.model_repo import ModelRepoError, ModelRepository
 from mmsearch.settings import LocalSettings, load_settings
-from stack import bundled_models, corpora, probes, procfile, supervisor
+from stack import bundled_models, corpora, keys, probes, procfile, supervisor
 from stack.clip_source import ClipSourceError
 from stack.plan import DATA_READY_FILE, READY_FILE, Corpus, Ports, StackPlan
 from stack.ports import PortInUseError, check_ports
@@ -195,6 +195,7 @@ def up(
         raise click.ClickException(str(exc)) from exc
 
     plan = build_plan(settings, root=Path.cwd(), ab_config=ab_config)
+    keys.ensure_key_files(plan.keys_dir)
     for stale in (DATA_READY_FILE, READY_FILE):
         (plan.run_dir / stale).unlink(missing_ok=True)
     plan.save()

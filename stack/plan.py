@@ -89,6 +89,10 @@ class StackPlan(BaseModel):
         return self.var_dir / "mongo"
 
     @property
+    def keys_dir(self) -> Path:
+        return self.run_dir / "keys"
+
+    @property
     def demo_dir(self) -> Path:
         return self.var_dir / "demo"
 

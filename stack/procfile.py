@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack.keys import ANONYMOUS_SCOPES, WEB_UI, key_file
 from stack.plan import DATA_READY_FILE, LOOPBACK, StackPlan
 
 
@@ -42,6 +44,11 @@ def stack_env(plan: StackPlan) -> dict[str, str]:
         "MMSEARCH_SEARCH__CONFIG_SOURCE": "file",
         "MMSEARCH_SEARCH__CONFIG_FILE": str(plan.ab_config),
         "MMSEARCH_SEARCH__LAST_GOOD_CONFIG": str(plan.var_dir / "search" / "last-good-config.yaml"),
+        # Keys on, as in production; search open without a key on loopback (the README's curl), the rest needs
+        # one: the admin key and the web UI's are under var/local/keys/ (stack/keys.py).
+        "MMSEARCH_AUTH__MODE": "keys",
+        "MMSEARCH_AUTH__ANONYMOUS_SCOPES": json.dumps(list(ANONYMOUS_SCOPES)),
+        "MMSEARCH_WEB__API_KEY_FILE": str(key_file(plan.keys_dir, WEB_UI)),
         "MMSEARCH_WEB__HOST": LOOPBACK,
         "MMSEARCH_WEB__PORT": str(p.web),
         "MMSEARCH_WEB__SEARCH_URL": plan.search_url,

@@ -16,7 +16,7 @@ import click
 
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings
-from stack import catalog, probes
+from stack import catalog, keys, probes
 from stack.plan import DATA_READY_FILE, READY_FILE, Corpus, ReadyReport, StackPlan
 
 
@@ -111,6 +111,8 @@ def run_setup(plan: StackPlan) -> ReadyReport:
     waited = wait_for("SecantusDB", lambda: probes.mongo_ok(plan.mongo_uri), timeout=t, log_file=logs / "mongo.log")
     click.echo(f"SecantusDB (MongoDB) ready at {plan.mongo_uri} ({waited:.1f} s)")
 
+    for line in keys.store_keys(plan.keys_dir, plan.mongo_uri):
+        click.echo(line)
     repo = ModelRepository(plan.model_repo)
     database = load_settings().mongo.database
     loaded = {c.name: load_corpus(plan, c, repo, database) for c in plan.corpora}
@@ -148,6 +150,7 @@ def banner(plan: StackPlan, report: ReadyReport) -> str:
         f"  Milvus          {report.milvus_uri}",
         f"  MongoDB         {report.mongo_uri}",
         f"  logs            {plan.logs_dir}/<process>.log",
+        f"  admin key       {keys.key_file(plan.keys_dir, keys.ADMIN)}   (writes, /metrics, /ready's details)",
         "  loaded          " + ", ".join(f"{k}: {v} documents" for k, v in report.loaded.items()),
         "",
         "Try:",
@@ -162,6 +165,12 @@ def banner(plan: StackPlan, report: ReadyReport) -> str:
         ]
     else:
         lines += ["", text_to_image_off_message(plan.clip_off_reason)]
+    admin = keys.key_file(plan.keys_dir, keys.ADMIN)
+    lines += [
+        "",
+        "Search needs no key here (loopback); everything else does, e.g. the admin key:",
+        f'  curl -H "Authorization: Bearer $(cat {admin})" {report.search_url}/ready',
+    ]
     return "\n".join(lines) + "\n"
 
 

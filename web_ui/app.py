@@ -9,12 +9,13 @@ web_ui/search_client.py, the response headers in web_ui/security.py.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from mmsearch.settings import Settings, load_settings
+from mmsearch.settings import Settings, WebSettings, load_settings
 from web_ui.routes import MULTIPART_SLACK_BYTES, UiState, api_error, bp
 from web_ui.search_client import SearchClient
 from web_ui.security import add_security_headers, content_security_policy
@@ -24,11 +25,43 @@ log = logging.getLogger(__name__)
 __all__ = ["MULTIPART_SLACK_BYTES", "create_app"]
 
 
+class ApiKeyError(RuntimeError):
+    pass
+
+
+_KEY = re.compile(r"^mms_([0-9a-f]{16})_[0-9a-f]{64}$")
+
+
+def ui_api_key(web: WebSettings) -> str | None:
+    """The UI's key for the search service, from web.api_key_file (wins) or web.api_key; None: no key."""
+    if web.api_key_file is not None:
+        try:
+            text = web.api_key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ApiKeyError(f"cannot read web.api_key_file {web.api_key_file}: {exc.strerror}") from exc
+        where = f"web.api_key_file {web.api_key_file}"
+    elif web.api_key is not None:
+        text, where = web.api_key.get_secret_value().strip(), "web.api_key"
+    else:
+        return None
+    if not _KEY.match(text):
+        raise ApiKeyError(f"{where} does not hold an mmsearch API key (mms_<16 hex>_<64 hex>)")
+    return text
+
+
+def key_id(key: str) -> str:
+    """The id part of a key: what logs may show."""
+    match = _KEY.match(key)
+    return match.group(1) if match else "?"
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or load_settings()
     web = settings.web
     app = Flask(__name__)
-    state = UiState.from_settings(web, SearchClient(web.search_url, timeout_seconds=web.request_timeout_seconds))
+    api_key = ui_api_key(web)
+    client = SearchClient(web.search_url, timeout_seconds=web.request_timeout_seconds, api_key=api_key)
+    state = UiState.from_settings(web, client)
     app.extensions["mmsearch_ui"] = state
     # Werkzeug refuses bodies over this before parsing them; the photo's own limit is checked exactly later.
     app.config["MAX_CONTENT_LENGTH"] = state.max_upload_bytes + MULTIPART_SLACK_BYTES
@@ -37,8 +70,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     if state.image_dir is not None and not state.image_dir.is_dir():
         log.warning("web.image_dir %s is not a folder: /images/ will answer 404", state.image_dir)
     log.info(
-        "web UI: search service %s, timeout %.1fs, photos %s",
+        "web UI: search service %s (%s), timeout %.1fs, photos %s",
         web.search_url,
+        f"key {key_id(api_key)}" if api_key else "no key",
         web.request_timeout_seconds,
         state.image_dir or "not served",
     )

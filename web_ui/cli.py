@@ -27,8 +27,19 @@ log = logging.getLogger(__name__)
     help="Serve this photo folder at /images/<name> (env MMSEARCH_WEB__IMAGE_DIR), e.g. the local demo photos.",
 )
 @click.option("--threads", type=int, default=None, help="Worker threads (env MMSEARCH_WEB__THREADS; default 8).")
-def command(
-    host: str | None, port: int | None, search_url: str | None, image_dir: Path | None, threads: int | None
+@click.option(
+    "--api-key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The UI's API key for the search service (env MMSEARCH_WEB__API_KEY_FILE); kept here, never sent to browsers.",
+)
+def command(  # noqa: PLR0917 - one parameter per click option
+    host: str | None,
+    port: int | None,
+    search_url: str | None,
+    image_dir: Path | None,
+    threads: int | None,
+    api_key_file: Path | None,
 ) -> None:
     """Serve the search page: question answering, text-to-image and search by image, with a debug panel.
 
@@ -37,7 +48,7 @@ def command(
     """
     import waitress
 
-    from web_ui.app import MULTIPART_SLACK_BYTES, create_app
+    from web_ui.app import MULTIPART_SLACK_BYTES, ApiKeyError, create_app
 
     settings = load_settings()
     # One INFO line per proxied request from httpx is noise next to waitress' own log.
@@ -50,12 +61,16 @@ def command(
             "search_url": search_url,
             "image_dir": image_dir,
             "threads": threads,
+            "api_key_file": api_key_file,
         }.items()
         if value is not None
     }
     web = settings.web.model_copy(update=overrides)
     settings = settings.model_copy(update={"web": web})
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except ApiKeyError as exc:
+        raise click.ClickException(str(exc)) from exc
     log.info("web UI listening on http://%s:%d/ (search service %s)", web.host, web.port, web.search_url)
     waitress.serve(
         app,

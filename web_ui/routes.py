@@ -98,14 +98,17 @@ def health() -> Response:
 @bp.get("/api/status")
 def status() -> Response:
     """Whether the search service answers and which scenes it can serve (e.g. no CLIP model: no images)."""
+    client = _state().client
     try:
-        ready = _state().client.ready()
+        ready = client.ready()
+        # /ready is bare without an admin key (the UI's key has none): the scenes' states come from /experiments.
+        scenes = client.scenes()
     except SearchError as exc:
         return jsonify({"search": {"reachable": False, **exc.to_json()["error"]}, "scenes": {}})
     return jsonify(
         {
             "search": {"reachable": True, "ready": bool(ready.get("ready"))},
-            "scenes": scene_states(ready),
+            "scenes": scene_states({"scenes": scenes}),
             "clipHint": CLIP_HINT,
         }
     )

@@ -54,18 +54,29 @@ class SearchError(Exception):
         return {"error": body}
 
 
-class SearchClient:
-    """A small synchronous client; one pooled httpx.Client shared by the UI's worker threads."""
+KEY_HINT = (
+    "The web UI's key for the search service is missing, wrong, revoked or lacks a scope: create one with "
+    "`mmsearch keys create --name web-ui --scopes search,feedback --out FILE` and point MMSEARCH_WEB__API_KEY_FILE "
+    "at FILE (the local stack does this by itself)."
+)
 
-    def __init__(self, base_url: str, *, timeout_seconds: float) -> None:
+
+class SearchClient:
+    """A small synchronous client; one pooled httpx.Client shared by the UI's worker threads. The UI's API key
+    (if any) rides on every request to the search service, and only there: nothing the browser receives holds it."""
+
+    def __init__(self, base_url: str, *, timeout_seconds: float, api_key: str | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_seconds = timeout_seconds
+        headers = {"User-Agent": "mmsearch-web-ui"}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
         self._http = httpx.Client(
             base_url=self.base_url,
             # Connecting to a loopback or cluster service is fast; a long connect means it is gone.
             timeout=httpx.Timeout(timeout_seconds, connect=min(3.0, timeout_seconds)),
             follow_redirects=False,
-            headers={"User-Agent": "mmsearch-web-ui"},
+            headers=headers,
         )
 
     def close(self) -> None:
@@ -117,6 +128,8 @@ class SearchClient:
         if response.status_code >= 400:
             kind, detail = _error_detail(response)
             status = response.status_code
+            if status in (401, 403):
+                raise _key_error(kind, detail)
             if status in (404, 413, 422):
                 # Not stored, for a reason of the event itself (an expired search, an item it did not show).
                 return_status = 400 if status == 404 else status
@@ -124,6 +137,27 @@ class SearchClient:
             raise SearchError(503, "unavailable", f"The search service cannot record feedback: {detail or status}.")
         body: dict[str, Any] = response.json()
         return body
+
+    def scenes(self) -> dict[str, str]:
+        """Each scene of the config in force: "enabled" or why it cannot serve (GET /experiments); empty when the
+        service cannot say (no config yet, down): the page then finds out when it searches."""
+        try:
+            response = self._http.get("/experiments")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "status") from exc
+        if response.status_code in (401, 403):
+            raise _key_error(*_error_detail(response))
+        try:
+            body = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            body = {}
+        scenes = body.get("scenes") if isinstance(body, dict) else None
+        if not isinstance(scenes, dict):
+            return {}
+        return {
+            str(name): str(info.get("disabled") or "enabled") if isinstance(info, dict) else "enabled"
+            for name, info in scenes.items()
+        }
 
     def ready(self) -> dict[str, Any]:
         """The service's /ready body (whatever its status code says), or a SearchError if it can't be had."""
@@ -185,6 +219,8 @@ class SearchClient:
     def _service_error(self, scene: str, response: httpx.Response) -> SearchError:
         kind, detail = _error_detail(response)
         status = response.status_code
+        if status in (401, 403):
+            return _key_error(kind, detail)
         if kind == "scene_disabled" or _says_not_configured(status, detail):
             title = SCENE_TITLES.get(scene, scene)
             message = detail or f"{title.capitalize()} is not configured."
@@ -197,6 +233,13 @@ class SearchClient:
         if status in (502, 503, 504):
             return SearchError(503, "unavailable", f"The search service cannot answer: {detail or status}.")
         return SearchError(502, "bad_gateway", f"The search service failed ({status}): {detail or 'no detail'}.")
+
+
+def _key_error(kind: str | None, detail: str) -> SearchError:
+    """The search service refused the UI's key: nothing the person at the page can fix, so the page says the
+    service is unavailable and the log says why (the service's message names the scope, never the key)."""
+    log.warning("the search service refused the web UI's key (%s): %s", kind or "no kind", detail)
+    return SearchError(503, "not_authorized", "The search service refused this web UI's access.", hint=KEY_HINT)
 
 
 def _error_detail(response: httpx.Response) -> tuple[str | None, str]:

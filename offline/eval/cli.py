@@ -10,7 +10,12 @@ import click
 import httpx
 from tqdm import tqdm
 
-from mmsearch.experiments_api import ExperimentsUnavailableError, get_experiments
+from mmsearch.experiments_api import (
+    ExperimentsUnavailableError,
+    api_key_file_option,
+    api_key_headers,
+    get_experiments,
+)
 from mmsearch.settings import LOOPBACK, SEARCH_PORT, load_settings
 from offline.errors import OfflineError, reported
 from offline.eval.corpus_check import ids_not_in_corpus
@@ -33,9 +38,9 @@ def _ints(text: str) -> list[int]:
     return values
 
 
-def _layers(url: str) -> dict[str, Any]:
+def _layers(url: str, headers: dict[str, str]) -> dict[str, Any]:
     try:
-        scenes: dict[str, Any] = get_experiments(url)["scenes"]
+        scenes: dict[str, Any] = get_experiments(url, headers=headers)["scenes"]
     except ExperimentsUnavailableError as exc:
         raise EvalError(f"{exc}" + ("" if exc.reachable else ": start it, or pass --search-url")) from exc
     return scenes
@@ -102,6 +107,7 @@ def _choose(
     default=None,
     help="MongoDB of the scene's documents, to count judged ids the corpus lacks (default: settings mongo.uri).",
 )
+@api_key_file_option
 def evaluate(  # noqa: PLR0917 - one parameter per flag
     search_url: str,
     scene: str,
@@ -116,6 +122,7 @@ def evaluate(  # noqa: PLR0917 - one parameter per flag
     out: Path,
     html: Path | None,
     mongo_uri: str | None,
+    api_key_file: Path | None,
 ) -> None:
     """Send every judged query once per experiment of one layer (pinned with useDebug), score the answers
     (Recall@k, MRR@10, nDCG@10, latency, failures) and compare each experiment with the first: the mean difference,
@@ -123,13 +130,16 @@ def evaluate(  # noqa: PLR0917 - one parameter per flag
     cutoffs = _ints(ks)
     with reported():
         judged: list[Judgement] = read_trec(qrels, topics) if topics else read_jsonl(qrels)
-        scenes = _layers(search_url)
+        headers = api_key_headers(api_key_file)
+        scenes = _layers(search_url, headers)
         chosen, names, fixed = _choose(scenes, scene, layer, experiments, pins)
         mongo = load_settings().mongo
         if mongo_uri:
             mongo = mongo.model_copy(update={"uri": mongo_uri})
         missing = ids_not_in_corpus(mongo, scenes[scene].get("documents", []), judged)
-        runs = asyncio.run(_run_all(search_url, scene, judged, chosen, names, fixed, max(10, *cutoffs), concurrency))
+        runs = asyncio.run(
+            _run_all(search_url, scene, judged, chosen, names, fixed, max(10, *cutoffs), concurrency, headers)
+        )
         report = build_report(scene=scene, layer=chosen, judged=judged, runs=runs, ks=cutoffs, seed=seed)
         report["corpus"] = _corpus_summary(judged, missing)
         write_json(report, out)
@@ -178,11 +188,12 @@ async def _run_all(  # noqa: PLR0917 - the run's whole setting
     fixed: dict[str, str],
     top_k: int,
     concurrency: int,
+    headers: dict[str, str],
 ) -> list[ExperimentRun]:
     runs = []
     limits = httpx.Limits(max_connections=concurrency)
     with tqdm(total=len(judged) * len(names), desc="eval", unit="query") as bar:
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, headers=headers) as http:
             for name in names:
                 runs.append(
                     await run_experiment(

@@ -10,7 +10,12 @@ from typing import Any
 
 import click
 
-from mmsearch.experiments_api import ExperimentsUnavailableError, get_experiments
+from mmsearch.experiments_api import (
+    ExperimentsUnavailableError,
+    api_key_file_option,
+    api_key_headers,
+    get_experiments,
+)
 from mmsearch.files import write_text_atomic
 from mmsearch.settings import LOOPBACK, SEARCH_PORT, load_settings
 from services.search.outcomes.report import LayerPlan, build_report
@@ -32,7 +37,7 @@ def parse_since(text: str, now: dt.datetime) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _overview(search_url: str, config: Path | None) -> dict[str, Any]:
+def _overview(search_url: str, config: Path | None, headers: dict[str, str]) -> dict[str, Any]:
     if config is not None:
         from services.search.config.manager import parse_config
         from services.search.errors import ConfigError
@@ -42,7 +47,7 @@ def _overview(search_url: str, config: Path | None) -> dict[str, Any]:
         except ConfigError as exc:
             raise click.ClickException(f"invalid config {config}:\n  - " + "\n  - ".join(exc.problems)) from exc
     try:
-        return get_experiments(search_url)
+        return get_experiments(search_url, headers=headers)
     except ExperimentsUnavailableError as exc:
         hint = (
             "" if exc.reachable else ": start it, pass --search-url, or read them from the A/B YAML with --config FILE"
@@ -88,6 +93,7 @@ def ab() -> None:
 )
 @click.option("--mongo-uri", default=None, help="MongoDB holding exposures and events (default: settings mongo.uri).")
 @click.option("--database", default=None, help="Its database (default: settings mongo.database).")
+@api_key_file_option
 def report(  # noqa: PLR0917 - click passes options as parameters
     scene: str,
     since: str,
@@ -97,6 +103,7 @@ def report(  # noqa: PLR0917 - click passes options as parameters
     config: Path | None,
     mongo_uri: str | None,
     database: str | None,
+    api_key_file: Path | None,
 ) -> None:
     """Users, exposures, clicks and CTR (95% Wilson interval) per layer and experiment of SCENE, the difference
     to each layer's first experiment (Newcombe 95% interval), the MRR of the first click, and a sample-ratio
@@ -105,7 +112,7 @@ def report(  # noqa: PLR0917 - click passes options as parameters
         raise click.UsageError("--format html writes a page: give --out FILE")
     now = dt.datetime.now(dt.UTC)
     start = parse_since(since, now)
-    plan = _plan(_overview(search_url, config), scene)
+    plan = _plan(_overview(search_url, config, api_key_headers(api_key_file)), scene)
     result = _collect(scene, start, now, plan, mongo_uri=mongo_uri, database=database)
     text = {"table": table_text, "json": json_text, "html": html_text}[fmt](result)
     if out is None:
