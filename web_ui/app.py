@@ -29,7 +29,7 @@ class ApiKeyError(RuntimeError):
     pass
 
 
-_KEY = re.compile(r"^mms_([0-9a-f]{16})_[0-9a-f]{64}$")
+_KEY = re.compile(r"mms_([0-9a-f]{16})_[0-9a-f]{64}")
 
 
 def ui_api_key(web: WebSettings) -> str | None:
@@ -44,14 +44,14 @@ def ui_api_key(web: WebSettings) -> str | None:
         text, where = web.api_key.get_secret_value().strip(), "web.api_key"
     else:
         return None
-    if not _KEY.match(text):
+    if not _KEY.fullmatch(text):
         raise ApiKeyError(f"{where} does not hold an mmsearch API key (mms_<16 hex>_<64 hex>)")
     return text
 
 
 def key_id(key: str) -> str:
     """The id part of a key: what logs may show."""
-    match = _KEY.match(key)
+    match = _KEY.fullmatch(key)
     return match.group(1) if match else "?"
 
 

@@ -14,7 +14,7 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def server_options(defaults: TokenizerSettings | ModelServerSettings) -> Callable[[F], F]:
-    """--host, --port, --metrics-port and --repo (passed to the command as `model_repo`)."""
+    """--host, --port, --metrics-port, --tls-cert-file, --tls-key-file and --repo (passed as `model_repo`)."""
     options = [
         click.option(
             "--host",
@@ -27,6 +27,19 @@ def server_options(defaults: TokenizerSettings | ModelServerSettings) -> Callabl
             type=int,
             default=None,
             help=f"Prometheus /metrics HTTP port (default {defaults.metrics_port}; 0: off).",
+        ),
+        click.option(
+            "--tls-cert-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="Serve TLS only, with this certificate (PEM, chain included) and --tls-key-file; clients verify it "
+            "against their CA file (search.grpc_tls_ca_file).",
+        ),
+        click.option(
+            "--tls-key-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=None,
+            help="The TLS certificate's private key (PEM).",
         ),
         click.option(
             "--repo",

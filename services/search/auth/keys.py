@@ -28,7 +28,7 @@ from mmsearch.settings import SCOPES, Scope
 PREFIX = "mms"
 KEY_ID_BYTES = 8
 SECRET_BYTES = 32
-KEY_PATTERN = re.compile(rf"^{PREFIX}_([0-9a-f]{{{KEY_ID_BYTES * 2}}})_([0-9a-f]{{{SECRET_BYTES * 2}}})$")
+KEY_PATTERN = re.compile(rf"{PREFIX}_([0-9a-f]{{{KEY_ID_BYTES * 2}}})_([0-9a-f]{{{SECRET_BYTES * 2}}})")
 KEY_LENGTH = len(PREFIX) + 2 + 2 * (KEY_ID_BYTES + SECRET_BYTES)
 KEY_FORM = f"{PREFIX}_<{KEY_ID_BYTES * 2} hex digits>_<{SECRET_BYTES * 2} hex digits>"
 ALL_CORPORA = "*"
@@ -53,7 +53,8 @@ class ApiKey:
 
     @classmethod
     def parse(cls, text: str) -> ApiKey:
-        match = KEY_PATTERN.match(text.strip()) if len(text) <= KEY_LENGTH + 2 else None
+        # Length first: a huge header is refused unread (surrounding whitespace, as from a file, is allowed).
+        match = KEY_PATTERN.fullmatch(text.strip()) if len(text) <= KEY_LENGTH + 16 else None
         if match is None:
             raise KeyFormatError(f"not an mmsearch API key: a key reads {KEY_FORM}")
         return cls(match.group(1), match.group(2))
