@@ -107,8 +107,21 @@ def test_half_a_tls_setting_stops_the_server(model_repo: ModelRepository, tmp_pa
 
     cert = tmp_path / "missing.crt"
     result = subprocess.run(
-        [sys.executable, "-m", "mmsearch.cli.main", "serve", "tokenizer", "--repo", str(model_repo.root)]
-        + ["--port", "0", "--metrics-port", "0", "--tls-cert-file", str(cert)],
+        [
+            sys.executable,
+            "-m",
+            "mmsearch.cli.main",
+            "serve",
+            "tokenizer",
+            "--repo",
+            str(model_repo.root),
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--tls-cert-file",
+            str(cert),
+        ],
         capture_output=True,
         text=True,
         timeout=120,
@@ -145,6 +158,7 @@ def test_the_search_service_searches_over_tls(  # noqa: PLR0917 - pytest fixture
         status, body = search.post("/qa/user/10", {"query": "how do I apply for a building permit"})
         assert status == 200, body
         items = body["searchItemModels"]
-        assert isinstance(items, list) and items[0], body
+        assert isinstance(items, list), body
+        assert items[0], body
         status, ready = search.get("/ready")
         assert status == 200, ready

@@ -159,7 +159,7 @@ def test_expired_revoked_scope_and_corpus() -> None:
         _run(guard, _bearer(keys.add(expires_at=NOW)))
     with pytest.raises(KeyRevokedError):
         _run(guard, _bearer(keys.add(revoked_at=NOW)))
-    with pytest.raises(ForbiddenError, match="scope 'search'.*this key has feedback") as err:
+    with pytest.raises(ForbiddenError, match=r"scope 'search'.*this key has feedback") as err:
         _run(guard, _bearer(keys.add(scopes=("feedback",))))
     assert err.value.status_code == 403
     with pytest.raises(ForbiddenError, match="may not reach corpus faq_qa \\(scene questionAnswer\\)"):
