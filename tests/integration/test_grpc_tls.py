@@ -106,22 +106,9 @@ def test_half_a_tls_setting_stops_the_server(model_repo: ModelRepository, tmp_pa
     import sys
 
     cert = tmp_path / "missing.crt"
+    cmd = [sys.executable, "-m", "mmsearch.cli.main", "serve", "tokenizer", "--repo", str(model_repo.root)]
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "mmsearch.cli.main",
-            "serve",
-            "tokenizer",
-            "--repo",
-            str(model_repo.root),
-            "--port",
-            "0",
-            "--metrics-port",
-            "0",
-            "--tls-cert-file",
-            str(cert),
-        ],
+        [*cmd, "--port", "0", "--metrics-port", "0", "--tls-cert-file", str(cert)],
         capture_output=True,
         text=True,
         timeout=120,
