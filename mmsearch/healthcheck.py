@@ -1,7 +1,8 @@
 """`python -m mmsearch.healthcheck grpc HOST:PORT [CA_FILE [SERVER_NAME]] | http URL`: exit 0 when ready.
 
 A gRPC port with TLS is probed with the CA that signed its certificate (and the name on the certificate when
-HOST is not it, as for 127.0.0.1 inside a container).
+HOST is not it, as for 127.0.0.1 inside a container); an empty CA_FILE probes plaintext, so a compose health check
+can pass `${GRPC_TLS_CA_FILE:-}` either way.
 
 Container health checks (docker-compose.yml, the Dockerfile) and the local stack's readiness waits use these
 probes: the images hold no curl or grpc_health_probe, and this needs only what every mmsearch image has
@@ -56,7 +57,7 @@ def main(argv: list[str]) -> int:
         return 2
     kind, target = argv[0], argv[1]
     if kind == "grpc":
-        ca = Path(argv[2]) if len(argv) > 2 else None
+        ca = Path(argv[2]) if len(argv) > 2 and argv[2] else None  # "" (an unset ${VAR:-}): plaintext
         ok = grpc_serving(target, ca_file=ca, server_name=argv[3] if len(argv) > 3 else "")
     else:
         ok = http_ok(target)

@@ -8,12 +8,16 @@ flags override the environment; each service reads only its own section plus the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK = "127.0.0.1"
+
+# A file setting that may be left empty: deployment files pass `${VAR:-}`, and "" means "not set", not the current
+# folder (which a plain Path would make of it).
+OptionalPath = Annotated[Path | None, BeforeValidator(lambda v: None if v == "" else v)]
 # Default ports, each written once: the sections below, the search service's targets and the local stack use them.
 TOKENIZER_PORT, TOKENIZER_METRICS_PORT = 60051, 9101
 MODEL_SERVER_PORT, MODEL_SERVER_METRICS_PORT = 50000, 9102
@@ -37,8 +41,8 @@ class TokenizerSettings(BaseModel):
     # How often the repository folder is rescanned for new or re-exported models (0: only on demand).
     rescan_seconds: float = 10.0
     # TLS on the gRPC port: both set, the server answers only TLS (clients verify it against their CA file).
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_cert_file: OptionalPath = None
+    tls_key_file: OptionalPath = None
 
 
 class ModelServerSettings(BaseModel):
@@ -73,8 +77,8 @@ class ModelServerSettings(BaseModel):
     workers: int = 32
     grace_seconds: float = 5.0
     # TLS on the gRPC port (as the tokenizer's).
-    tls_cert_file: Path | None = None
-    tls_key_file: Path | None = None
+    tls_cert_file: OptionalPath = None
+    tls_key_file: OptionalPath = None
 
 
 class MilvusSettings(BaseModel):
@@ -86,10 +90,10 @@ class MilvusSettings(BaseModel):
     timeout_seconds: float = 10.0
     # TLS to a Milvus server (https:// URI): the CA that signed its certificate, and the name on it when the URI's
     # host differs; a client certificate and key for mutual TLS.
-    tls_ca_file: Path | None = None
+    tls_ca_file: OptionalPath = None
     tls_server_name: str = ""
-    tls_client_cert_file: Path | None = None
-    tls_client_key_file: Path | None = None
+    tls_client_cert_file: OptionalPath = None
+    tls_client_key_file: OptionalPath = None
 
 
 class MongoSettings(BaseModel):
@@ -101,8 +105,8 @@ class MongoSettings(BaseModel):
     password: SecretStr = SecretStr("")
     # TLS: the CA that signed the server's certificate (turns TLS on), and a client certificate + key (one PEM
     # file) for mutual TLS.
-    tls_ca_file: Path | None = None
-    tls_client_cert_key_file: Path | None = None
+    tls_ca_file: OptionalPath = None
+    tls_client_cert_key_file: OptionalPath = None
 
 
 class SearchSettings(BaseModel):
@@ -146,7 +150,7 @@ class SearchSettings(BaseModel):
     query_cache_ttl_seconds: float = Field(default=600.0, gt=0)
     # TLS to the tokenizer and model server: the CA that signed their certificates (turns TLS on), and the name on
     # the certificates when the targets' host names differ (an IP address, a load balancer).
-    grpc_tls_ca_file: Path | None = None
+    grpc_tls_ca_file: OptionalPath = None
     grpc_tls_server_name: str = ""
 
 
@@ -186,7 +190,7 @@ class AuthSettings(BaseModel):
     # An admin key held only in the service's memory (never in MongoDB), from a secret: production deployments
     # start with it. The file wins over the value.
     bootstrap_key: SecretStr | None = None
-    bootstrap_key_file: Path | None = None
+    bootstrap_key_file: OptionalPath = None
 
 
 class WebSettings(BaseModel):
@@ -208,7 +212,7 @@ class WebSettings(BaseModel):
     # The UI's own key for the search service (scopes search and feedback), kept on the server, never sent to the
     # browser. The file wins over the value; neither: the UI calls without a key.
     api_key: SecretStr | None = None
-    api_key_file: Path | None = None
+    api_key_file: OptionalPath = None
 
 
 class SparkSettings(BaseModel):

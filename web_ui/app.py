@@ -40,7 +40,7 @@ def ui_api_key(web: WebSettings) -> str | None:
         except OSError as exc:
             raise ApiKeyError(f"cannot read web.api_key_file {web.api_key_file}: {exc.strerror}") from exc
         where = f"web.api_key_file {web.api_key_file}"
-    elif web.api_key is not None:
+    elif web.api_key is not None and web.api_key.get_secret_value().strip():
         text, where = web.api_key.get_secret_value().strip(), "web.api_key"
     else:
         return None

@@ -12,6 +12,7 @@ per-address limits of one case never spill into another.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -120,20 +121,27 @@ def services(  # noqa: PLR0917 - pytest fixtures
 ) -> Iterator[tuple[Service, Service]]:
     """Two search services with keys on over the same stores (so, the same keys collection)."""
     consul_kv.put(CONSUL_KEY, AB_CONFIG.read_text(encoding="utf-8"))
-    common = {
-        "repo": model_repo.root,
-        "tokenizer_target": tokenizer_target,
-        "model_server_target": model_server_target,
-        "milvus_uri": search_stores.milvus_uri,
-        "mongo_uri": search_stores.mongo_uri,
-        "consul": consul_kv,
-        "consul_key": CONSUL_KEY,
-    }
-    with (
-        start_search(**common, work_dir=tmp_path_factory.mktemp("auth-a"), extra_env=_auth_env()) as a,  # type: ignore[arg-type]
-        start_search(**common, work_dir=tmp_path_factory.mktemp("auth-b"), extra_env=_auth_env()) as b,  # type: ignore[arg-type]
-    ):
-        yield Service(a), Service(b)
+
+    def start(name: str) -> contextlib.AbstractContextManager[RunningSearch]:
+        return start_search(
+            repo=model_repo.root,
+            tokenizer_target=tokenizer_target,
+            model_server_target=model_server_target,
+            milvus_uri=search_stores.milvus_uri,
+            mongo_uri=search_stores.mongo_uri,
+            consul=consul_kv,
+            consul_key=CONSUL_KEY,
+            work_dir=tmp_path_factory.mktemp(name),
+            extra_env=_auth_env(),
+        )
+
+    with start("auth-a") as a, start("auth-b") as b:
+        pair = Service(a), Service(b)
+        try:
+            yield pair
+        finally:
+            for service in pair:
+                service.http.close()
 
 
 @pytest.fixture(scope="module")
@@ -195,15 +203,10 @@ def _expected(case: RouteCase, state: str) -> tuple[int, str] | None:
         return None  # never reads a key
     if state in REFUSED:
         return 401, REFUSED[state]
-    if case.scope == "open":
-        return None
-    if state == "none":
-        return 401, "missing_key"
-    if state == "wrong scope":
-        return 403, "forbidden"
-    if state == "wrong corpus" and case.corpora:
-        return 403, "forbidden"
-    return None
+    refusals = {"none": (401, "missing_key"), "wrong scope": (403, "forbidden")}
+    if case.corpora:
+        refusals["wrong corpus"] = (403, "forbidden")
+    return None if case.scope == "open" else refusals.get(state)
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -265,11 +268,11 @@ def test_a_revocation_is_seen_by_every_service_sharing_the_keys(
     out = keys_cli(search_stores.mongo_uri, "revoke", key_id(key))
     assert "refuse it within 5 s" in out.stderr  # the default auth.key_cache_seconds (these services use 1 s)
     for service in services:
-        wait_until(
-            lambda s=service: s.call(QA, key).status_code == 401,  # type: ignore[misc]
-            what="the revocation to be seen",
-            timeout=30,
-        )
+
+        def refused(s: Service = service) -> bool:
+            return s.call(QA, key).status_code == 401
+
+        wait_until(refused, what="the revocation to be seen", timeout=30)
         assert service.call(QA, key).json()["error"] == "key_revoked"
 
 
@@ -357,7 +360,9 @@ def test_a_huge_or_odd_header_is_refused_without_harm(services: tuple[Service, S
     service, _ = services
     for value in ("Bearer " + "a" * 20_000, "Bearer mms_" + "é" * 10, "Token abc", "Bearer"):
         # As bytes: a header that is not ASCII still goes out as the client wrote it.
-        r = service.http.get("/metrics", headers={"Authorization": value.encode(), "X-Forwarded-For": _address()})
+        r = service.http.get(
+            "/metrics", headers={b"Authorization": value.encode(), b"X-Forwarded-For": _address().encode()}
+        )
         assert r.status_code in (400, 401, 431), r.status_code
         assert "aaaaaaaaaa" not in r.text
         assert "é" not in r.text
@@ -398,7 +403,7 @@ def test_keys_list_never_shows_a_secret_and_the_cli_explains_bad_input(search_st
     assert first.stdout == second.stdout == ""
 
 
-def test_while_mongodb_is_down_cached_keys_work_and_unknown_keys_get_503(
+def test_while_mongodb_is_down_cached_keys_work_and_unknown_keys_get_503(  # noqa: PLR0917 - pytest fixtures
     services: tuple[Service, Service],
     search_stores: Stores,
     model_repo: ModelRepository,
@@ -429,6 +434,7 @@ def test_while_mongodb_is_down_cached_keys_work_and_unknown_keys_get_503(
             assert unknown.json()["dependency"] == "mongodb"
         finally:
             search_stores.start_mongo()
+            service.http.close()
         log = running.log_text()
     assert known.rsplit("_", 1)[-1] not in log
 

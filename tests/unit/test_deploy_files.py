@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
 K8S = ROOT / "deploy" / "k8s"
-JOBS = ("consul-seed", "offline")  # one-shot: success is their exit code
+JOBS = ("consul-seed", "keys-seed", "offline")  # one-shot: success is their exit code
 
 
 def _compose() -> dict[str, Any]:
@@ -73,7 +73,9 @@ def test_compose_uses_named_volumes_and_pinned_images() -> None:
     for name, svc in data["services"].items():
         for mount in svc.get("volumes", []):
             source = mount.split(":")[0]
-            assert source in declared or source.startswith(("./deploy/", "${CORPUS_DIR")), f"{name}: {mount}"
+            assert source in declared or source.startswith(("./deploy/", "${CORPUS_DIR", "${TLS_DIR")), (
+                f"{name}: {mount}"
+            )
         image = svc["image"]
         if not image.startswith("${MMSEARCH_IMAGE_PREFIX"):
             tag = image.rsplit(":", 1)[-1]
@@ -104,6 +106,40 @@ def test_compose_has_the_production_pieces() -> None:
     assert device["driver"] == "nvidia"
     assert device["capabilities"] == ["gpu"]
     assert services["offline"]["profiles"] == ["offline"]
+
+
+def test_compose_runs_the_search_service_with_keys() -> None:
+    data = _compose()
+    services = data["services"]
+    search = services["search"]
+    assert search["environment"]["MMSEARCH_AUTH__MODE"] == "keys"
+    assert search["environment"]["MMSEARCH_AUTH__BOOTSTRAP_KEY_FILE"] == "/run/secrets/admin_key"
+    assert search["secrets"] == ["admin_key"]
+    web = services["web"]
+    assert web["environment"]["MMSEARCH_WEB__API_KEY_FILE"] == "/run/secrets/web_ui_key"
+    assert web["depends_on"]["keys-seed"]["condition"] == "service_completed_successfully"
+    seed = services["keys-seed"]["command"]
+    assert seed[:3] == ["mmsearch", "keys", "create"]
+    assert {"--from-file", "/run/secrets/web_ui_key", "--if-missing"} <= set(seed)
+    assert set(data["secrets"]) == {"admin_key", "web_ui_key"}
+
+
+def test_k8s_runs_the_search_service_with_keys_from_a_secret() -> None:
+    deployments = {d["metadata"]["name"]: d for d in _k8s_docs() if d["kind"] == "Deployment"}
+
+    def env_and_secrets(name: str) -> tuple[dict[str, str], set[str]]:
+        pod = deployments[name]["spec"]["template"]["spec"]
+        env = {e["name"]: e.get("value", "") for e in pod["containers"][0].get("env", [])}
+        secrets = {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+        return env, secrets
+
+    env, secrets = env_and_secrets("mmsearch-search")
+    assert env["MMSEARCH_AUTH__MODE"] == "keys"
+    assert env["MMSEARCH_AUTH__BOOTSTRAP_KEY_FILE"] == "/etc/mmsearch/keys/admin.key"
+    assert "mmsearch-keys" in secrets
+    env, secrets = env_and_secrets("mmsearch-web")
+    assert env["MMSEARCH_WEB__API_KEY_FILE"] == "/etc/mmsearch/keys/web-ui.key"
+    assert "mmsearch-keys" in secrets
 
 
 def _dockerfile_stages() -> dict[str, str]:
