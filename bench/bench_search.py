@@ -180,10 +180,16 @@ def bench_config() -> str:
 
 
 async def service_run(
-    url: str, queries: list[str], concurrency: int, seconds: float, pins: dict[str, str] | None = None
+    url: str,
+    queries: list[str],
+    concurrency: int,
+    seconds: float,
+    pins: dict[str, str] | None = None,
+    *,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """POST /qa/user/{i} in a closed loop from `concurrency` clients for `seconds`; `pins` (layer -> experiment,
-    default the dummy ranker) make every request do the same work."""
+    default the dummy ranker) make every request do the same work; `headers` go with each (an API key)."""
     import httpx
 
     latencies: list[float] = []
@@ -216,7 +222,7 @@ async def service_run(
                 stages.setdefault(k, []).append(v)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as http:
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, headers=headers) as http:
         await http.post("/qa/user/0", json={"query": "warm up"})
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(http) for _ in range(concurrency)))

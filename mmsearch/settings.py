@@ -173,9 +173,10 @@ class AuthSettings(BaseModel):
     # A key read from MongoDB is trusted this long: a revoked or rotated key stops working at most this many
     # seconds after `mmsearch keys revoke`; while MongoDB is down, cached keys keep working this long.
     key_cache_seconds: float = Field(default=5.0, gt=0)
-    # Requests per second and burst of a key that sets none (`keys create --rate --burst`).
-    default_rate: float = Field(default=50.0, gt=0)
-    default_burst: int = Field(default=100, ge=1)
+    # Requests per second and burst of a key that sets none (`keys create --rate --burst`): high enough that a
+    # server-side key in front of many users (a web UI) is not throttled in normal use; set tighter ones per key.
+    default_rate: float = Field(default=500.0, gt=0)
+    default_burst: int = Field(default=1000, ge=1)
     # Requests per second and burst per client address for requests without a key (anonymous_scopes).
     anonymous_rate: float = Field(default=20.0, gt=0)
     anonymous_burst: int = Field(default=40, ge=1)

@@ -202,6 +202,37 @@ def test_opening_and_rating_results_reaches_the_ab_report(local_stack: LocalStac
     )
 
 
+def test_the_web_uis_key_never_reaches_the_browser(local_stack: LocalStack, desktop: WatchedPage) -> None:
+    """The UI calls the search service with its own key (feedback needs one on the local stack) and the page never
+    sees it: not in a response, a request header, a cookie, storage or the document."""
+    from playwright.sync_api import Response
+
+    from stack.keys import WEB_UI, key_file
+
+    key = key_file(local_stack.plan.keys_dir, WEB_UI).read_text(encoding="utf-8").strip()
+    secret = key.rsplit("_", 1)[-1]
+    page = desktop.page
+    responses: list[Response] = []
+    page.on("response", responses.append)
+    page.goto(local_stack.web_url + "/")
+    search(page, "qa", QA_QUERY)
+    wait_done(page, "qa")
+    card = page.locator("#panel-qa .qa-card").first
+    card.get_by_role("button", name="Helpful", exact=True).click()
+    expect(card.locator(".fb-status")).to_have_text("Thanks")  # stored: the UI's key has scope feedback
+    assert responses
+    for response in responses:
+        assert secret not in json.dumps(response.request.all_headers())
+        assert secret not in json.dumps(response.all_headers())
+        if (response.status == 200 and "text" in (response.header_value("content-type") or "")) or (
+            "json" in (response.header_value("content-type") or "")
+        ):
+            assert secret not in response.text(), response.url
+    assert secret not in page.content()
+    assert secret not in json.dumps(page.context.cookies())
+    assert secret not in str(page.evaluate("JSON.stringify(window.localStorage) + JSON.stringify(sessionStorage)"))
+
+
 # --- images ------------------------------------------------------------------------------------------------
 
 

@@ -18,6 +18,8 @@ import itertools
 import json
 import os
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from mmsearch.settings import MongoSettings
 from mmsearch.stores import mongo_client
 from services.search.auth import key_store
 from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+from tests.browser.support import start_web_ui
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.auth import MONGO_DATABASE, ROUTES, RouteCase, create_key, key_id, keys_cli
 from tests.fixtures.ports import wait_until
@@ -437,6 +440,72 @@ def test_while_mongodb_is_down_cached_keys_work_and_unknown_keys_get_503(  # noq
             service.http.close()
         log = running.log_text()
     assert known.rsplit("_", 1)[-1] not in log
+
+
+def test_the_web_ui_searches_and_sends_feedback_with_its_own_key(
+    services: tuple[Service, Service], search_stores: Stores, tmp_path: Path
+) -> None:
+    service, _ = services
+    key = _new(search_stores, "web-ui", "search,feedback")
+    key_file = tmp_path / "web-ui.key"
+    key_file.write_text(key + "\n", encoding="utf-8")
+    env = {"MMSEARCH_WEB__API_KEY_FILE": str(key_file)}
+    with start_web_ui(service.running.url, tmp_path / "ui", extra_env=env) as url, httpx.Client(base_url=url) as ui:
+        status = ui.get("/api/status").json()
+        assert status["search"] == {"reachable": True, "ready": True}
+        assert status["scenes"]["qa"]["enabled"] is True  # from /experiments: /ready is bare for this key
+        page = ui.post("/api/search/qa", json={"query": "how do I apply for a building permit", "userId": "u-7"})
+        assert page.status_code == 200, page.text
+        view = page.json()
+        assert view["items"]
+        fb = {"requestId": view["requestId"], "userId": "u-7", "itemId": view["items"][0]["id"], "event": "click"}
+        assert ui.post("/api/feedback", json=fb).json() == {"recorded": True}
+        for text in (page.text, json.dumps(status), ui.get("/").text, json.dumps(dict(page.headers))):
+            assert key.rsplit("_", 1)[-1] not in text
+    # Its searches are exposures of its key (written off the request path).
+    client = _mongo(search_stores)
+    try:
+        exposures = client[MONGO_DATABASE]["exposures"]
+        wait_until(
+            lambda: exposures.find_one({"requestId": view["requestId"]}) is not None,
+            what="the UI's search as an exposure",
+            timeout=30,
+        )
+        stored = exposures.find_one({"requestId": view["requestId"]})
+    finally:
+        client.close()
+    assert stored["keyId"] == key_id(key)
+
+
+def test_a_web_ui_whose_key_is_refused_says_so_and_one_without_a_key_file_does_not_start(
+    services: tuple[Service, Service], search_stores: Stores, tmp_path: Path
+) -> None:
+    service, _ = services
+    key = _new(search_stores, "web-ui-revoked", "search,feedback")
+    keys_cli(search_stores.mongo_uri, "revoke", key_id(key))
+    key_file = tmp_path / "web-ui.key"
+    key_file.write_text(key, encoding="utf-8")
+    env = {"MMSEARCH_WEB__API_KEY_FILE": str(key_file)}
+    with start_web_ui(service.running.url, tmp_path / "ui", extra_env=env) as url, httpx.Client(base_url=url) as ui:
+        wait_until(
+            lambda: ui.post("/api/search/qa", json={"query": "permit"}).status_code == 503,
+            what="the revocation to reach the service's cache",
+            timeout=30,
+        )
+        error = ui.post("/api/search/qa", json={"query": "permit"}).json()["error"]
+        assert error["code"] == "not_authorized"
+        assert "mmsearch keys create --name web-ui" in error["hint"]
+    key_file.write_text("not a key", encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "mmsearch.cli.main", "serve", "web", "--port", "0", "--api-key-file", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "does not hold an mmsearch API key" in result.stderr
+    assert "not a key" not in result.stderr
 
 
 def test_no_log_holds_a_secret(services: tuple[Service, Service], search_stores: Stores) -> None:

@@ -60,6 +60,50 @@ def test_qa_answers_from_the_demo_faq(local_stack: LocalStack) -> None:
     assert "permit" in items[0]["summary"]["question"].lower()
 
 
+def _call(url: str, key: str | None = None, body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
+    """(status, JSON body) of a GET, or of a POST when `body` is given; error answers included."""
+    import urllib.error
+
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {key}"} if key else {})
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers=headers)  # noqa: S310 - loopback URL of our own stack
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            return int(resp.status), json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return int(exc.code), json.loads(exc.read())
+
+
+def test_search_is_open_on_loopback_and_everything_else_needs_the_printed_admin_key(local_stack: LocalStack) -> None:
+    import stat
+
+    from stack.keys import ADMIN, WEB_UI, key_file
+    from tests.fixtures.auth import keys_cli
+
+    admin_file, web_file = key_file(local_stack.plan.keys_dir, ADMIN), key_file(local_stack.plan.keys_dir, WEB_UI)
+    for path in (admin_file, web_file):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert str(admin_file) in local_stack.output.read_text(encoding="utf-8")  # the banner says where it is
+    admin = admin_file.read_text(encoding="utf-8").strip()
+    url = local_stack.search_url
+    feedback = {"requestId": "0" * 32, "userId": "10", "itemId": "1", "event": "click"}
+    status, body = _call(f"{url}/feedback", body=feedback)
+    assert (status, body["error"]) == (401, "missing_key")
+    status, body = _call(f"{url}/feedback", admin, body=feedback)
+    assert (status, body["error"]) == (404, "unknown_request")  # through: no such search
+    assert _call(f"{url}/ready") == (200, {"ready": True})
+    status, body = _call(f"{url}/ready", admin)
+    assert status == 200
+    assert body["checks"]["mongodb"] == "ok"
+    assert _call(f"{url}/metrics")[0] == 401
+    # Both keys are stored (hashes only) and listed.
+    listing = keys_cli(local_stack.ready.mongo_uri, "list").stdout
+    assert "local-admin" in listing
+    assert "local-web-ui" in listing
+    assert admin.rsplit("_", 1)[-1] not in listing
+
+
 def test_text_to_image_is_on_with_a_clip_source(local_stack: LocalStack) -> None:
     assert local_stack.ready.text_to_image
     assert local_stack.ready.loaded["photos"] > 0

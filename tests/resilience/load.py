@@ -111,6 +111,7 @@ def _client(  # noqa: PLR0917 - a thread target takes its arguments positionally
     timeout: float,
     max_requests: int,
     validate: Validator | None,
+    headers: dict[str, str],
 ) -> None:
     parts = urlsplit(base_url)
     conn: http.client.HTTPConnection | None = None
@@ -123,7 +124,7 @@ def _client(  # noqa: PLR0917 - a thread target takes its arguments positionally
         start = time.monotonic()
         status, dep, err = STATUS_NO_ANSWER, None, None
         try:
-            conn.request("POST", path(i), body=payload, headers={"Content-Type": "application/json"})
+            conn.request("POST", path(i), body=payload, headers={"Content-Type": "application/json", **headers})
             reply = conn.getresponse()
             data = reply.read()
             status = reply.status
@@ -162,6 +163,7 @@ def load(
     timeout: float = 30.0,
     max_requests_per_client: int = 100_000,
     validate: Validator | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Iterator[LoadHandle]:
     """Run `clients` threads against base_url for at most `seconds` (bounded in time and count); the context
     exit stops them and joins them (each finishes its request in flight, bounded by `timeout`)."""
@@ -171,7 +173,18 @@ def load(
     threads = [
         threading.Thread(
             target=_client,
-            args=(handle, base_url, path, body, counter, deadline, timeout, max_requests_per_client, validate),
+            args=(
+                handle,
+                base_url,
+                path,
+                body,
+                counter,
+                deadline,
+                timeout,
+                max_requests_per_client,
+                validate,
+                headers or {},
+            ),
             name=f"load-client-{n}",
             daemon=True,
         )
