@@ -1,11 +1,16 @@
-"""What API keys cost a search: the same search service with auth off and with keys on (a key sent with every
-request, found in the service's key cache, its rate-limit bucket taken), side by side over the same stores. Points
-at concurrency 1 (p50: the per-request cost) and 32 (QPS); rounds alternate the sides; each figure is the median of
-the rounds, and the JSON keeps every round. Target: keys-on p50 at c=1 at most 1.05x auth off.
+"""What API keys cost a search: two search services, one with auth off and one with keys on (a key sent with every
+request, found in the service's key cache, its rate-limit bucket taken), over the same tokenizer, model server and
+stores. Points at concurrency 1 (p50: the per-request cost) and 32 (QPS); rounds alternate the sides; each figure
+is the median of the rounds, and the JSON keeps every round. Target: keys-on p50 at c=1 at most 1.05x auth off,
+judged on the median of the rounds' paired ratios (each round runs both sides back to back).
+
+The corpus is small (2000 documents, FLAT) so that a search is quick and steady: Milvus Lite's HNSW search at 20k
+documents swings by more than the 5% this measures. The guard's own time per request is also measured in this
+process (`guard_us_per_request`: header, cache hit, salted hash check, scope, bucket, metrics).
 
 Setup as bench_search (its corpus, config and processes) on Milvus Lite's server and SecantusDB:
 
-    .venv/bin/python -m bench.bench_auth [--docs 20000] [--rounds 3] [--seconds 10]
+    .venv/bin/python -m bench.bench_auth [--docs 2000] [--rounds 5] [--seconds 10]
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.bench_search import bench_config, build_repo, load_corpus, service_run, start_search_service, start_stores
+from bench.bench_search import bench_config, build_repo, load_corpus, service_run, start_stores
 from bench.machine import machine_info
 
 log = logging.getLogger("bench.auth")
@@ -58,6 +63,61 @@ def _store_key(mongo_uri: str) -> str:
     return str(key)
 
 
+def guard_cost(key: str, calls: int = 20_000) -> float:
+    """Microseconds per `Guard.authorize` of a cached key in this process (no network, no store)."""
+    import time
+
+    from mmsearch.settings import AuthSettings
+    from services.search.auth.guard import Access, Guard
+    from services.search.auth.key_store import now
+    from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+    from services.search.metrics import SearchMetrics
+
+    parsed = ApiKey.parse(key)
+    record = KeyRecord(
+        key_id=parsed.key_id,
+        name="bench",
+        scopes=("search",),
+        secrets=(StoredSecret.of(parsed.secret, now()),),
+        created_at=now(),
+        rate=1e9,
+        burst=1_000_000_000,
+    )
+
+    async def lookup(key_id: str) -> KeyRecord | None:
+        return record
+
+    guard = Guard(AuthSettings(mode="keys", key_cache_seconds=3600), lookup, SearchMetrics())
+    access = Access("search", scene="questionAnswer")
+    headers = {"authorization": f"Bearer {key}"}
+
+    async def run() -> float:
+        await guard.authorize(access, headers, "127.0.0.1", {})
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            await guard.authorize(access, headers, "127.0.0.1", {})
+        return (time.perf_counter() - t0) / calls * 1e6
+
+    return round(asyncio.run(run()), 2)
+
+
+def _shared_services(stack: ExitStack, repo: Any, work: Path, stores: Any) -> tuple[str, str, Any]:
+    """One tokenizer, one model server (one ORT thread) and the Consul double, for both search services."""
+    from tests.doubles.consul_kv import ConsulKVDouble
+    from tests.fixtures.grpc_services import start_service
+    from tests.fixtures.search import CONSUL_KEY
+
+    common = ["--rescan-seconds", "0"]
+    tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
+    model = stack.enter_context(
+        start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
+    )
+    consul = ConsulKVDouble().start()
+    stack.callback(consul.stop)
+    consul.put(CONSUL_KEY, bench_config())
+    return tok.target, model.target, consul
+
+
 def _median(points: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "p50_ms": round(statistics.median(p["p50_ms"] for p in points), 2),
@@ -71,9 +131,9 @@ def _median(points: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--docs", type=int, default=20_000)
+    ap.add_argument("--docs", type=int, default=2000)
     ap.add_argument("--seconds", type=float, default=10.0, help="Measuring time per side, point and round.")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--repo", type=Path, default=Path("var/bench/models"))
     ap.add_argument("--out", type=Path, default=Path("bench/results/auth.json"))
     ap.add_argument("--contended", action="store_true", help="Other work shares the CPU during this run.")
@@ -83,6 +143,8 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_before = os.getloadavg()[0]
 
+    from tests.fixtures.search import CONSUL_KEY, start_search
+
     repo = build_repo(args.repo)
     concurrencies = (1, 32)
     rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
@@ -91,17 +153,33 @@ def main() -> None:
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
         work = Path(tmp)
         stores = start_stores(stack, work)
-        queries, _ = load_corpus(repo, stores.milvus_uri, stores.mongo_uri, args.docs, "HNSW")
+        queries, _ = load_corpus(repo, stores.milvus_uri, stores.mongo_uri, args.docs, "FLAT")
         key = _store_key(stores.mongo_uri)
+        tokenizer, model, consul = _shared_services(stack, repo, work, stores)
         sides: dict[str, tuple[str, dict[str, str] | None]] = {}
-        for side, env in (
-            ("off", {"MMSEARCH_AUTH__MODE": "off"}),
-            ("keys", {"MMSEARCH_AUTH__MODE": "keys"}),
-        ):
+        for side in ("off", "keys"):
             folder = work / side
             folder.mkdir()
-            url = start_search_service(stack, repo, folder, stores, bench_config(), extra_env=env)
-            sides[side] = (url, {"Authorization": f"Bearer {key}"} if side == "keys" else None)
+            env = {
+                "MMSEARCH_LOG_LEVEL": "WARNING",
+                "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10",
+                "MMSEARCH_SEARCH__QUERY_CACHE_SIZE": "0",  # every request does the same work on both sides
+                "MMSEARCH_AUTH__MODE": side,
+            }
+            search = stack.enter_context(
+                start_search(
+                    repo=repo.root,
+                    tokenizer_target=tokenizer,
+                    model_server_target=model,
+                    milvus_uri=stores.milvus_uri,
+                    mongo_uri=stores.mongo_uri,
+                    consul=consul,
+                    consul_key=CONSUL_KEY,
+                    work_dir=folder,
+                    extra_env=env,
+                )
+            )
+            sides[side] = (search.url, {"Authorization": f"Bearer {key}"} if side == "keys" else None)
         for url, headers in sides.values():  # warm-up: connections, the collection's first searches, the key cache
             asyncio.run(service_run(url, queries, 8, 2.0, headers=headers))
         for r in range(args.rounds):
@@ -115,12 +193,17 @@ def main() -> None:
                     )
                     rounds[side][c].append(point)
     result = {side: {f"c{c}": _median(points) for c, points in by_c.items()} for side, by_c in rounds.items()}
-    p50_ratio = round(result["keys"]["c1"]["p50_ms"] / result["off"]["c1"]["p50_ms"], 3)
+    guard_us = guard_cost(key)
+    # The sides of one round ran back to back; rounds drift by more than the 5% measured (Milvus Lite, a shared
+    # 2-core machine), so the target is judged on the median of the rounds' own keys/off ratios.
+    paired = [round(k["p50_ms"] / o["p50_ms"], 3) for k, o in zip(rounds["keys"][1], rounds["off"][1], strict=True)]
+    p50_ratio = round(statistics.median(paired), 3)
     out = {
         "benchmark": "auth",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "setup": {
-            "store": "milvus-lite server (HNSW) + SecantusDB, each a process on loopback",
+            "store": "milvus-lite server (FLAT) + SecantusDB, each a process on loopback; one tokenizer and one model "
+            "server shared by both search services",
             "docs": args.docs,
             "seconds_per_point": args.seconds,
             "rounds": args.rounds,
@@ -131,17 +214,20 @@ def main() -> None:
         "sides": result,
         "ratios": {
             "keys_over_off_p50_c1": p50_ratio,
+            "keys_over_off_p50_c1_per_round": paired,
+            "keys_over_off_p50_c1_of_medians": round(result["keys"]["c1"]["p50_ms"] / result["off"]["c1"]["p50_ms"], 3),
             "keys_over_off_p50_c32": round(result["keys"]["c32"]["p50_ms"] / result["off"]["c32"]["p50_ms"], 3),
             "keys_over_off_qps_c1": round(result["keys"]["c1"]["qps"] / result["off"]["c1"]["qps"], 3),
             "keys_over_off_qps_c32": round(result["keys"]["c32"]["qps"] / result["off"]["c32"]["qps"], 3),
         },
         "target": {"keys_over_off_p50_c1": TARGET_P50_RATIO_C1, "met": p50_ratio <= TARGET_P50_RATIO_C1},
+        "guard_us_per_request": guard_us,
         "machine": machine_info(contended=args.contended or load_before > 1.0),
         "load_average_before": round(load_before, 2),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("ratios", "target")}, indent=2))
+    print(json.dumps({k: out[k] for k in ("ratios", "target", "guard_us_per_request")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from services.search.api_models import ErrorBody, SearchRequest, SearchResponse
 from services.search.auth.guard import Guard, Principal, bootstrap_record
 from services.search.auth.key_store import MongoKeyStore
 from services.search.auth.key_store import now as store_now
-from services.search.auth.route import GuardedRoute, needs
+from services.search.auth.route import GuardedRoute, needs, with_security_schemes
 from services.search.auth.startup import bootstrap_key
 from services.search.body_limit import BodyLimit
 from services.search.config.sources import ConfigSource, make_source
@@ -336,6 +336,8 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
     @app.get("/metrics", tags=["ops"], openapi_extra=needs("metrics"))
     async def prom() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    app.openapi = with_security_schemes(app.openapi)  # type: ignore[method-assign]
 
     return app
 

@@ -21,6 +21,18 @@ SCOPE_KEY = "x-mmsearch-scope"
 _ACCESS_KEY = "x-mmsearch-access"
 OPEN = "open"
 
+# How /docs offers a key ("Authorize") and documents it: the two headers a key may come in.
+SECURITY_SCHEMES: dict[str, Any] = {
+    "bearerKey": {"type": "http", "scheme": "bearer", "description": "An mmsearch API key: mms_<key id>_<secret>"},
+    "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+}
+_ERROR_REF = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}}
+_KEY_ERRORS = {
+    "401": {"description": "No key, or one that is malformed, unknown, expired, revoked or rotated out", **_ERROR_REF},
+    "429": {"description": "Rate limit spent, or too many failed authentications (Retry-After)", **_ERROR_REF},
+}
+_SCOPE_ERRORS = {"403": {"description": "The key lacks the route's scope or corpus", **_ERROR_REF}}
+
 
 class RouteWithoutScopeError(RuntimeError):
     pass
@@ -37,7 +49,24 @@ def needs(
     """A route's `openapi_extra`: the scope it needs (None: open to all; with read_key, a key sent is still
     checked, so the route can do more for some keys, as /ready's details for admin)."""
     access = Access(scope, read_key=read_key, scene=scene, scene_param=scene_param, corpus_param=corpus_param)
-    return {SCOPE_KEY: scope or OPEN, _ACCESS_KEY: access}
+    extra: dict[str, Any] = {SCOPE_KEY: scope or OPEN, _ACCESS_KEY: access}
+    if read_key:
+        security: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
+        # An open route that reads a key works without one too: `{}` is "no security" in OpenAPI.
+        extra["security"] = security if scope is not None else [*security, {}]
+        extra["responses"] = {**_KEY_ERRORS, **(_SCOPE_ERRORS if scope is not None else {})}
+    return extra
+
+
+def with_security_schemes(openapi: Callable[[], dict[str, Any]]) -> Callable[[], dict[str, Any]]:
+    """The app's OpenAPI document with the key's two headers declared (FastAPI caches the document it builds)."""
+
+    def document() -> dict[str, Any]:
+        schema = openapi()
+        schema.setdefault("components", {}).setdefault("securitySchemes", SECURITY_SCHEMES)
+        return schema
+
+    return document
 
 
 class GuardedRoute(APIRoute):
