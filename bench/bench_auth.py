@@ -101,6 +101,25 @@ def guard_cost(key: str, calls: int = 20_000) -> float:
     return round(asyncio.run(run()), 2)
 
 
+async def get_run(url: str, path: str, seconds: float, headers: dict[str, str] | None) -> dict[str, float]:
+    """GET `path` in a closed loop from one client for `seconds`: p50 in ms (a route that touches no store, so the
+    time is the HTTP layer's and the guard's)."""
+    import time
+
+    import httpx
+
+    latencies: list[float] = []
+    async with httpx.AsyncClient(base_url=url, timeout=30, headers=headers) as http:
+        await http.get(path)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            t0 = time.perf_counter()
+            r = await http.get(path)
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - t0)
+    return {"p50_ms": round(statistics.median(latencies) * 1000, 3), "requests": len(latencies)}
+
+
 def _shared_services(stack: ExitStack, repo: Any, work: Path, stores: Any) -> tuple[str, str, Any]:
     """One tokenizer, one model server (one ORT thread) and the Consul double, for both search services."""
     from tests.doubles.consul_kv import ConsulKVDouble
@@ -150,6 +169,7 @@ def main() -> None:
     rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
         side: {c: [] for c in concurrencies} for side in ("off", "keys")
     }
+    light: dict[str, list[float]] = {"off": [], "keys": []}  # GET /experiments p50 per round
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-auth-") as tmp:
         work = Path(tmp)
         stores = start_stores(stack, work)
@@ -192,6 +212,9 @@ def main() -> None:
                         "round %d, c=%d, auth %s: %.1f QPS, p50 %.2f ms", r + 1, c, side, point["qps"], point["p50_ms"]
                     )
                     rounds[side][c].append(point)
+            for side in order:
+                url, headers = sides[side]
+                light[side].append(asyncio.run(get_run(url, "/experiments", args.seconds / 2, headers))["p50_ms"])
     result = {side: {f"c{c}": _median(points) for c, points in by_c.items()} for side, by_c in rounds.items()}
     guard_us = guard_cost(key)
     # The sides of one round ran back to back; rounds drift by more than the 5% measured (Milvus Lite, a shared
@@ -222,12 +245,19 @@ def main() -> None:
         },
         "target": {"keys_over_off_p50_c1": TARGET_P50_RATIO_C1, "met": p50_ratio <= TARGET_P50_RATIO_C1},
         "guard_us_per_request": guard_us,
+        # The same check on a route that touches no store (GET /experiments, c=1): what keys add to a request
+        # through HTTP, without Milvus Lite's swings.
+        "experiments_route_p50_ms": {
+            side: {"median": round(statistics.median(v), 3), "per_round": v} for side, v in light.items()
+        },
+        "keys_added_ms_experiments_route": round(statistics.median(light["keys"]) - statistics.median(light["off"]), 3),
         "machine": machine_info(contended=args.contended or load_before > 1.0),
         "load_average_before": round(load_before, 2),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps({k: out[k] for k in ("ratios", "target", "guard_us_per_request")}, indent=2))
+    shown = ("ratios", "target", "guard_us_per_request", "experiments_route_p50_ms", "keys_added_ms_experiments_route")
+    print(json.dumps({k: out[k] for k in shown}, indent=2))
 
 
 if __name__ == "__main__":
