@@ -37,10 +37,11 @@ TARGET_P50_RATIO_C1 = 1.05
 
 def _store_key(mongo_uri: str) -> str:
     """A search key whose rate limit never bites (its bucket is still taken on every request)."""
+    from mmsearch.api_keys import ApiKey
     from mmsearch.settings import MongoSettings
     from mmsearch.stores import mongo_client
     from services.search.auth import key_store
-    from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+    from services.search.auth.keys import KeyRecord, StoredSecret
 
     key = ApiKey.generate()
     now = key_store.now()
@@ -67,10 +68,11 @@ def guard_cost(key: str, calls: int = 20_000) -> float:
     """Microseconds per `Guard.authorize` of a cached key in this process (no network, no store)."""
     import time
 
+    from mmsearch.api_keys import ApiKey
     from mmsearch.settings import AuthSettings
     from services.search.auth.guard import Access, Guard
     from services.search.auth.key_store import now
-    from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+    from services.search.auth.keys import KeyRecord, StoredSecret
     from services.search.metrics import SearchMetrics
 
     parsed = ApiKey.parse(key)

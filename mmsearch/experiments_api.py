@@ -13,6 +13,8 @@ from typing import Any, TypeVar
 
 import click
 
+from mmsearch.api_keys import ApiKey, KeyFormatError
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 API_KEY_FILE_ENV = "MMSEARCH_API_KEY_FILE"
@@ -34,9 +36,11 @@ def api_key_headers(api_key_file: Path | None) -> dict[str, str]:
     if api_key_file is None:
         return {}
     try:
-        key = api_key_file.read_text(encoding="utf-8").strip()
+        key = ApiKey.parse(api_key_file.read_text(encoding="utf-8"))
     except OSError as exc:
         raise click.ClickException(f"cannot read --api-key-file {api_key_file}: {exc.strerror}") from exc
+    except KeyFormatError as exc:
+        raise click.ClickException(f"--api-key-file {api_key_file} holds {exc}") from exc
     return {"Authorization": f"Bearer {key}"}
 
 

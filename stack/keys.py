@@ -13,10 +13,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmsearch.api_keys import ApiKey
 from mmsearch.settings import MongoSettings, Scope, load_settings
 from mmsearch.stores import mongo_client
 from services.search.auth import key_store
-from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+from services.search.auth.keys import KeyRecord, StoredSecret
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,12 @@ web_ui/search_client.py, the response headers in web_ui/security.py.
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from mmsearch.api_keys import ApiKey, KeyFormatError
 from mmsearch.settings import Settings, WebSettings, load_settings
 from web_ui.routes import MULTIPART_SLACK_BYTES, UiState, api_error, bp
 from web_ui.search_client import SearchClient
@@ -29,10 +29,7 @@ class ApiKeyError(RuntimeError):
     pass
 
 
-_KEY = re.compile(r"mms_([0-9a-f]{16})_[0-9a-f]{64}")
-
-
-def ui_api_key(web: WebSettings) -> str | None:
+def ui_api_key(web: WebSettings) -> ApiKey | None:
     """The UI's key for the search service, from web.api_key_file (wins) or web.api_key; None: no key."""
     if web.api_key_file is not None:
         try:
@@ -44,15 +41,10 @@ def ui_api_key(web: WebSettings) -> str | None:
         text, where = web.api_key.get_secret_value().strip(), "web.api_key"
     else:
         return None
-    if not _KEY.fullmatch(text):
-        raise ApiKeyError(f"{where} does not hold an mmsearch API key (mms_<16 hex>_<64 hex>)")
-    return text
-
-
-def key_id(key: str) -> str:
-    """The id part of a key: what logs may show."""
-    match = _KEY.fullmatch(key)
-    return match.group(1) if match else "?"
+    try:
+        return ApiKey.parse(text)
+    except KeyFormatError as exc:
+        raise ApiKeyError(f"{where} does not hold an mmsearch API key ({exc})") from exc
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -60,7 +52,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     web = settings.web
     app = Flask(__name__)
     api_key = ui_api_key(web)
-    client = SearchClient(web.search_url, timeout_seconds=web.request_timeout_seconds, api_key=api_key)
+    client = SearchClient(
+        web.search_url, timeout_seconds=web.request_timeout_seconds, api_key=str(api_key) if api_key else None
+    )
     state = UiState.from_settings(web, client)
     app.extensions["mmsearch_ui"] = state
     # Werkzeug refuses bodies over this before parsing them; the photo's own limit is checked exactly later.
@@ -72,7 +66,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     log.info(
         "web UI: search service %s (%s), timeout %.1fs, photos %s",
         web.search_url,
-        f"key {key_id(api_key)}" if api_key else "no key",
+        f"key {api_key.key_id}" if api_key else "no key",
         web.request_timeout_seconds,
         state.image_dir or "not served",
     )

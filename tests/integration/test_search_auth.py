@@ -29,11 +29,12 @@ from typing import Any
 import httpx
 import pytest
 
+from mmsearch.api_keys import ApiKey
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import MongoSettings
 from mmsearch.stores import mongo_client
 from services.search.auth import key_store
-from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+from services.search.auth.keys import KeyRecord, StoredSecret
 from tests.browser.support import start_web_ui
 from tests.doubles.consul_kv import ConsulKVDouble
 from tests.fixtures.auth import MONGO_DATABASE, ROUTES, RouteCase, create_key, key_id, keys_cli

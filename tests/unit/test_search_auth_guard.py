@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 import pytest
 
+from mmsearch.api_keys import ApiKey
 from mmsearch.settings import AuthSettings
 from services.search.auth.guard import (
     Access,
@@ -23,7 +24,7 @@ from services.search.auth.guard import (
     TooManyFailuresError,
     bootstrap_record,
 )
-from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+from services.search.auth.keys import KeyRecord, StoredSecret
 from services.search.auth.limits import TokenBuckets, retry_after
 from services.search.errors import DependencyUnavailableError
 from services.search.metrics import SearchMetrics

@@ -6,16 +6,8 @@ import datetime as dt
 
 import pytest
 
-from services.search.auth.keys import (
-    KEY_LENGTH,
-    ApiKey,
-    KeyFormatError,
-    KeyRecord,
-    StoredSecret,
-    corpus_allowed,
-    parse_duration,
-    parse_scopes,
-)
+from mmsearch.api_keys import KEY_LENGTH, ApiKey, KeyFormatError
+from services.search.auth.keys import KeyRecord, StoredSecret, corpus_allowed, parse_duration, parse_scopes
 
 NOW = dt.datetime(2026, 12, 3, 12, 0, tzinfo=dt.UTC)
 

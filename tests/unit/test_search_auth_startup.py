@@ -10,9 +10,9 @@ import pytest
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from mmsearch.api_keys import ApiKey
 from mmsearch.cli.main import cli
 from mmsearch.settings import AuthSettings
-from services.search.auth.keys import ApiKey
 from services.search.auth.startup import AuthStartError, bootstrap_key, check_exposure, is_loopback
 
 

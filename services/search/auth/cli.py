@@ -15,17 +15,10 @@ from typing import Any
 
 import click
 
+from mmsearch.api_keys import ApiKey, KeyFormatError
 from mmsearch.settings import SCOPES, MongoSettings, load_settings
 from services.search.auth import key_store
-from services.search.auth.keys import (
-    ALL_CORPORA,
-    ApiKey,
-    KeyFormatError,
-    KeyRecord,
-    StoredSecret,
-    parse_duration,
-    parse_scopes,
-)
+from services.search.auth.keys import ALL_CORPORA, KeyRecord, StoredSecret, parse_duration, parse_scopes
 
 
 def _mongo(uri: str | None, database: str | None) -> MongoSettings:

@@ -20,8 +20,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
+from mmsearch.api_keys import ApiKey, KeyFormatError
 from mmsearch.settings import SCOPES, AuthSettings, Scope
-from services.search.auth.keys import ALL_CORPORA, ApiKey, KeyFormatError, KeyRecord, StoredSecret, corpus_allowed
+from services.search.auth.keys import ALL_CORPORA, KeyRecord, StoredSecret, corpus_allowed
 from services.search.auth.limits import TokenBuckets, retry_after
 from services.search.errors import DependencyUnavailableError, SearchError
 from services.search.metrics import SearchMetrics

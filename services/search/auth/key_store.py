@@ -11,8 +11,9 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from mmsearch.api_keys import ApiKey
 from services.search.adapters import MongoStore
-from services.search.auth.keys import ApiKey, KeyRecord, StoredSecret
+from services.search.auth.keys import KeyRecord, StoredSecret
 
 DUPLICATE_KEY = 11000
 

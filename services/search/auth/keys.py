@@ -1,12 +1,11 @@
-"""API keys: their printed form, how their secrets are stored, and the record MongoDB keeps of each.
+"""API keys as the search service stores them: salted hashes of their secrets, and the record MongoDB keeps of each
+(the printed form, `mms_<key id>_<secret>`, is mmsearch/api_keys.py).
 
-A key reads `mms_<key id>_<secret>`: a recognisable prefix (secret scanners and people can tell it from other
-tokens), a key id of 8 random bytes that names the key everywhere (logs, metrics, `keys list`, exposures), and a
-secret of 32 random bytes, both lower-case hex. MongoDB keeps the key id and, per secret, a random salt and
-SHA-256(salt + secret), never the secret. A salted fast hash is enough here: the secret is 256 random bits, so no
-offline guessing can reach it whatever the hash costs (Elasticsearch stores its API keys the same way, "ssha256");
-a slow hash (argon2, bcrypt) protects low-entropy passwords and would cost each uncached check milliseconds.
-Comparison is constant-time (hmac.compare_digest).
+MongoDB keeps the key id and, per secret, a random salt and SHA-256(salt + secret), never the secret. A salted
+fast hash is enough here: the secret is 256 random bits, so no offline guessing can reach it whatever the hash
+costs (Elasticsearch stores its API keys the same way, "ssha256"); a slow hash (argon2, bcrypt) protects
+low-entropy passwords and would cost each uncached check milliseconds. Comparison is constant-time
+(hmac.compare_digest).
 """
 
 from __future__ import annotations
@@ -18,52 +17,16 @@ import hmac
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmsearch.settings import SCOPES, Scope
 
-PREFIX = "mms"
-KEY_ID_BYTES = 8
-SECRET_BYTES = 32
-KEY_PATTERN = re.compile(rf"{PREFIX}_([0-9a-f]{{{KEY_ID_BYTES * 2}}})_([0-9a-f]{{{SECRET_BYTES * 2}}})")
-KEY_LENGTH = len(PREFIX) + 2 + 2 * (KEY_ID_BYTES + SECRET_BYTES)
-KEY_FORM = f"{PREFIX}_<{KEY_ID_BYTES * 2} hex digits>_<{SECRET_BYTES * 2} hex digits>"
 ALL_CORPORA = "*"
-
 
 # What a presented secret is worth: "invalid" (no secret of the key matches), or the key's state for its holder.
 KeyStatus = Literal["ok", "invalid", "revoked", "expired", "rotated"]
-
-
-class KeyFormatError(ValueError):
-    """Not a key of ours. The message never repeats the text it was given."""
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    key_id: str
-    secret: str
-
-    @classmethod
-    def generate(cls) -> ApiKey:
-        return cls(secrets.token_hex(KEY_ID_BYTES), secrets.token_hex(SECRET_BYTES))
-
-    @classmethod
-    def parse(cls, text: str) -> ApiKey:
-        # Length first: a huge header is refused unread (surrounding whitespace, as from a file, is allowed).
-        match = KEY_PATTERN.fullmatch(text.strip()) if len(text) <= KEY_LENGTH + 16 else None
-        if match is None:
-            raise KeyFormatError(f"not an mmsearch API key: a key reads {KEY_FORM}")
-        return cls(match.group(1), match.group(2))
-
-    def __str__(self) -> str:
-        return f"{PREFIX}_{self.key_id}_{self.secret}"
-
-    def __repr__(self) -> str:  # a key in a traceback or a debug print shows its id only
-        return f"ApiKey(key_id={self.key_id!r}, secret=<hidden>)"
 
 
 def _digest(salt: bytes, secret: str) -> str:

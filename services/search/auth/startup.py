@@ -6,8 +6,8 @@ from __future__ import annotations
 import ipaddress
 import logging
 
+from mmsearch.api_keys import ApiKey, KeyFormatError
 from mmsearch.settings import AuthSettings
-from services.search.auth.keys import ApiKey, KeyFormatError
 
 log = logging.getLogger(__name__)
 
