@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -113,20 +113,22 @@ def _new(stores: Stores, name: str, scopes: str, *flags: str) -> str:
     return key
 
 
+StartKeyed = Callable[..., contextlib.AbstractContextManager[RunningSearch]]
+
+
 @pytest.fixture(scope="module")
-def services(  # noqa: PLR0917 - pytest fixtures
+def start_keyed(  # noqa: PLR0917 - pytest fixtures
     model_repo: ModelRepository,
     tokenizer_target: str,
     model_server_target: str,
     search_stores: Stores,
     faq_corpus: FaqCorpus,
     consul_kv: ConsulKVDouble,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[Service, Service]]:
-    """Two search services with keys on over the same stores (so, the same keys collection)."""
+) -> StartKeyed:
+    """Start one more search service with keys on over the session's stores: start_keyed(work_dir, **env)."""
     consul_kv.put(CONSUL_KEY, AB_CONFIG.read_text(encoding="utf-8"))
 
-    def start(name: str) -> contextlib.AbstractContextManager[RunningSearch]:
+    def start(work_dir: Path, **env: str) -> contextlib.AbstractContextManager[RunningSearch]:
         return start_search(
             repo=model_repo.root,
             tokenizer_target=tokenizer_target,
@@ -135,9 +137,19 @@ def services(  # noqa: PLR0917 - pytest fixtures
             mongo_uri=search_stores.mongo_uri,
             consul=consul_kv,
             consul_key=CONSUL_KEY,
-            work_dir=tmp_path_factory.mktemp(name),
-            extra_env=_auth_env(),
+            work_dir=work_dir,
+            extra_env=_auth_env(**env),
         )
+
+    return start
+
+
+@pytest.fixture(scope="module")
+def services(start_keyed: StartKeyed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, Service]]:
+    """Two search services with keys on over the same stores (so, the same keys collection)."""
+
+    def start(name: str) -> contextlib.AbstractContextManager[RunningSearch]:
+        return start_keyed(tmp_path_factory.mktemp(name))
 
     with start("auth-a") as a, start("auth-b") as b:
         pair = Service(a), Service(b)
@@ -373,8 +385,19 @@ def test_a_huge_or_odd_header_is_refused_without_harm(services: tuple[Service, S
     assert service.call(HEALTH).status_code == 200
 
 
-def test_keys_list_never_shows_a_secret_and_the_cli_explains_bad_input(search_stores: Stores, tmp_path: Path) -> None:
+def test_keys_list_never_shows_a_secret_and_the_cli_explains_bad_input(
+    services: tuple[Service, Service], search_stores: Stores, tmp_path: Path
+) -> None:
     key = _new(search_stores, "listed", "search,feedback", "--corpora", "faq_*", "--expires", "90d")
+
+    def listed() -> dict[str, Any]:
+        rows = [json.loads(line) for line in keys_cli(search_stores.mongo_uri, "list", "--json").stdout.splitlines()]
+        return next(r for r in rows if r["id"] == key_id(key))
+
+    assert listed()["lastUsed"] is None
+    assert services[0].call(QA, key).status_code == 200
+    # The service writes last-used times every auth.last_used_flush_seconds (1 s here), not per request.
+    wait_until(lambda: listed()["lastUsed"] is not None, what="the key's last use in `keys list`", timeout=30)
     listing = keys_cli(search_stores.mongo_uri, "list").stdout
     rows = [json.loads(line) for line in keys_cli(search_stores.mongo_uri, "list", "--json").stdout.splitlines()]
     row = next(r for r in rows if r["id"] == key_id(key))
@@ -407,27 +430,11 @@ def test_keys_list_never_shows_a_secret_and_the_cli_explains_bad_input(search_st
     assert first.stdout == second.stdout == ""
 
 
-def test_while_mongodb_is_down_cached_keys_work_and_unknown_keys_get_503(  # noqa: PLR0917 - pytest fixtures
-    services: tuple[Service, Service],
-    search_stores: Stores,
-    model_repo: ModelRepository,
-    tokenizer_target: str,
-    model_server_target: str,
-    consul_kv: ConsulKVDouble,
-    tmp_path: Path,
+def test_while_mongodb_is_down_cached_keys_work_and_unknown_keys_get_503(
+    start_keyed: StartKeyed, search_stores: Stores, tmp_path: Path
 ) -> None:
     known = _new(search_stores, "cached", "metrics")
-    with start_search(
-        repo=model_repo.root,
-        tokenizer_target=tokenizer_target,
-        model_server_target=model_server_target,
-        milvus_uri=search_stores.milvus_uri,
-        mongo_uri=search_stores.mongo_uri,
-        consul=consul_kv,
-        consul_key=CONSUL_KEY,
-        work_dir=tmp_path,
-        extra_env=_auth_env(MMSEARCH_AUTH__KEY_CACHE_SECONDS="600"),
-    ) as running:
+    with start_keyed(tmp_path, MMSEARCH_AUTH__KEY_CACHE_SECONDS="600") as running:
         service = Service(running)
         assert service.call(METRICS, known).status_code == 200  # now cached
         search_stores.stop_mongo()

@@ -68,6 +68,14 @@ def keys(ctx: click.Context, mongo_uri: str | None, database: str | None) -> Non
     ctx.obj = {"mongo": _mongo(mongo_uri, database)}
 
 
+_out_option = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the new key to this file (mode 600) instead of printing it.",
+)
+
+
 @keys.command("generate")
 def generate() -> None:
     """Print a new key and store nothing (for a bootstrap key in a secret, or `create --from-file`)."""
@@ -108,12 +116,7 @@ def _read_key_file(path: Path) -> ApiKey:
     default=None,
     help="Store this key (made with `keys generate`, e.g. a deployment's secret) instead of a new one.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the new key to this file (mode 600) instead of printing it.",
-)
+@_out_option
 @click.option("--if-missing", is_flag=True, help="With --from-file: a key already stored with that id is kept as is.")
 @click.pass_context
 def create(  # noqa: PLR0917 - one parameter per flag
@@ -254,12 +257,7 @@ def revoke(ctx: click.Context, key_id: str) -> None:
     show_default=True,
     help="How long the old secret keeps working, so clients move to the new one without a failed request.",
 )
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="Write the new key to this file (mode 600) instead of printing it.",
-)
+@_out_option
 @click.pass_context
 def rotate(ctx: click.Context, key_id: str, grace: str, out: Path | None) -> None:
     """Give a key a new secret (same id, scopes and limits); print it once."""
