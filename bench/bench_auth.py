@@ -25,10 +25,24 @@ import tempfile
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.bench_search import bench_config, build_repo, load_corpus, service_run, start_stores
+from bench.bench_search import (
+    bench_config,
+    build_repo,
+    load_corpus,
+    service_run,
+    start_model_services,
+    start_search_on,
+    start_stores,
+)
 from bench.machine import machine_info
+
+if TYPE_CHECKING:
+    import datetime as dt
+
+    from mmsearch.api_keys import ApiKey
+    from services.search.auth.keys import KeyRecord
 
 log = logging.getLogger("bench.auth")
 
@@ -36,32 +50,26 @@ TARGET_P50_RATIO_C1 = 1.05
 
 
 def _store_key(mongo_uri: str) -> str:
-    """A search key whose rate limit never bites (its bucket is still taken on every request)."""
+    """Store an unlimited search key in the bench's MongoDB; returns the key."""
     from mmsearch.api_keys import ApiKey
     from mmsearch.settings import MongoSettings
     from mmsearch.stores import mongo_client
     from services.search.auth import key_store
-    from services.search.auth.keys import KeyRecord, StoredSecret
 
     key = ApiKey.generate()
-    now = key_store.now()
     client = mongo_client(MongoSettings(uri=mongo_uri))
     try:
-        key_store.insert(
-            client["mmsearch"]["keys"],
-            KeyRecord(
-                key_id=key.key_id,
-                name="bench",
-                scopes=("search",),
-                secrets=(StoredSecret.of(key.secret, now),),
-                created_at=now,
-                rate=1e9,
-                burst=1_000_000_000,
-            ),
-        )
+        key_store.insert(client["mmsearch"]["keys"], _unlimited_record(key, key_store.now()))
     finally:
         client.close()
     return str(key)
+
+
+def _unlimited_record(key: ApiKey, now: dt.datetime) -> KeyRecord:
+    """A search key whose rate limit never bites (its bucket is still taken on every request)."""
+    from services.search.auth.keys import KeyRecord
+
+    return KeyRecord.issue(key, name="bench", scopes=("search",), now=now, rate=1e9, burst=1_000_000_000)
 
 
 def guard_cost(key: str, calls: int = 20_000) -> float:
@@ -72,19 +80,9 @@ def guard_cost(key: str, calls: int = 20_000) -> float:
     from mmsearch.settings import AuthSettings
     from services.search.auth.guard import Access, Guard
     from services.search.auth.key_store import now
-    from services.search.auth.keys import KeyRecord, StoredSecret
     from services.search.metrics import SearchMetrics
 
-    parsed = ApiKey.parse(key)
-    record = KeyRecord(
-        key_id=parsed.key_id,
-        name="bench",
-        scopes=("search",),
-        secrets=(StoredSecret.of(parsed.secret, now()),),
-        created_at=now(),
-        rate=1e9,
-        burst=1_000_000_000,
-    )
+    record = _unlimited_record(ApiKey.parse(key), now())
 
     async def lookup(key_id: str) -> KeyRecord | None:
         return record
@@ -122,23 +120,6 @@ async def get_run(url: str, path: str, seconds: float, headers: dict[str, str] |
     return {"p50_ms": round(statistics.median(latencies) * 1000, 3), "requests": len(latencies)}
 
 
-def _shared_services(stack: ExitStack, repo: Any, work: Path, stores: Any) -> tuple[str, str, Any]:
-    """One tokenizer, one model server (one ORT thread) and the Consul double, for both search services."""
-    from tests.doubles.consul_kv import ConsulKVDouble
-    from tests.fixtures.grpc_services import start_service
-    from tests.fixtures.search import CONSUL_KEY
-
-    common = ["--rescan-seconds", "0"]
-    tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
-    model = stack.enter_context(
-        start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
-    )
-    consul = ConsulKVDouble().start()
-    stack.callback(consul.stop)
-    consul.put(CONSUL_KEY, bench_config())
-    return tok.target, model.target, consul
-
-
 def _median(points: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "p50_ms": round(statistics.median(p["p50_ms"] for p in points), 2),
@@ -164,8 +145,6 @@ def main() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     load_before = os.getloadavg()[0]
 
-    from tests.fixtures.search import CONSUL_KEY, start_search
-
     repo = build_repo(args.repo)
     concurrencies = (1, 32)
     rounds: dict[str, dict[int, list[dict[str, Any]]]] = {
@@ -177,31 +156,14 @@ def main() -> None:
         stores = start_stores(stack, work)
         queries, _ = load_corpus(repo, stores.milvus_uri, stores.mongo_uri, args.docs, "FLAT")
         key = _store_key(stores.mongo_uri)
-        tokenizer, model, consul = _shared_services(stack, repo, work, stores)
+        services = start_model_services(stack, repo, work, bench_config())
         sides: dict[str, tuple[str, dict[str, str] | None]] = {}
         for side in ("off", "keys"):
             folder = work / side
             folder.mkdir()
-            env = {
-                "MMSEARCH_LOG_LEVEL": "WARNING",
-                "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10",
-                "MMSEARCH_SEARCH__QUERY_CACHE_SIZE": "0",  # every request does the same work on both sides
-                "MMSEARCH_AUTH__MODE": side,
-            }
-            search = stack.enter_context(
-                start_search(
-                    repo=repo.root,
-                    tokenizer_target=tokenizer,
-                    model_server_target=model,
-                    milvus_uri=stores.milvus_uri,
-                    mongo_uri=stores.mongo_uri,
-                    consul=consul,
-                    consul_key=CONSUL_KEY,
-                    work_dir=folder,
-                    extra_env=env,
-                )
-            )
-            sides[side] = (search.url, {"Authorization": f"Bearer {key}"} if side == "keys" else None)
+            # Same settings as every benchmark's search service (query cache off: both sides do the same work).
+            url = start_search_on(stack, repo, folder, stores, services, extra_env={"MMSEARCH_AUTH__MODE": side})
+            sides[side] = (url, {"Authorization": f"Bearer {key}"} if side == "keys" else None)
         for url, headers in sides.values():  # warm-up: connections, the collection's first searches, the key cache
             asyncio.run(service_run(url, queries, 8, 2.0, headers=headers))
         for r in range(args.rounds):

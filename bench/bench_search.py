@@ -38,6 +38,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -339,6 +340,70 @@ def start_stores(stack: ExitStack, work: Path, *, milvus_uri: str | None = None)
     return stores
 
 
+# Settings every benchmark's search service runs with.
+BENCH_SEARCH_ENV = {
+    "MMSEARCH_LOG_LEVEL": "WARNING",
+    "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10",
+    # The benchmarks replay a few hundred questions: with the query-embedding cache on, they would measure
+    # the cache. It is off unless a benchmark turns it on (bench_query_cache).
+    "MMSEARCH_SEARCH__QUERY_CACHE_SIZE": "0",
+}
+
+
+@dataclass(frozen=True)
+class ModelServices:
+    """A tokenizer, a model server (one ORT thread) and the Consul KV test double holding the A/B config."""
+
+    tokenizer_target: str
+    model_server_target: str
+    consul: Any
+
+
+def start_model_services(stack: ExitStack, repo: Any, work: Path, config: str) -> ModelServices:
+    """The processes a search service calls, stopped when `stack` closes; the A/B `config` in the Consul double."""
+    from tests.doubles.consul_kv import ConsulKVDouble
+    from tests.fixtures.grpc_services import start_service
+    from tests.fixtures.search import CONSUL_KEY
+
+    common = ["--rescan-seconds", "0"]
+    tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
+    model = stack.enter_context(
+        start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
+    )
+    consul = ConsulKVDouble().start()
+    stack.callback(consul.stop)
+    consul.put(CONSUL_KEY, config)
+    return ModelServices(tok.target, model.target, consul)
+
+
+def start_search_on(
+    stack: ExitStack,
+    repo: Any,
+    work: Path,
+    stores: Any,
+    services: ModelServices,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> str:
+    """A search service process over `services` and `stores`; returns its URL. `extra_env` adds settings."""
+    from tests.fixtures.search import CONSUL_KEY, start_search
+
+    search = stack.enter_context(
+        start_search(
+            repo=repo.root,
+            tokenizer_target=services.tokenizer_target,
+            model_server_target=services.model_server_target,
+            milvus_uri=stores.milvus_uri,
+            mongo_uri=stores.mongo_uri,
+            consul=services.consul,
+            consul_key=CONSUL_KEY,
+            work_dir=work,
+            extra_env=BENCH_SEARCH_ENV | (extra_env or {}),
+        )
+    )
+    return str(search.url)
+
+
 def start_search_service(
     stack: ExitStack,
     repo: Any,
@@ -351,39 +416,8 @@ def start_search_service(
     """Tokenizer, model server (one ORT thread) and search service as processes over `stores`, the A/B `config`
     in the Consul KV test double; returns the search service's URL. Everything stops when `stack` closes.
     `extra_env` adds settings of the search service (MMSEARCH_SEARCH__...)."""
-    from tests.doubles.consul_kv import ConsulKVDouble
-    from tests.fixtures.grpc_services import start_service
-    from tests.fixtures.search import CONSUL_KEY, start_search
-
-    common = ["--rescan-seconds", "0"]
-    tok = stack.enter_context(start_service("tokenizer", repo.root, *common, log_dir=work, name="bench-tok"))
-    model = stack.enter_context(
-        start_service("model", repo.root, *common, "--intra-op-threads", "1", log_dir=work, name="bench-model")
-    )
-    consul = ConsulKVDouble().start()
-    stack.callback(consul.stop)
-    consul.put(CONSUL_KEY, config)
-    env = {
-        "MMSEARCH_LOG_LEVEL": "WARNING",
-        "MMSEARCH_SEARCH__STAGE_TIMEOUT_SECONDS": "10",
-        # The benchmarks replay a few hundred questions: with the query-embedding cache on, they would measure
-        # the cache. It is off unless a benchmark turns it on (bench_query_cache).
-        "MMSEARCH_SEARCH__QUERY_CACHE_SIZE": "0",
-    }
-    search = stack.enter_context(
-        start_search(
-            repo=repo.root,
-            tokenizer_target=tok.target,
-            model_server_target=model.target,
-            milvus_uri=stores.milvus_uri,
-            mongo_uri=stores.mongo_uri,
-            consul=consul,
-            consul_key=CONSUL_KEY,
-            work_dir=work,
-            extra_env=env | (extra_env or {}),
-        )
-    )
-    return str(search.url)
+    services = start_model_services(stack, repo, work, config)
+    return start_search_on(stack, repo, work, stores, services, extra_env=extra_env)
 
 
 def median_of(rounds: list[dict[str, Any]], stage_layer: str | None = None) -> dict[str, Any]:

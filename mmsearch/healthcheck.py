@@ -19,6 +19,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from mmsearch.grpc_common.client import ClientTls
+
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
     try:
@@ -33,9 +35,8 @@ def grpc_serving(target: str, timeout: float = 2.0, *, ca_file: Path | None = No
     if ca_file is None:
         channel = grpc.insecure_channel(target)
     else:
-        creds = grpc.ssl_channel_credentials(root_certificates=ca_file.read_bytes())
-        options = [("grpc.ssl_target_name_override", server_name)] if server_name else []
-        channel = grpc.secure_channel(target, creds, options=options)
+        tls = ClientTls(ca_file, server_name)
+        channel = grpc.secure_channel(target, tls.credentials(), options=tls.options())
     with channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
@@ -50,10 +51,8 @@ USAGE = "usage: python -m mmsearch.healthcheck grpc HOST:PORT [CA_FILE [SERVER_N
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"grpc", "http"} or len(argv) > (4 if argv[0] == "grpc" else 2) or len(argv) < 2:
-        print(
-            "usage: python -m mmsearch.healthcheck grpc HOST:PORT [CA_FILE [SERVER_NAME]] | http URL", file=sys.stderr
-        )
+    if not argv or argv[0] not in {"grpc", "http"} or not 2 <= len(argv) <= (4 if argv[0] == "grpc" else 2):
+        print(USAGE, file=sys.stderr)
         return 2
     kind, target = argv[0], argv[1]
     if kind == "grpc":

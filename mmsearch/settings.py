@@ -267,3 +267,11 @@ class Settings(BaseSettings):
 
 def load_settings() -> Settings:
     return Settings()
+
+
+def mongo_settings(uri: str | None, database: str | None) -> MongoSettings:
+    """A command's --mongo-uri / --database flags over the environment (MMSEARCH_MONGO__URI, __DATABASE) over
+    defaults: what every command that writes or reads MongoDB connects with."""
+    base = load_settings().mongo
+    update = {k: v for k, v in {"uri": uri, "database": database}.items() if v is not None}
+    return base.model_copy(update=update)

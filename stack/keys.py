@@ -14,10 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mmsearch.api_keys import ApiKey
+from mmsearch.files import write_text_atomic
 from mmsearch.settings import MongoSettings, Scope, load_settings
 from mmsearch.stores import mongo_client
 from services.search.auth import key_store
-from services.search.auth.keys import KeyRecord, StoredSecret
+from services.search.auth.keys import KeyRecord
 
 
 @dataclass(frozen=True)
@@ -44,11 +45,8 @@ def ensure_key_files(keys_dir: Path) -> None:
     os.chmod(keys_dir, 0o700)
     for key in LOCAL_KEYS:
         path = key_file(keys_dir, key)
-        if path.is_file():
-            continue
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(f"{ApiKey.generate()}\n")
+        if not path.is_file():
+            write_text_atomic(path, f"{ApiKey.generate()}\n", private=True)
 
 
 def store_keys(keys_dir: Path, mongo_uri: str) -> list[str]:
@@ -66,16 +64,7 @@ def store_keys(keys_dir: Path, mongo_uri: str) -> list[str]:
             stored = key_store.find(coll, key.key_id)
             now = key_store.now()
             if stored is None:
-                key_store.insert(
-                    coll,
-                    KeyRecord(
-                        key_id=key.key_id,
-                        name=local.name,
-                        scopes=local.scopes,
-                        secrets=(StoredSecret.of(key.secret, now),),
-                        created_at=now,
-                    ),
-                )
+                key_store.insert(coll, KeyRecord.issue(key, name=local.name, scopes=local.scopes, now=now))
                 state = "created"
             else:
                 state = stored.state(now)

@@ -127,6 +127,10 @@ def run_setup(plan: StackPlan) -> ReadyReport:
     for what, check, log_name in checks:
         waited = wait_for(what, check, timeout=t, log_file=logs / log_name)
         click.echo(f"{what} ready ({waited:.1f} s)")
+    problem = probes.web_ui_search_problem(plan.web_url)
+    if problem is not None:
+        raise SetupError(f"the web UI cannot use the search service: {problem} (see {logs / 'web.log'})")
+    click.echo("web UI reaches the search service with its key")
     return ReadyReport(
         search_url=plan.search_url,
         web_url=plan.web_url,

@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from mmsearch.model_repo import ModelRepository
-from mmsearch.settings import load_settings
+from mmsearch.settings import load_settings, mongo_settings
 from offline.errors import reported
 from offline.ingest.steps import IngestOptions, default_work_dir, run_ingest
 from offline.preprocess.demo import Demo, prepare_demo
@@ -28,7 +28,6 @@ from offline.push.options import (
     milvus_settings,
     milvus_uri_option,
     mongo_db_option,
-    mongo_settings,
     mongo_uri_option,
     split_fields,
 )

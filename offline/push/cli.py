@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from mmsearch.settings import mongo_settings
 from offline.errors import reported
 from offline.push.lexical import Analyzer
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
@@ -22,7 +23,6 @@ from offline.push.options import (
     milvus_token_option,
     milvus_uri_option,
     mongo_db_option,
-    mongo_settings,
     mongo_uri_option,
     split_fields,
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from pydantic import SecretStr
 
-from mmsearch.settings import MilvusSettings, MongoSettings, load_settings
+from mmsearch.settings import MilvusSettings, load_settings
 from offline.push.lexical import Analyzer
 from offline.push.schema import IndexType, Metric
 
@@ -16,13 +16,6 @@ def milvus_settings(uri: str | None, token: str | None, db_name: str | None) -> 
     update: dict[str, object] = {k: v for k, v in {"uri": uri, "db_name": db_name}.items() if v is not None}
     if token is not None:
         update["token"] = SecretStr(token)
-    return base.model_copy(update=update)
-
-
-def mongo_settings(uri: str | None, database: str | None) -> MongoSettings:
-    """Flags over environment (MMSEARCH_MONGO__URI, __DATABASE) over defaults."""
-    base = load_settings().mongo
-    update = {k: v for k, v in {"uri": uri, "database": database}.items() if v is not None}
     return base.model_copy(update=update)
 
 

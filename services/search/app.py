@@ -153,7 +153,7 @@ def _guard(app: FastAPI, settings: Settings, metrics: SearchMetrics) -> tuple[Gu
         store.find,
         metrics,
         corpora_of_scene=corpora_of_scene,
-        bootstrap=bootstrap_record(str(key), store_now()) if key is not None else None,
+        bootstrap=bootstrap_record(key, store_now()) if key is not None else None,
         touch=store.touch,
     )
     return guard, store

@@ -46,3 +46,12 @@ def test_upload_over_the_limit_is_a_json_413_through_waitress(web: httpx.Client,
     response = web.post("/api/search/i2i", files={"image": ("big.png", photo, "image/png")})
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "too_large"
+
+
+def test_the_stack_start_up_probe_reports_why_the_ui_cannot_search(web: httpx.Client) -> None:
+    from stack.probes import web_ui_search_problem
+
+    problem = web_ui_search_problem(str(web.base_url).rstrip("/"))
+    assert problem is not None
+    assert "cannot be reached" in problem, problem
+    assert web_ui_search_problem(f"http://127.0.0.1:{free_port()}") is not None  # no web UI at all

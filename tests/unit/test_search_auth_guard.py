@@ -222,7 +222,7 @@ def test_anonymous_requests_are_limited_per_client_address() -> None:
 def test_repeated_failures_lock_an_address_out_before_its_keys_are_looked_up() -> None:
     keys, clock = Keys(), Clock()
     guard, metrics = _guard(keys, clock, failed_auth_burst=3, failed_auth_refill_seconds=10.0)
-    good = keys.add()
+    new = keys.add()
     for _ in range(3):
         with pytest.raises(InvalidKeyError):
             _run(guard, _bearer(ApiKey.generate()), address="10.0.0.9")
@@ -230,14 +230,37 @@ def test_repeated_failures_lock_an_address_out_before_its_keys_are_looked_up() -
     with pytest.raises(TooManyFailuresError) as err:
         _run(guard, _bearer(ApiKey.generate()), address="10.0.0.9")
     assert err.value.headers["Retry-After"] == "10"
-    assert keys.lookups == looked_up  # the guess was not looked up
-    with pytest.raises(TooManyFailuresError):  # locked out for its right key too, until a token comes back
-        _run(guard, _bearer(good), address="10.0.0.9")
-    _run(guard, _bearer(good), address="10.0.0.10")  # other addresses are not
+    with pytest.raises(TooManyFailuresError):  # a malformed header too
+        _run(guard, {"authorization": "Basic x"}, address="10.0.0.9")
+    with pytest.raises(TooManyFailuresError):  # and a right key this guard has never accepted: not looked up
+        _run(guard, _bearer(new), address="10.0.0.9")
+    assert keys.lookups == looked_up
+    _run(guard, _bearer(new), address="10.0.0.10")  # other addresses are not locked out
     clock.t += 10.0
-    _run(guard, _bearer(good), address="10.0.0.9")
-    assert _count(metrics, "mmsearch_auth_requests_total", result="locked_out") == 2
+    _run(guard, _bearer(new), address="10.0.0.9")
+    assert _count(metrics, "mmsearch_auth_requests_total", result="locked_out") == 3
     assert _count(metrics, "mmsearch_auth_requests_total", result="invalid") == 3
+
+
+def test_a_lock_out_spares_keys_already_accepted_so_callers_sharing_an_address_keep_working() -> None:
+    keys, clock = Keys(), Clock()
+    guard, _ = _guard(keys, clock, failed_auth_burst=3, failed_auth_refill_seconds=10.0)
+    working, guessed = keys.add(), keys.add()
+    _run(guard, _bearer(working), address="10.0.0.9")  # e.g. the web UI, behind the same address
+    for _ in range(3):  # someone else at that address guesses
+        with pytest.raises(InvalidKeyError):
+            _run(guard, _bearer(ApiKey.generate()), address="10.0.0.9")
+    with pytest.raises(TooManyFailuresError):
+        _run(guard, _bearer(ApiKey.generate()), address="10.0.0.9")
+    clock.t += 6.0  # past the 5 s cache, within the lock-out: the accepted key is looked up again, and served
+    looked_up = keys.lookups
+    _run(guard, _bearer(working), address="10.0.0.9")
+    assert keys.lookups == looked_up + 1
+    wrong_secret = ApiKey(working.key_id, ApiKey.generate().secret)
+    with pytest.raises(InvalidKeyError):  # its id does not open the door to guessing its secret unchecked
+        _run(guard, _bearer(wrong_secret), address="10.0.0.9")
+    with pytest.raises(TooManyFailuresError):
+        _run(guard, _bearer(guessed), address="10.0.0.9")
 
 
 def test_a_revocation_is_seen_once_the_cached_record_is_older_than_key_cache_seconds() -> None:
@@ -289,7 +312,7 @@ def test_a_burst_with_one_uncached_key_costs_one_lookup() -> None:
 def test_the_bootstrap_key_is_held_in_memory_and_never_looked_up() -> None:
     keys = Keys()
     text = str(ApiKey.generate())
-    record = bootstrap_record(text, NOW)
+    record = bootstrap_record(ApiKey.parse(text), NOW)
     assert record.scopes == ("admin",)
     metrics = SearchMetrics()
     guard = Guard(AuthSettings(mode="keys"), keys.find, metrics, bootstrap=record, wall=lambda: NOW)

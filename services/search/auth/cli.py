@@ -9,22 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import click
 
 from mmsearch.api_keys import ApiKey, KeyFormatError
-from mmsearch.settings import SCOPES, MongoSettings, load_settings
+from mmsearch.files import write_text_atomic
+from mmsearch.settings import SCOPES, MongoSettings, load_settings, mongo_settings
 from services.search.auth import key_store
-from services.search.auth.keys import ALL_CORPORA, KeyRecord, StoredSecret, parse_duration, parse_scopes
-
-
-def _mongo(uri: str | None, database: str | None) -> MongoSettings:
-    base = load_settings().mongo
-    update = {k: v for k, v in {"uri": uri, "database": database}.items() if v is not None}
-    return base.model_copy(update=update)
+from services.search.auth.keys import ALL_CORPORA, KeyRecord, parse_duration, parse_scopes
 
 
 class _Keys:
@@ -36,7 +30,6 @@ class _Keys:
         settings: MongoSettings = ctx.obj["mongo"]
         self.client = mongo_client(settings, appname="mmsearch-keys")
         self.coll = self.client[settings.database][load_settings().auth.collection]
-        self.where = f"{settings.database}.{self.coll.name}"
 
     def __enter__(self) -> Any:
         from pymongo.errors import PyMongoError
@@ -65,7 +58,7 @@ def keys(ctx: click.Context, mongo_uri: str | None, database: str | None) -> Non
     shell patterns such as 'faq_*'). A running service sees a revocation or rotation within
     auth.key_cache_seconds (5 s by default).
     """
-    ctx.obj = {"mongo": _mongo(mongo_uri, database)}
+    ctx.obj = {"mongo": mongo_settings(mongo_uri, database)}
 
 
 _out_option = click.option(
@@ -80,16 +73,6 @@ _out_option = click.option(
 def generate() -> None:
     """Print a new key and store nothing (for a bootstrap key in a secret, or `create --from-file`)."""
     click.echo(str(ApiKey.generate()))
-
-
-def _write_secret_file(path: Path, key: ApiKey) -> None:
-    """Written readable by its owner only, atomically (a reader never sees half a key)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(f"{key}\n")
-    tmp.replace(path)
 
 
 def _read_key_file(path: Path) -> ApiKey:
@@ -143,13 +126,12 @@ def create(  # noqa: PLR0917 - one parameter per flag
         raise click.UsageError("--if-missing goes with --from-file")
     key = _read_key_file(from_file) if from_file is not None else ApiKey.generate()
     now = key_store.now()
-    record = KeyRecord(
-        key_id=key.key_id,
+    record = KeyRecord.issue(
+        key,
         name=name,
         scopes=scope_list,
+        now=now,
         corpora=corpora,
-        secrets=(StoredSecret.of(key.secret, now),),
-        created_at=now,
         expires_at=now + lifetime if lifetime else None,
         rate=rate,
         burst=burst,
@@ -170,7 +152,7 @@ def create(  # noqa: PLR0917 - one parameter per flag
     if from_file is not None:
         click.echo(f"stored {what} from {from_file}", err=True)
     elif out is not None:
-        _write_secret_file(out, key)
+        write_text_atomic(out, f"{key}\n", private=True)
         click.echo(f"created {what}; the key is in {out} (mode 600)", err=True)
     else:
         click.echo(f"created {what}. This is the only time the key is shown:", err=True)
@@ -279,7 +261,7 @@ def rotate(ctx: click.Context, key_id: str, grace: str, out: Path | None) -> Non
     until = now + grace_period
     what = f"rotated key {kid} ({record.name}); the old secret works until {until:%Y-%m-%d %H:%M} UTC"
     if out is not None:
-        _write_secret_file(out, new)
+        write_text_atomic(out, f"{new}\n", private=True)
         click.echo(f"{what}; the new key is in {out} (mode 600)", err=True)
     else:
         click.echo(f"{what}. This is the only time the new key is shown:", err=True)

@@ -2,8 +2,9 @@
 
 Order, for a route that needs a scope: read the key from `Authorization: Bearer` or `X-API-Key` -> no key: the
 anonymous scopes (rate-limited per client address) or 401 -> an address that failed too often: 429 before the key
-is looked at -> the key's record (cache, else MongoDB: 503 naming it when down) -> its secret, state, scope and
-corpora -> its rate limit -> through, with the key id for logs, metrics and exposures.
+is looked up, unless that key has been accepted here before -> the key's record (cache, else MongoDB: 503 naming
+it when down) -> its secret, state, scope and corpora -> its rate limit -> through, with the key id for logs,
+metrics and exposures.
 
 Errors never carry the key or any part of it, and nothing the caller sent becomes a log field or a metric label:
 only the id of a key that exists, once its secret matched.
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 
 from mmsearch.api_keys import ApiKey, KeyFormatError
 from mmsearch.settings import SCOPES, AuthSettings, Scope
-from services.search.auth.keys import ALL_CORPORA, KeyRecord, StoredSecret, corpus_allowed
+from services.search.auth.keys import ALL_CORPORA, KeyRecord, corpus_allowed, holds
 from services.search.auth.limits import TokenBuckets, retry_after
 from services.search.errors import DependencyUnavailableError, SearchError
 from services.search.metrics import SearchMetrics
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 BEARER_CHALLENGE = 'Bearer realm="mmsearch"'
 MAX_HEADER_CHARS = 256  # a key is 86 characters; anything far longer is refused unread
 ANONYMOUS = "anonymous"
+MAX_PROVEN_KEYS = 10_000  # key ids remembered as accepted (a lock-out does not stop them); far more than keys in use
 
 
 # ---- what a route needs -------------------------------------------------------------------------------------
@@ -62,7 +64,7 @@ class Principal:
     corpora: str = ALL_CORPORA
 
     def allows(self, scope: Scope) -> bool:
-        return scope in self.scopes or "admin" in self.scopes
+        return holds(self.scopes, scope)
 
 
 OPEN = Principal(key_id=None, scopes=frozenset(SCOPES))
@@ -210,16 +212,9 @@ class KeyCache:
 # ---- the guard ----------------------------------------------------------------------------------------------
 
 
-def bootstrap_record(text: str, now: dt.datetime) -> KeyRecord:
+def bootstrap_record(key: ApiKey, now: dt.datetime) -> KeyRecord:
     """The bootstrap admin key as a record held in memory only (from a secret; never written to MongoDB)."""
-    key = ApiKey.parse(text)
-    return KeyRecord(
-        key_id=key.key_id,
-        name="bootstrap",
-        scopes=("admin",),
-        secrets=(StoredSecret.of(key.secret, now),),
-        created_at=now,
-    )
+    return KeyRecord.issue(key, name="bootstrap", scopes=("admin",), now=now)
 
 
 class Guard:
@@ -244,6 +239,8 @@ class Guard:
         self.cache = KeyCache(lookup, settings.key_cache_seconds, clock=clock)
         self.rates = TokenBuckets(settings.max_tracked_addresses, clock)
         self.failures = TokenBuckets(settings.max_tracked_addresses, clock)
+        self._failure_rate = 1.0 / settings.failed_auth_refill_seconds
+        self._proven: OrderedDict[str, None] = OrderedDict()  # key ids whose secret was accepted here (LRU)
         self.anonymous_scopes = frozenset(settings.anonymous_scopes)
         self._used: dict[str, dt.datetime] = {}
 
@@ -276,20 +273,26 @@ class Guard:
     async def _authorize(
         self, access: Access, headers: Mapping[str, str], address: str, path_params: Mapping[str, str]
     ) -> Principal:
-        if "authorization" in headers or "x-api-key" in headers:
-            wait = self.locked_out(address)
-            if wait > 0:
-                raise TooManyFailuresError(
-                    "too many failed authentications from this address: retry after the Retry-After header's seconds",
-                    headers={"Retry-After": retry_after(wait)},
-                )
-        key = read_key(headers, access)
+        try:
+            key = read_key(headers, access)
+        except InvalidKeyError:
+            self._refuse_if_locked_out(address)
+            raise
         if key is None:
             return self._anonymous(access, address)
+        if key.key_id not in self._proven:
+            # A lock-out stops guesses costing store look-ups; a key that has worked here is still checked, so
+            # callers sharing the address (a NAT, a proxy, the local stack's loopback) keep their working keys.
+            self._refuse_if_locked_out(address)
         record = await self._record(key.key_id)
-        status = record.check(key.secret, self.wall()) if record is not None else "invalid"
+        now = self.wall()
+        status = record.check(key.secret, now) if record is not None else "invalid"
         if status != "ok" or record is None:
             raise _refusal(status, access)
+        self._proven[key.key_id] = None
+        self._proven.move_to_end(key.key_id)
+        if len(self._proven) > MAX_PROVEN_KEYS:
+            self._proven.popitem(last=False)
         principal = Principal(record.key_id, frozenset(record.scopes), record.corpora)
         if access.scope is not None:
             if not principal.allows(access.scope):
@@ -306,7 +309,7 @@ class Guard:
                     headers={"Retry-After": retry_after(wait)},
                 )
             self.metrics.auth_key_requests.labels(record.key_id, access.scope).inc()
-        self._used[record.key_id] = self.wall()
+        self._used[record.key_id] = now
         return principal
 
     def _anonymous(self, access: Access, address: str) -> Principal:
@@ -354,15 +357,21 @@ class Guard:
         self.metrics.auth_requests.labels(result).inc()
         if isinstance(exc, MissingKeyError):
             return  # not a guess
-        refill = 1.0 / self.settings.failed_auth_refill_seconds
-        self.failures.take(f"fail:{address}", refill, self.settings.failed_auth_burst)
-        if self.failures.wait(f"fail:{address}", refill, self.settings.failed_auth_burst) > 0:
+        self.failures.take(f"fail:{address}", self._failure_rate, self.settings.failed_auth_burst)
+        if self.locked_out(address) > 0:
             log.warning("address %s is locked out after repeated failed authentications", address)
+
+    def _refuse_if_locked_out(self, address: str) -> None:
+        wait = self.locked_out(address)
+        if wait > 0:
+            raise TooManyFailuresError(
+                "too many failed authentications from this address: retry after the Retry-After header's seconds",
+                headers={"Retry-After": retry_after(wait)},
+            )
 
     def locked_out(self, address: str) -> float:
         """Seconds until `address` may try a key again (0: it may now)."""
-        refill = 1.0 / self.settings.failed_auth_refill_seconds
-        return self.failures.wait(f"fail:{address}", refill, self.settings.failed_auth_burst)
+        return self.failures.wait(f"fail:{address}", self._failure_rate, self.settings.failed_auth_burst)
 
     # ---- last used ------------------------------------------------------------------------------------------
 

@@ -16,11 +16,12 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from mmsearch.api_keys import ApiKey
 from mmsearch.settings import SCOPES, Scope
 
 ALL_CORPORA = "*"
@@ -73,6 +74,32 @@ class KeyRecord(BaseModel):
     burst: int | None = None
     version: int = 0  # bumped by every rotation (compare-and-set between concurrent rotations)
 
+    @classmethod
+    def issue(
+        cls,
+        key: ApiKey,
+        *,
+        name: str,
+        scopes: Sequence[Scope],
+        now: dt.datetime,
+        corpora: str = ALL_CORPORA,
+        expires_at: dt.datetime | None = None,
+        rate: float | None = None,
+        burst: int | None = None,
+    ) -> KeyRecord:
+        """The record of a new key: its one secret stored salted and hashed, created now."""
+        return cls(
+            key_id=key.key_id,
+            name=name,
+            scopes=tuple(scopes),
+            corpora=corpora,
+            secrets=(StoredSecret.of(key.secret, now),),
+            created_at=now,
+            expires_at=expires_at,
+            rate=rate,
+            burst=burst,
+        )
+
     def document(self) -> dict[str, object]:
         return self.model_dump(by_alias=True, mode="python")
 
@@ -90,11 +117,7 @@ class KeyRecord(BaseModel):
         return "ok"
 
     def allows(self, scope: Scope) -> bool:
-        """admin holds every scope."""
-        return scope in self.scopes or "admin" in self.scopes
-
-    def reaches(self, corpus: str) -> bool:
-        return corpus_allowed(self.corpora, corpus)
+        return holds(self.scopes, scope)
 
     def state(self, now: dt.datetime) -> str:
         if self.revoked_at is not None:
@@ -102,6 +125,11 @@ class KeyRecord(BaseModel):
         if self.expires_at is not None and now >= self.expires_at:
             return "expired"
         return "active"
+
+
+def holds(scopes: Collection[Scope], scope: Scope) -> bool:
+    """Whether a key with `scopes` may use a route needing `scope`: admin holds every scope."""
+    return scope in scopes or "admin" in scopes
 
 
 def corpus_allowed(patterns: str, corpus: str) -> bool:

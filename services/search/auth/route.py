@@ -19,7 +19,6 @@ from services.search.auth.guard import Access, Guard
 
 SCOPE_KEY = "x-mmsearch-scope"
 _ACCESS_KEY = "x-mmsearch-access"
-OPEN = "open"
 
 # How /docs offers a key ("Authorize") and documents it: the two headers a key may come in.
 SECURITY_SCHEMES: dict[str, Any] = {
@@ -49,7 +48,7 @@ def needs(
     """A route's `openapi_extra`: the scope it needs (None: open to all; with read_key, a key sent is still
     checked, so the route can do more for some keys, as /ready's details for admin)."""
     access = Access(scope, read_key=read_key, scene=scene, scene_param=scene_param, corpus_param=corpus_param)
-    extra: dict[str, Any] = {SCOPE_KEY: scope or OPEN, _ACCESS_KEY: access}
+    extra: dict[str, Any] = {SCOPE_KEY: access.describe(), _ACCESS_KEY: access}
     if read_key:
         security: list[dict[str, list[str]]] = [{name: []} for name in SECURITY_SCHEMES]
         # An open route that reads a key works without one too: `{}` is "no security" in OpenAPI.
