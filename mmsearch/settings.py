@@ -194,6 +194,29 @@ class AuthSettings(BaseModel):
     bootstrap_key_file: OptionalPath = None
 
 
+class DocumentsSettings(BaseModel):
+    """Live documents (env MMSEARCH_DOCUMENTS__<NAME>): the search service's documents API and the applier that
+    carries accepted writes from MongoDB's change journal into Milvus. services/search/documents/ says how."""
+
+    # Items one POST .../documents:batch may hold.
+    max_batch: int = Field(default=128, ge=1, le=10_000)
+    # Bytes of one document's JSON (its fields); larger is 413. A request body (a batch) may hold max_body_mb.
+    max_document_kb: int = Field(default=256, ge=1)
+    max_body_mb: int = Field(default=16, ge=1)
+    # How long a `wait=true` write waits to be searchable before answering 503 (the write stays pending).
+    wait_seconds: float = Field(default=15.0, gt=0)
+    # One replica at a time applies a corpus's journal, holding a lease this long (renewed while it works): a
+    # replica killed while holding it hands the corpus to another within this time.
+    lease_seconds: float = Field(default=10.0, gt=0)
+    # Journal entries applied per Milvus call, and how often an idle applier looks for pending ones.
+    apply_batch: int = Field(default=256, ge=1)
+    poll_seconds: float = Field(default=0.5, gt=0)
+    # MongoDB collections (in mongo.database) of the journal, its sequence counter and the corpus leases.
+    journal_collection: str = "changes"
+    counters_collection: str = "counters"
+    leases_collection: str = "change_leases"
+
+
 class WebSettings(BaseModel):
     host: str = LOOPBACK
     port: int = WEB_PORT
@@ -260,6 +283,7 @@ class Settings(BaseSettings):
     mongo: MongoSettings = Field(default_factory=MongoSettings)
     search: SearchSettings = Field(default_factory=SearchSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    documents: DocumentsSettings = Field(default_factory=DocumentsSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
     spark: SparkSettings = Field(default_factory=SparkSettings)

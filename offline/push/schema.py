@@ -134,7 +134,7 @@ def infer_scalar_fields(names: list[str], rows: Iterable[CorpusRow]) -> list[Sca
 
 
 def infer_lexical_fields(names: list[str], rows: Iterable[CorpusRow], *, taken: set[str]) -> list[LexicalField]:
-    """Check and size each lexical field: text in every row that has it (absent is ""), within VARCHAR's limit."""
+    """Check each lexical field: text in every row that has it (absent is ""), within VARCHAR's limit."""
     rows = list(rows)
     out: list[LexicalField] = []
     for name in dict.fromkeys(names):
@@ -142,7 +142,7 @@ def infer_lexical_fields(names: list[str], rows: Iterable[CorpusRow], *, taken: 
             raise PushError(f"--lexical-field {name!r} is also a filter field or the id: a field can be only one")
         if not _NAME_RE.match(name) or len(name) > LEXICAL_NAME_MAX:
             raise PushError(f"--lexical-field {name!r} cannot be a Milvus field name")
-        longest, present = 1, 0
+        present = 0
         for row in rows:
             value = row.fields().get(name)
             if value is None:
@@ -155,10 +155,11 @@ def infer_lexical_fields(names: list[str], rows: Iterable[CorpusRow], *, taken: 
                 raise PushError(
                     f"--lexical-field {name!r} of row {row.id} is {size} bytes; Milvus keeps at most {VARCHAR_LIMIT}"
                 )
-            longest = max(longest, size)
         if not present:
             raise PushError(f"--lexical-field: no row of the corpus has a {name!r} field")
-        out.append(LexicalField(name, _room(longest, 256, VARCHAR_LIMIT)))
+        # The whole VARCHAR, not the corpus's longest: a document written live may be longer than any ingested,
+        # and a VARCHAR's max_length is only a limit (values are stored at their own length).
+        out.append(LexicalField(name, VARCHAR_LIMIT))
     return out
 
 

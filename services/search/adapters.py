@@ -204,10 +204,18 @@ def _output_fields(vector_field: str | None) -> list[str]:
 class MilvusVectorStore(BlockingStore):
     dep: Dependency = "milvus"
 
-    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: SearchMetrics | None = None,
+        *,
+        timeout: float | None = None,  # default: the search stage time-out (bounded by milvus.timeout_seconds)
+        workers: int | None = None,  # default: search.store_threads
+    ) -> None:
         self.settings = settings.milvus
-        timeout = min(settings.search.stage_timeout_seconds, settings.milvus.timeout_seconds)
-        super().__init__(timeout, metrics, settings.search.store_threads)
+        if timeout is None:
+            timeout = min(settings.search.stage_timeout_seconds, settings.milvus.timeout_seconds)
+        super().__init__(timeout, metrics, workers or settings.search.store_threads)
         # pymilvus logs a full traceback for every call that fails to reconnect: ~7000 in a 45 s outage. Each of
         # those requests is already a 503 naming Milvus, counted in dependency_errors and in the exposure log.
         logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.ERROR)

@@ -36,6 +36,12 @@ from services.search.auth.route import GuardedRoute, needs, with_security_scheme
 from services.search.auth.startup import bootstrap_key
 from services.search.body_limit import BodyLimit
 from services.search.config.sources import ConfigSource, make_source
+from services.search.documents import routes as document_routes
+from services.search.documents.applier import Applier
+from services.search.documents.encode import DocumentEncoder
+from services.search.documents.journal import Journal
+from services.search.documents.milvus_writes import MilvusWrites
+from services.search.documents.writes import DocumentsService
 from services.search.errors import ConfigError, DependencyUnavailableError, InvalidQueryError, SearchError
 from services.search.metrics import SearchMetrics
 from services.search.outcomes.feedback import FeedbackRequest, FeedbackResponse, FeedbackService
@@ -136,6 +142,16 @@ async def _close_deps(deps: Deps, outcomes: MongoOutcomeStore) -> None:
     await asyncio.gather(*(close(p) for p in (deps.models, deps.vectors, deps.documents, outcomes)))
 
 
+def _documents(settings: Settings, deps: Deps, metrics: SearchMetrics) -> tuple[DocumentsService, Applier]:
+    """The documents API's service and the applier of the journal (their own MongoDB and Milvus clients: a write
+    never queues behind searches, nor a search behind a batch)."""
+    journal = Journal(settings, metrics)
+    milvus = MilvusWrites(settings, metrics)
+    applier = Applier(journal, milvus, settings.documents, metrics)
+    encoder = DocumentEncoder(ModelRepository(settings.model_repo), deps.models)
+    return DocumentsService(settings.documents, journal, milvus, encoder, applier), applier
+
+
 def _guard(app: FastAPI, settings: Settings, metrics: SearchMetrics) -> tuple[Guard, MongoKeyStore]:
     """The access check of every route, over the `keys` collection (its own MongoDB client and threads: a key
     look-up never waits behind a slow search's document fetch)."""
@@ -178,6 +194,8 @@ def _lifespan(settings: Settings, metrics: SearchMetrics, source: ConfigSource |
         )
         service = SearchService(settings, deps, metrics, src, exposures=recorder)
         app.state.service = service
+        documents, applier = _documents(settings, deps, metrics)
+        app.state.documents = documents
         app.state.feedback = FeedbackService(outcome_store, recorder, metrics)
         try:
             await src.load_initial(service.manager)
@@ -192,18 +210,21 @@ def _lifespan(settings: Settings, metrics: SearchMetrics, source: ConfigSource |
         watcher = asyncio.create_task(_watch(service), name="config-watcher")
         guard: Guard = app.state.guard
         flusher = asyncio.create_task(guard.run_flusher(), name="keys-last-used") if guard.enabled else None
+        applying = asyncio.create_task(applier.run(), name="documents-applier")
         recorder.start()
         try:
             yield
         finally:
-            for task in (watcher, flusher):
+            for task in (watcher, flusher, applying):
                 if task is not None:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            await applier.release()
             await recorder.stop()
             src.close()
             await _close_deps(deps, outcome_store)
+            await asyncio.to_thread(documents.close)
             await asyncio.to_thread(app.state.key_store.close)
 
     return lifespan
@@ -222,12 +243,15 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
     app.state.guard, app.state.key_store = _guard(app, settings, metrics)
     # Every route below is a GuardedRoute: it declares its scope (needs(...)) and is checked before its body is read.
     app.router.route_class = GuardedRoute
-    # JSON bodies are small; an image upload has its own limit (uploads.py), with room for the multipart framing.
+    # JSON bodies are small; an image upload has its own limit (uploads.py), with room for the multipart framing,
+    # and a documents request may carry a batch (each document is checked against its own limit).
     app.add_middleware(
         BodyLimit,
         default_bytes=settings.search.max_json_body_kb * 1024,
-        upload_bytes=(settings.search.max_upload_mb * 1024 + settings.search.max_json_body_kb) * 1024,
-        upload_paths=("/i2i/",),
+        by_prefix=(
+            ("/i2i/", (settings.search.max_upload_mb * 1024 + settings.search.max_json_body_kb) * 1024),
+            ("/corpora/", settings.documents.max_body_mb * 1024 * 1024),
+        ),
     )
 
     _install_error_handlers(app)
@@ -337,6 +361,7 @@ def create_app(settings: Settings, *, source: ConfigSource | None = None) -> Fas
     async def prom() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    document_routes.install(app)
     app.openapi = with_security_schemes(app.openapi)  # type: ignore[method-assign]
 
     return app

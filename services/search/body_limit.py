@@ -14,18 +14,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class BodyLimit:
-    def __init__(self, app: ASGIApp, *, default_bytes: int, upload_bytes: int, upload_paths: Sequence[str]) -> None:
+    def __init__(self, app: ASGIApp, *, default_bytes: int, by_prefix: Sequence[tuple[str, int]] = ()) -> None:
+        """`by_prefix`: (path prefix, bytes) for the routes whose bodies may be larger (uploads, document batches)."""
         self.app = app
         self.default_bytes = default_bytes
-        self.upload_bytes = upload_bytes
-        self.upload_paths = tuple(upload_paths)
+        self.by_prefix = tuple(by_prefix)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
         path: str = scope["path"]
-        limit = self.upload_bytes if path.startswith(self.upload_paths) else self.default_bytes
+        limit = next((n for prefix, n in self.by_prefix if path.startswith(prefix)), self.default_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _too_large(send, limit)

@@ -43,6 +43,18 @@ class SearchMetrics:
         self.missing_summaries = Counter(
             "mmsearch_search_missing_summaries", "Hits whose MongoDB document was missing.", ["scene"], registry=r
         )
+        self.documents_pending = Gauge(
+            "mmsearch_documents_pending",
+            "Accepted document writes not yet applied to Milvus, per corpus (the backlog while Milvus is down).",
+            ["corpus"],
+            registry=r,
+        )
+        self.documents_applied = Counter(
+            "mmsearch_documents_applied",
+            "Journal entries this replica applied (applied) or found superseded by a higher version (stale).",
+            ["corpus", "result"],
+            registry=r,
+        )
         self.config_reloads = Counter("mmsearch_search_config_reloads", "A/B configs applied.", ["source"], registry=r)
         self.config_rejections = Counter(
             "mmsearch_search_config_rejections",

@@ -76,6 +76,13 @@ class Service:
             headers.update({"Authorization": f"Bearer {key}"} if header == "bearer" else {"X-API-Key": key})
         if case.method == "GET":
             return self.http.get(case.url, headers=headers)
+        if case.method == "DELETE":
+            return self.http.delete(case.url, headers=headers)
+        if case.method == "PUT":
+            return self.http.put(case.url, headers=headers, json={"question": "q?", "answer": "a."})
+        if case.path.endswith("documents:batch"):
+            item = {"op": "upsert", "id": "1", "document": {"question": "q?", "answer": "a."}}
+            return self.http.post(case.url, headers=headers, json={"items": [item]})
         if case.path.startswith("/i2i/"):
             files = {"image": ("cat.png", _png(), "image/png")}
             return self.http.post(case.url, headers=headers, files=files, data={"topK": "3"})
@@ -164,7 +171,7 @@ def services(start_keyed: StartKeyed, tmp_path_factory: pytest.TempPathFactory) 
 def keys(search_stores: Stores) -> dict[str, str]:
     """One key per case of the matrix, per scope: right, wrong scope, wrong corpus; plus expired and revoked."""
     out: dict[str, str] = {}
-    for scope in ("search", "feedback", "metrics"):
+    for scope in ("search", "feedback", "metrics", "documents"):
         out[f"right:{scope}"] = _new(search_stores, f"right-{scope}", scope)
         out[f"wrong-scope:{scope}"] = _new(
             search_stores, f"wrong-{scope}", "feedback" if scope == "search" else "search"
@@ -240,6 +247,9 @@ def test_every_route_for_every_kind_of_key(
             assert response.status_code == 200, response.text
         if case.path == "/feedback":  # the route itself answered: no such search
             assert response.json()["error"] == "unknown_request", response.text
+        if case.path.startswith("/corpora/"):  # the route itself answered: no such corpus, listed
+            assert response.json()["error"] == "unknown_corpus", response.text
+            assert "faq_qa" in response.json()["message"]
         return
     status, kind = expected
     assert response.status_code == status, response.text

@@ -1,0 +1,168 @@
+"""The applier: carries each corpus's pending journal entries into MongoDB's documents and Milvus, in journal order.
+
+One replica at a time applies a corpus: it holds the corpus's lease (journal.lease, renewed every batch), so writes
+to one document are applied in the order they were accepted, and every replica may accept writes. A replica killed
+while holding a lease leaves its entries pending; the lease runs out and another replica applies them. Applying is
+idempotent (upserts and deletes by primary key, versions checked against the journal), so an entry applied again
+after a crash between the stores' writes and its mark changes nothing.
+
+Order of the two stores, so a search never shows half of a write: an upsert goes to MongoDB first (a vector found
+always has its document), a delete to Milvus first (a document removed is never a hit). An entry is marked applied
+once a query at the searches' consistency level sees the result (milvus_writes.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mmsearch.settings import DocumentsSettings
+from services.search.documents.journal import Entry, Journal
+from services.search.documents.milvus_writes import MilvusWrites
+from services.search.documents.schema import LiveDocument
+from services.search.errors import DependencyUnavailableError
+from services.search.metrics import SearchMetrics
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one batch of entries does: the last effective write per document, and which entries go stale."""
+
+    upserts: list[Entry]
+    deletes: list[int]
+    applied: list[int]  # entries whose effect is in the batch (superseded ones in the same batch included)
+    stale: list[tuple[int, str]]  # (seq, reason)
+
+
+def plan_batch(entries: Sequence[Entry], applied_versions: dict[int, int]) -> Plan:
+    """Entries in journal order. A versioned entry older than the document's highest version (applied before, or
+    earlier in this batch) goes stale; the same version again is a no-op (applied, nothing rewritten). Without a
+    version the later entry wins."""
+    versions = dict(applied_versions)
+    last: dict[int, Entry] = {}
+    applied: list[int] = []
+    stale: list[tuple[int, str]] = []
+    for e in entries:
+        if e.version is not None:
+            current = versions.get(e.doc_id)
+            if current is not None and e.version < current:
+                stale.append((e.seq, f"version {e.version} is older than version {current} of document {e.doc_id}"))
+                continue
+            if current is not None and e.version == current:
+                applied.append(e.seq)  # a replay: the document already holds this version
+                continue
+            versions[e.doc_id] = e.version
+        last[e.doc_id] = e
+        applied.append(e.seq)
+    upserts = [e for e in last.values() if e.op == "upsert"]
+    deletes = [e.doc_id for e in last.values() if e.op == "delete"]
+    return Plan(upserts, deletes, applied, stale)
+
+
+class Applier:
+    def __init__(
+        self, journal: Journal, milvus: MilvusWrites, settings: DocumentsSettings, metrics: SearchMetrics
+    ) -> None:
+        self.journal = journal
+        self.milvus = milvus
+        self.settings = settings
+        self.metrics = metrics
+        self.owner = uuid.uuid4().hex  # this replica, in the leases
+        self.wake = asyncio.Event()
+        self.last_error: dict[str, DependencyUnavailableError] = {}  # corpus -> why its entries are still pending
+        self._held: set[str] = set()
+
+    async def run(self) -> None:
+        """Forever: apply what is pending, then wait for a local write or the poll interval."""
+        while True:
+            self.wake.clear()  # before looking: a write accepted during the pass wakes the next wait
+            try:
+                busy = await self.step()
+            except DependencyUnavailableError as exc:
+                log.warning("documents applier: %s; retrying", exc)
+                busy = False
+            except Exception:
+                log.exception("documents applier: unexpected error; retrying")
+                busy = False
+            if not busy:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+
+    async def step(self) -> bool:
+        """One pass over the corpora with pending entries; True when it applied something (look again at once)."""
+        pending = await self.journal.pending_corpora()
+        for corpus in set(self._held) - set(pending):
+            self.metrics.documents_pending.labels(corpus).set(0)
+        busy = False
+        for corpus, count in pending.items():
+            self.metrics.documents_pending.labels(corpus).set(count)
+            if not await self.journal.lease(corpus, self.owner, self.settings.lease_seconds):
+                self._held.discard(corpus)
+                continue
+            self._held.add(corpus)
+            try:
+                busy = await self.apply(corpus) or busy
+                self.last_error.pop(corpus, None)
+            except DependencyUnavailableError as exc:
+                self.last_error[corpus] = exc
+                log.warning("documents of %s stay pending (%d): %s", corpus, count, exc)
+        return busy
+
+    async def apply(self, corpus: str) -> bool:
+        entries = await self.journal.pending(corpus, self.settings.apply_batch)
+        if not entries:
+            return False
+        schema = await self.milvus.schema(corpus)
+        if schema is None:
+            reason = f"corpus {corpus} has no Milvus collection (it was dropped after the write was accepted)"
+            await self.journal.mark([e.seq for e in entries], "failed", reason)
+            return True
+        versioned = sorted({e.doc_id for e in entries if e.version is not None})
+        plan = plan_batch(entries, await self.journal.applied_versions(corpus, versioned) if versioned else {})
+        entities = [LiveDocument(e.doc_id, e.document or {}).entity(schema, e.vector or []) for e in plan.upserts]
+        await self.journal.write_documents(corpus, plan.upserts, [])
+        await self.milvus.upsert(corpus, entities)
+        await self.milvus.delete(corpus, plan.deletes)
+        await self._until_visible(corpus, [e.doc_id for e in plan.upserts], plan.deletes)
+        await self.journal.write_documents(corpus, [], plan.deletes)
+        await self.journal.mark(plan.applied, "applied")
+        for seq, reason in plan.stale:
+            await self.journal.mark([seq], "stale", reason)
+        self.metrics.documents_applied.labels(corpus, "applied").inc(len(plan.applied))
+        self.metrics.documents_applied.labels(corpus, "stale").inc(len(plan.stale))
+        log.info(
+            "applied %d change(s) to %s: %d upserted, %d deleted, %d stale",
+            len(plan.applied),
+            corpus,
+            len(plan.upserts),
+            len(plan.deletes),
+            len(plan.stale),
+        )
+        return True
+
+    async def _until_visible(self, corpus: str, upserted: list[int], deleted: list[int]) -> None:
+        loop = asyncio.get_running_loop()
+        # Within half the lease: the batch is done (or given up, to be retried) before the lease could pass on.
+        wait = self.settings.lease_seconds / 2
+        deadline = loop.time() + wait
+        delay = 0.01
+        while True:
+            present = await self.milvus.present(corpus, [*upserted, *deleted])
+            if set(upserted) <= present and not present & set(deleted):
+                return
+            if loop.time() > deadline:
+                raise DependencyUnavailableError("milvus", f"writes to {corpus} not visible after {wait:g}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def release(self) -> None:
+        """Hand this replica's leases back at shutdown, so another replica takes the corpora at once."""
+        for corpus in list(self._held):
+            with contextlib.suppress(DependencyUnavailableError):  # else the lease runs out by itself
+                await self.journal.release(corpus, self.owner)

@@ -1,0 +1,54 @@
+"""Documents' vectors, computed as the ingest computes them: the corpus's model with its DOCUMENT prompt.
+
+The tokenizer service and the model server's Embed tokenize query texts (the query prompt). A document needs the
+document prompt, so it is tokenized here with the model's own tokenizer (mmsearch.runtime.text, the code the
+ingest uses) and only the model runs on the model server, through the same Embed call as a query's tensors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from mmsearch.model_repo import ModelRepoError, ModelRepository
+from mmsearch.runtime.text import TextPreprocessor
+from services.search.errors import DependencyUnavailableError
+from services.search.ports import QueryModels
+
+
+@dataclass(frozen=True)
+class Encoded:
+    vectors: list[list[float]]
+    truncated: list[bool]  # the text was cut to the model's window (the response says so)
+
+
+class DocumentEncoder:
+    def __init__(self, repo: ModelRepository, models: QueryModels) -> None:
+        self.repo = repo
+        self.models = models
+        self._preps: dict[str, TextPreprocessor] = {}
+        self._lock = threading.Lock()
+
+    def _prep(self, model_key: str) -> TextPreprocessor:
+        with self._lock:
+            prep = self._preps.get(model_key)
+            if prep is None:
+                prep = self._preps[model_key] = TextPreprocessor.from_repo(self.repo, model_key)
+            return prep
+
+    async def encode(self, model_key: str, texts: Sequence[str]) -> Encoded:
+        def tokenize() -> tuple[dict[str, object], list[bool]]:
+            batch = self._prep(model_key).prep(list(texts), role="document")
+            return dict(batch.tensors), list(batch.truncated)
+
+        try:
+            tensors, truncated = await asyncio.to_thread(tokenize)
+        except ModelRepoError as exc:
+            # The model repository of this service lacks the corpus's model: no write can be encoded.
+            raise DependencyUnavailableError("model server", f"model {model_key!r}: {exc}") from exc
+        # The output the ingest stores (the manifest's embedding output), not one a search config may name.
+        output = self._prep(model_key).manifest.embedding_output
+        embedding = await self.models.embed(model_key, tensors, output)  # type: ignore[arg-type]
+        return Encoded([v.tolist() for v in embedding.vectors], truncated)

@@ -1,0 +1,315 @@
+"""MongoDB's change journal: one entry per accepted write, the truth that Milvus is derived from.
+
+An entry (`changes` collection, `_id` = its sequence number from the `counters` collection):
+`{corpus, doc_id, op: upsert|delete, version, document, vector, truncated, state, reason, accepted_at, applied_at}`.
+`state` is pending until the applier has written it to both stores, then `applied`, or `stale` (a higher version of
+the document was applied first; nothing written) or `failed` (Milvus refused it; the reason says why). A write is
+acknowledged once its entry is inserted with write concern majority + journal: from then on it cannot be lost.
+
+The corpus's MongoDB collection keeps the documents exactly as the ingest writes them (`_id`, `queryid`, fields);
+versions live in the journal, so a delete's version is remembered after its document is gone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from mmsearch.settings import Settings
+from services.search.adapters import MongoStore
+from services.search.metrics import SearchMetrics
+
+Op = Literal["upsert", "delete"]
+State = Literal["pending", "applied", "stale", "failed"]
+SEQUENCE_ID = "changes"
+
+
+def now() -> dt.datetime:
+    # MongoDB keeps milliseconds: a time read back compares equal to the one written.
+    t = dt.datetime.now(dt.UTC)
+    return t.replace(microsecond=t.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class Entry:
+    seq: int
+    corpus: str
+    doc_id: int
+    op: Op
+    version: int | None
+    state: State
+    document: dict[str, Any] | None = None
+    vector: list[float] | None = None
+    truncated: bool = False
+    reason: str = ""
+    accepted_at: dt.datetime | None = None
+    applied_at: dt.datetime | None = None
+
+    @classmethod
+    def from_mongo(cls, d: dict[str, Any]) -> Entry:
+        return cls(
+            seq=int(d["_id"]),
+            corpus=d["corpus"],
+            doc_id=int(d["doc_id"]),
+            op=d["op"],
+            version=d.get("version"),
+            state=d["state"],
+            document=d.get("document"),
+            vector=d.get("vector"),
+            truncated=bool(d.get("truncated", False)),
+            reason=d.get("reason", ""),
+            accepted_at=d.get("accepted_at"),
+            applied_at=d.get("applied_at"),
+        )
+
+    def to_mongo(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "_id": self.seq,
+            "corpus": self.corpus,
+            "doc_id": self.doc_id,
+            "op": self.op,
+            "version": self.version,
+            "state": self.state,
+            "truncated": self.truncated,
+            "accepted_at": self.accepted_at,
+        }
+        if self.op == "upsert":
+            d["document"] = self.document
+            d["vector"] = self.vector
+        return d
+
+
+@dataclass(frozen=True)
+class NewWrite:
+    doc_id: int
+    op: Op
+    version: int | None
+    document: dict[str, Any] | None = None
+    vector: list[float] | None = None
+    truncated: bool = False
+
+
+@dataclass
+class CorpusProgress:
+    pending: int = 0
+    last_applied: Entry | None = None
+    by_state: dict[str, int] = field(default_factory=dict)
+
+
+class Journal(MongoStore):
+    """The journal's MongoDB operations, each on the store's thread pool with its time-out (503 naming mongodb)."""
+
+    def __init__(self, settings: Settings, metrics: SearchMetrics | None = None) -> None:
+        super().__init__(settings, metrics, workers=8, appname="mmsearch-search-documents")
+        self.docs = settings.documents
+        self._indexed = False
+
+    def _db(self, client: Any) -> Any:
+        return client[self.settings.database]
+
+    def _changes(self, client: Any) -> Any:
+        from pymongo import WriteConcern
+
+        # Majority + on-disk journal: an acknowledged write survives the primary's crash and a failover.
+        return self._db(client).get_collection(
+            self.docs.journal_collection, write_concern=WriteConcern(w="majority", j=True)
+        )
+
+    def _ensure_indexes(self, client: Any) -> None:
+        if self._indexed:
+            return
+        from pymongo import ASCENDING
+
+        changes = self._changes(client)
+        changes.create_index([("corpus", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)], name="pending")
+        changes.create_index([("corpus", ASCENDING), ("doc_id", ASCENDING), ("_id", ASCENDING)], name="by_document")
+        self._indexed = True
+
+    # ---- writing ------------------------------------------------------------------------------------------
+
+    async def append(self, corpus: str, writes: Sequence[NewWrite]) -> list[Entry]:
+        """Durably add `writes` (in order) as pending entries; returns them with their sequence numbers."""
+        from pymongo import ReturnDocument
+
+        def go(client: Any) -> list[Entry]:
+            self._ensure_indexes(client)
+            counters = self._db(client)[self.docs.counters_collection]
+            top = counters.find_one_and_update(
+                {"_id": SEQUENCE_ID},
+                {"$inc": {"seq": len(writes)}},
+                upsert=True,
+                return_document=ReturnDocument.AFTER,
+            )
+            first = int(top["seq"]) - len(writes) + 1
+            at = now()
+            entries = [
+                Entry(
+                    first + i,
+                    corpus,
+                    w.doc_id,
+                    w.op,
+                    w.version,
+                    "pending",
+                    w.document,
+                    w.vector,
+                    w.truncated,
+                    accepted_at=at,
+                )
+                for i, w in enumerate(writes)
+            ]
+            self._changes(client).insert_many([e.to_mongo() for e in entries], ordered=True)
+            return entries
+
+        return await self.run(go)
+
+    async def mark(self, seqs: Sequence[int], state: State, reason: str = "") -> None:
+        if not seqs:
+            return
+
+        def go(client: Any) -> None:
+            update: dict[str, Any] = {"state": state, "applied_at": now()}
+            if reason:
+                update["reason"] = reason
+            self._changes(client).update_many({"_id": {"$in": list(seqs)}, "state": "pending"}, {"$set": update})
+
+        await self.run(go)
+
+    # ---- reading ------------------------------------------------------------------------------------------
+
+    async def get(self, seqs: Sequence[int], *, light: bool = True) -> dict[int, Entry]:
+        projection = {"vector": 0, "document": 0} if light else None
+
+        def go(client: Any) -> dict[int, Entry]:
+            found = self._changes(client).find({"_id": {"$in": list(seqs)}}, projection)
+            return {int(d["_id"]): Entry.from_mongo(d) for d in found}
+
+        return await self.run(go)
+
+    async def latest(self, corpus: str, doc_ids: Sequence[int], *, versioned: bool) -> dict[int, Entry]:
+        """Per document, its newest entry that is pending or applied (with `versioned`: its highest version)."""
+
+        def go(client: Any) -> dict[int, Entry]:
+            query: dict[str, Any] = {"corpus": corpus, "doc_id": {"$in": list(doc_ids)}}
+            query["state"] = {"$in": ["pending", "applied"]}
+            if versioned:
+                query["version"] = {"$ne": None}
+            best: dict[int, Entry] = {}
+            for d in self._changes(client).find(query, {"vector": 0, "document": 0}):
+                e = Entry.from_mongo(d)
+                old = best.get(e.doc_id)
+                key = (e.version or 0, e.seq) if versioned else (e.seq,)
+                if old is None or key > ((old.version or 0, old.seq) if versioned else (old.seq,)):
+                    best[e.doc_id] = e
+            return best
+
+        return await self.run(go)
+
+    async def applied_versions(self, corpus: str, doc_ids: Sequence[int]) -> dict[int, int]:
+        """The highest version applied per document (documents never written with a version are absent)."""
+
+        def go(client: Any) -> dict[int, int]:
+            out: dict[int, int] = {}
+            query = {"corpus": corpus, "doc_id": {"$in": list(doc_ids)}, "state": "applied", "version": {"$ne": None}}
+            for d in self._changes(client).find(query, {"doc_id": 1, "version": 1}):
+                out[int(d["doc_id"])] = max(out.get(int(d["doc_id"]), -1), int(d["version"]))
+            return out
+
+        return await self.run(go)
+
+    async def pending(self, corpus: str, limit: int) -> list[Entry]:
+        def go(client: Any) -> list[Entry]:
+            found = self._changes(client).find({"corpus": corpus, "state": "pending"}).sort("_id", 1).limit(limit)
+            return [Entry.from_mongo(d) for d in found]
+
+        return await self.run(go)
+
+    async def pending_corpora(self) -> dict[str, int]:
+        """Corpus -> entries pending."""
+
+        def go(client: Any) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for d in self._changes(client).find({"state": "pending"}, {"corpus": 1, "_id": 0}):
+                counts[d["corpus"]] = counts.get(d["corpus"], 0) + 1
+            return counts
+
+        return await self.run(go)
+
+    async def progress(self, corpus: str) -> CorpusProgress:
+        def go(client: Any) -> CorpusProgress:
+            changes = self._changes(client)
+            out = CorpusProgress()
+            for state in ("pending", "applied", "stale", "failed"):
+                out.by_state[state] = changes.count_documents({"corpus": corpus, "state": state})
+            out.pending = out.by_state["pending"]
+            last = changes.find_one(
+                {"corpus": corpus, "state": "applied"}, {"vector": 0, "document": 0}, sort=[("_id", -1)]
+            )
+            out.last_applied = Entry.from_mongo(last) if last else None
+            return out
+
+        return await self.run(go)
+
+    # ---- the applier's lease ------------------------------------------------------------------------------
+
+    async def lease(self, corpus: str, owner: str, seconds: float) -> bool:
+        """Take or renew the corpus's applier lease; False while another replica holds an unexpired one."""
+        from pymongo.errors import DuplicateKeyError
+
+        def go(client: Any) -> bool:
+            leases = self._db(client)[self.docs.leases_collection]
+            t = now()
+            try:
+                leases.update_one(
+                    {"_id": corpus, "$or": [{"owner": owner}, {"until": {"$lt": t}}]},
+                    {"$set": {"owner": owner, "until": t + dt.timedelta(seconds=seconds)}},
+                    upsert=True,
+                )
+            except DuplicateKeyError:
+                return False  # held by another: the filter missed, and the upsert found the corpus's lease taken
+            return True
+
+        return await self.run(go)
+
+    async def release(self, corpus: str, owner: str) -> None:
+        def go(client: Any) -> None:
+            self._db(client)[self.docs.leases_collection].delete_one({"_id": corpus, "owner": owner})
+
+        await self.run(go)
+
+    # ---- the corpus's documents ---------------------------------------------------------------------------
+
+    async def write_documents(self, corpus: str, upserts: Sequence[Entry], deletes: Sequence[int]) -> None:
+        from pymongo import DeleteOne, ReplaceOne
+
+        ops: list[Any] = [
+            ReplaceOne(
+                {"_id": e.doc_id}, {"_id": e.doc_id, "queryid": str(e.doc_id), **(e.document or {})}, upsert=True
+            )
+            for e in upserts
+        ]
+        ops += [DeleteOne({"_id": doc_id}) for doc_id in deletes]
+        if not ops:
+            return
+
+        def go(client: Any) -> None:
+            from pymongo import WriteConcern
+
+            coll = self._db(client).get_collection(corpus, write_concern=WriteConcern(w="majority", j=True))
+            coll.bulk_write(ops, ordered=True)
+
+        await self.run(go)
+
+    async def document(self, corpus: str, doc_id: int) -> dict[str, Any] | None:
+        def go(client: Any) -> dict[str, Any] | None:
+            found: dict[str, Any] | None = self._db(client)[corpus].find_one({"_id": doc_id}, {"_id": 0, "queryid": 0})
+            return found
+
+        return await self.run(go)
+
+    async def count_documents(self, corpus: str) -> int:
+        def go(client: Any) -> int:
+            return int(self._db(client)[corpus].count_documents({}))
+
+        return await self.run(go)
