@@ -20,16 +20,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 API_KEY_FILE_ENV = "MMSEARCH_API_KEY_FILE"
 
 
-def api_key_file_option(command: F) -> F:
-    """--api-key-file: a file holding a key with scope search, for a search service with keys on."""
+def api_key_file_option(scope: str = "search") -> Callable[[F], F]:
+    """--api-key-file: a file holding a key with `scope`, for a search service with keys on."""
+    local = (
+        "none needed where search is open without a key (the local stack)"
+        if scope == "search"
+        else "the local stack's admin key is var/local/keys/admin.key"
+    )
     return click.option(
         "--api-key-file",
         type=click.Path(dir_okay=False, path_type=Path),
         envvar=API_KEY_FILE_ENV,
         default=None,
-        help=f"A file holding an API key with scope search (env {API_KEY_FILE_ENV}); none needed where search is "
-        "open without a key (the local stack).",
-    )(command)
+        help=f"A file holding an API key with scope {scope} (env {API_KEY_FILE_ENV}); {local}.",
+    )
 
 
 def api_key_headers(api_key_file: Path | None) -> dict[str, str]:

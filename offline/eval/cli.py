@@ -107,7 +107,7 @@ def _choose(
     default=None,
     help="MongoDB of the scene's documents, to count judged ids the corpus lacks (default: settings mongo.uri).",
 )
-@api_key_file_option
+@api_key_file_option()
 def evaluate(  # noqa: PLR0917 - one parameter per flag
     search_url: str,
     scene: str,

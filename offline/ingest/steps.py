@@ -25,6 +25,7 @@ from offline.preprocess.records import CorpusError, read_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
+from offline.push.live_guard import refuse_live_corpus
 from offline.push.milvus_push import MilvusPushOptions, MilvusPushSummary, push_milvus
 from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
@@ -79,6 +80,8 @@ def default_work_dir(corpus: str) -> Path:
 def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessReport]) -> IngestReport:
     """`preprocess` writes the normalised corpus to the path it is given and reports what it rejected."""
     check_corpus_name(opts.corpus)
+    if not opts.skip_mongo:
+        refuse_live_corpus(opts.mongo, opts.corpus)
     if opts.engine is Engine.SPARK:
         check_server_uri(opts.milvus.uri)  # before any work: the executors write to it
     report = IngestReport()

@@ -9,6 +9,7 @@ import click
 from mmsearch.settings import mongo_settings
 from offline.errors import reported
 from offline.push.lexical import Analyzer
+from offline.push.live_guard import refuse_live_corpus
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import push_mongo
 from offline.push.options import (
@@ -118,6 +119,7 @@ def mongo_command(
 ) -> None:
     """Upsert one document per row (_id = id, queryid = str(id), unique index on queryid) and verify the count."""
     with reported():
+        refuse_live_corpus(mongo_settings(mongo_uri, mongo_database), corpus)
         summary = push_mongo(
             mongo_settings(mongo_uri, mongo_database), input_path, corpus, batch_size=batch_size, prune=prune
         )

@@ -515,3 +515,73 @@ def test_a_replica_killed_holding_the_lease_hands_its_writes_to_another(
             client.close()
         time.sleep(0.5)
         assert "applied" in b.log_text()
+
+
+def test_a_rebuild_from_a_file_refuses_a_corpus_with_live_writes(
+    live: Live, model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+) -> None:
+    from mmsearch.settings import MilvusSettings, MongoSettings
+    from offline.ingest.steps import IngestOptions, run_ingest
+    from offline.push.errors import PushError
+
+    assert live.put(901200, {"question": "Written live, kept by a rebuild?", "answer": "Yes."}).status_code == 200
+    opts = IngestOptions(
+        corpus=CORPUS,
+        model_key="minilm",
+        field="question",
+        repo=model_repo,
+        work_dir=tmp_path,
+        milvus=MilvusSettings(uri=search_stores.milvus_uri),
+        mongo=MongoSettings(uri=search_stores.mongo_uri, database=MONGO_DATABASE),
+    )
+    ran: list[Path] = []
+
+    def preprocess(out: Path) -> Any:
+        ran.append(out)
+        raise AssertionError("the rebuild started")
+
+    with pytest.raises(PushError, match=r"has taken live writes \(\d+ upserts, \d+ deletes"):
+        run_ingest(opts, preprocess)
+    assert not ran  # refused before any work
+    assert live.get(901200).json()["searchable"] is True
+
+
+def _cli(*args: str) -> Any:
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "mmsearch.cli.main", "documents", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_cli_puts_gets_deletes_and_imports_a_file(live: Live, tmp_path: Path) -> None:
+    url = ["--search-url", live.running.url]
+    put = _cli("put", CORPUS, "901300", "--json", '{"question": "Put from the CLI?", "answer": "Yes."}', *url)
+    assert put.returncode == 0, put.stderr
+    assert json.loads(put.stdout)["state"] == "applied"
+    got = _cli("get", CORPUS, "901300", *url)
+    assert json.loads(got.stdout)["document"]["answer"] == "Yes."
+    assert _cli("delete", CORPUS, "901300", *url).returncode == 0
+    missing = _cli("get", CORPUS, "901300", *url)
+    assert missing.returncode == 1
+    assert "404 unknown_document" in missing.stderr
+
+    rows = [json.dumps({"id": 901400 + i, "question": f"Imported question {i}?", "answer": f"{i}"}) for i in range(30)]
+    rows += ["{not json", json.dumps({"id": 901499, "question": "No answer?"})]
+    source = tmp_path / "docs.jsonl"
+    source.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    result = _cli("import", CORPUS, str(source), "--batch-size", "8", *url)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"{CORPUS}: 30 applied, 0 accepted and pending, 2 failed" in result.stdout
+    assert "1 x malformed line: e.g. line 31" in result.stdout
+    assert "1 x invalid_document: e.g. id 901499" in result.stdout
+    assert live.search("Imported question 17?")[0] == "901417"
+
+    wrong = _cli("import", "no_such_corpus", str(source), *url)
+    assert wrong.returncode == 1
+    assert "404 unknown_corpus" in wrong.stderr

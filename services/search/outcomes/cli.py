@@ -93,7 +93,7 @@ def ab() -> None:
 )
 @click.option("--mongo-uri", default=None, help="MongoDB holding exposures and events (default: settings mongo.uri).")
 @click.option("--database", default=None, help="Its database (default: settings mongo.database).")
-@api_key_file_option
+@api_key_file_option()
 def report(  # noqa: PLR0917 - click passes options as parameters
     scene: str,
     since: str,
