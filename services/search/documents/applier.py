@@ -28,6 +28,7 @@ from services.search.errors import DependencyUnavailableError
 from services.search.metrics import SearchMetrics
 
 log = logging.getLogger(__name__)
+MAX_BACKOFF_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -76,29 +77,40 @@ class Applier:
         self.owner = uuid.uuid4().hex  # this replica, in the leases
         self.wake = asyncio.Event()
         self.last_error: dict[str, DependencyUnavailableError] = {}  # corpus -> why its entries are still pending
-        self._held: set[str] = set()
+        self._held: set[str] = set()  # corpora whose lease this replica holds
+        self._gauged: set[str] = set()  # corpora with a non-zero pending gauge here
 
     async def run(self) -> None:
-        """Forever: apply what is pending, then wait for a local write or the poll interval."""
+        """Forever: apply what is pending, then wait for a local write or the poll interval (longer, up to
+        MAX_BACKOFF_SECONDS, while a store is down: one warning when it goes, one line when it is back)."""
+        failing: str | None = None
+        pause = self.settings.poll_seconds
         while True:
             self.wake.clear()  # before looking: a write accepted during the pass wakes the next wait
             try:
                 busy = await self.step()
             except DependencyUnavailableError as exc:
-                log.warning("documents applier: %s; retrying", exc)
-                busy = False
+                if failing is None:
+                    log.warning("documents applier: %s; retrying until it answers", exc)
+                failing, busy = str(exc), False
+                pause = min(pause * 2, MAX_BACKOFF_SECONDS)
             except Exception:
                 log.exception("documents applier: unexpected error; retrying")
                 busy = False
+            else:
+                if failing is not None:
+                    log.info("documents applier: the stores answer again")
+                failing, pause = None, self.settings.poll_seconds
             if not busy:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wake.wait(), self.settings.poll_seconds)
+                    await asyncio.wait_for(self.wake.wait(), pause)
 
     async def step(self) -> bool:
         """One pass over the corpora with pending entries; True when it applied something (look again at once)."""
         pending = await self.journal.pending_corpora()
-        for corpus in set(self._held) - set(pending):
+        for corpus in self._gauged - set(pending):
             self.metrics.documents_pending.labels(corpus).set(0)
+        self._gauged = set(pending)
         busy = False
         for corpus, count in pending.items():
             self.metrics.documents_pending.labels(corpus).set(count)
@@ -108,10 +120,13 @@ class Applier:
             self._held.add(corpus)
             try:
                 busy = await self.apply(corpus) or busy
-                self.last_error.pop(corpus, None)
             except DependencyUnavailableError as exc:
+                if corpus not in self.last_error:  # once per outage, not once per pass
+                    log.warning("documents of %s stay pending (%d) until it answers: %s", corpus, count, exc)
                 self.last_error[corpus] = exc
-                log.warning("documents of %s stay pending (%d): %s", corpus, count, exc)
+            else:
+                if self.last_error.pop(corpus, None) is not None:
+                    log.info("documents of %s are applied again", corpus)
         return busy
 
     async def apply(self, corpus: str) -> bool:

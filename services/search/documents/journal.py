@@ -123,7 +123,8 @@ class Journal(MongoStore):
         from pymongo import ASCENDING
 
         changes = self._changes(client)
-        changes.create_index([("corpus", ASCENDING), ("state", ASCENDING), ("_id", ASCENDING)], name="pending")
+        # The applier's look for work every poll (state first: pending entries are few among many applied).
+        changes.create_index([("state", ASCENDING), ("corpus", ASCENDING), ("_id", ASCENDING)], name="by_state")
         changes.create_index([("corpus", ASCENDING), ("doc_id", ASCENDING), ("_id", ASCENDING)], name="by_document")
         self._indexed = True
 
@@ -172,7 +173,12 @@ class Journal(MongoStore):
             update: dict[str, Any] = {"state": state, "applied_at": now()}
             if reason:
                 update["reason"] = reason
-            self._changes(client).update_many({"_id": {"$in": list(seqs)}, "state": "pending"}, {"$set": update})
+            # A settled entry keeps what versions and history need; its document now lives in the corpus's
+            # collection (or was refused), so the payload goes: the journal stays small as writes add up.
+            self._changes(client).update_many(
+                {"_id": {"$in": list(seqs)}, "state": "pending"},
+                {"$set": update, "$unset": {"document": "", "vector": ""}},
+            )
 
         await self.run(go)
 
@@ -229,6 +235,7 @@ class Journal(MongoStore):
         """Corpus -> entries pending."""
 
         def go(client: Any) -> dict[str, int]:
+            self._ensure_indexes(client)
             counts: dict[str, int] = {}
             for d in self._changes(client).find({"state": "pending"}, {"corpus": 1, "_id": 0}):
                 counts[d["corpus"]] = counts.get(d["corpus"], 0) + 1
