@@ -12,6 +12,7 @@ import click
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings, mongo_settings
 from offline.errors import reported
+from offline.ingest.live_writes import LiveMode
 from offline.ingest.steps import IngestOptions, default_work_dir, run_ingest
 from offline.preprocess.demo import Demo, prepare_demo
 from offline.preprocess.images import preprocess_images
@@ -62,6 +63,20 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
         metric_option,
         allow_option,
         click.option("--skip-mongo", is_flag=True, help="Load Milvus only."),
+        click.option(
+            "--merge",
+            "live",
+            flag_value="merge",
+            default=None,
+            help="The corpus has taken live writes (documents API): keep them, they win over the file's rows.",
+        ),
+        click.option(
+            "--replace",
+            "live",
+            flag_value="replace",
+            help="The corpus has taken live writes: the file is the whole corpus, documents written live that it "
+            "lacks are deleted (counted before anything changes).",
+        ),
         milvus_uri_option,
         mongo_uri_option,
         mongo_db_option,
@@ -94,6 +109,8 @@ def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], Preprocess
         engine=Engine(kw["engine"]),
         spark=spark_settings(kw["spark_master"], kw["partitions"], kw["spark_conf"]),
         ship_models=kw["ship_models"],
+        live=LiveMode(kw["live"]) if kw["live"] else None,
+        documents=load_settings().documents,
     )
     try:
         with reported():

@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from mmsearch.change_journal import LiveState, supersede_applied
 from mmsearch.model_repo import ModelRepository
-from mmsearch.settings import MilvusSettings, MongoSettings, SparkSettings
+from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings, SparkSettings
 from offline.encode.manifest import read_manifest
 from offline.encode.pipeline import check_model, encode_corpus, fresh_manifest
+from offline.ingest.live_writes import LiveMode, RebuildLease, merge_live, rebuild_lease
 from offline.ingest.overlap import ShardFeed
 from offline.preprocess.records import CorpusError, read_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
-from offline.push.live_guard import refuse_live_corpus
 from offline.push.milvus_push import MilvusPushOptions, MilvusPushSummary, push_milvus
 from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
@@ -62,6 +63,9 @@ class IngestOptions:
     engine: Engine = Engine.SEQUENTIAL
     spark: SparkSettings = dataclasses.field(default_factory=SparkSettings)
     ship_models: bool = False
+    # A corpus with live writes: what the file means (None: refuse to rebuild it).
+    live: LiveMode | None = None
+    documents: DocumentsSettings = dataclasses.field(default_factory=DocumentsSettings)
 
 
 @dataclass
@@ -78,34 +82,73 @@ def default_work_dir(corpus: str) -> Path:
 
 
 def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessReport]) -> IngestReport:
-    """`preprocess` writes the normalised corpus to the path it is given and reports what it rejected."""
+    """`preprocess` writes the normalised corpus to the path it is given and reports what it rejected.
+
+    A corpus that has taken live writes is rebuilt under its applier lease, merged with them or replaced as
+    `opts.live` says (offline/ingest/live_writes.py); without one of the two it is refused, before any work."""
     check_corpus_name(opts.corpus)
-    if not opts.skip_mongo:
-        refuse_live_corpus(opts.mongo, opts.corpus)
+    check_model(opts.repo, opts.model_key, opts.field)  # a wrong model key fails before any store is touched
     if opts.engine is Engine.SPARK:
         check_server_uri(opts.milvus.uri)  # before any work: the executors write to it
+    if opts.skip_mongo:
+        return _ingest(opts, preprocess, None)
+    with rebuild_lease(opts.mongo, opts.documents, opts.corpus) as (lease, live):
+        if (live.upserted or live.deleted) and opts.live is None:
+            raise PushError(
+                f"corpus {opts.corpus!r} has taken live writes ({len(live.upserted)} documents written and "
+                f"{len(live.deleted)} deleted through the documents API): say what the file means, --merge (keep "
+                "them: live writes win over the file) or --replace (the file is the whole corpus: documents written "
+                "live that it lacks are deleted)"
+            )
+        return _ingest(opts, preprocess, (lease, live))
+
+
+def _ingest(
+    opts: IngestOptions,
+    preprocess: Callable[[Path], PreprocessReport],
+    held: tuple[RebuildLease, LiveState] | None,
+) -> IngestReport:
     report = IngestReport()
     corpus_file = opts.work_dir / "corpus.jsonl"
     pre = preprocess(corpus_file)
     report.add("preprocess", pre.summary())
     if pre.written == 0:
         raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
+    before_switch = None
+    if held is not None:
+        lease, live = held
+        before_switch = lease.check
+        if (live.upserted or live.deleted) and opts.live is not None:
+            merged = merge_live(corpus_file, opts.mongo, opts.corpus, live, opts.live)
+            report.add("live", merged.text(opts.live))
+        if live.pending:
+            report.add("live", f"{live.pending} live writes accepted meanwhile are applied to the new collection")
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
+    push = _push_options(opts, vectors)
     if opts.engine is Engine.SPARK:
         with spark_context(opts.spark, app=f"mmsearch ingest {opts.corpus}") as sc:
             _encode_on_spark(opts, sc, corpus_file, vectors, report)
-            milvus = push_milvus(opts.milvus, _push_options(opts, vectors), fill=spark_fill(sc, opts.spark))
+            milvus = push_milvus(opts.milvus, push, fill=spark_fill(sc, opts.spark), before_switch=before_switch)
     else:
-        milvus = _encode_and_fill(opts, corpus_file, vectors, report)
+        milvus = _encode_and_fill(opts, corpus_file, vectors, report, before_switch)
     report.add("milvus", milvus.text())
     if not opts.skip_mongo:
         pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus)
         if pruned:
             report.add("mongo", f"removed {pruned} documents no longer in the corpus")
+    if held is not None and opts.live is LiveMode.REPLACE:
+        gone = supersede_applied(held[0].journal, opts.corpus, "replaced by `mmsearch ingest --replace`")
+        report.add("live", f"{gone} applied live writes superseded by the file")
     return report
 
 
-def _encode_and_fill(opts: IngestOptions, corpus_file: Path, vectors: Path, report: IngestReport) -> MilvusPushSummary:
+def _encode_and_fill(
+    opts: IngestOptions,
+    corpus_file: Path,
+    vectors: Path,
+    report: IngestReport,
+    before_switch: Callable[[], None] | None,
+) -> MilvusPushSummary:
     """Encode, with the MongoDB upserts and the Milvus fill of the new collection running beside the model: the
     documents need only the corpus, and each finished shard is upserted while the next one encodes. The
     collection is flushed, indexed, verified and switched to only after the last shard."""
@@ -119,7 +162,13 @@ def _encode_and_fill(opts: IngestOptions, corpus_file: Path, vectors: Path, repo
 
     def push() -> MilvusPushSummary:
         try:
-            return push_milvus(opts.milvus, _push_options(opts, vectors), fill=feed.fill, planned=planned)
+            return push_milvus(
+                opts.milvus,
+                _push_options(opts, vectors),
+                fill=feed.fill,
+                planned=planned,
+                before_switch=before_switch,
+            )
         finally:
             feed.stopped()
 

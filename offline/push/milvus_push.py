@@ -231,8 +231,12 @@ def push_milvus(
     opts: MilvusPushOptions,
     fill: Fill | None = None,
     planned: IndexManifest | None = None,
+    before_switch: Callable[[], None] | None = None,
 ) -> MilvusPushSummary:
     """`fill` writes the vectors into the new collection (default: from this process, shard by shard).
+
+    `before_switch` runs once the new collection is verified, right before the alias moves; raising there leaves
+    the alias where it was (a rebuild of a live corpus checks it still holds the corpus's lease).
 
     `planned`: the manifest of vectors still being encoded (an ingest that fills while it encodes); its fill
     must return only once every shard is written, and the folder's manifest is complete before verifying."""
@@ -285,6 +289,12 @@ def push_milvus(
             rows=rows,
             properties=props,
         )
+        if before_switch is not None:
+            try:
+                before_switch()
+            except BaseException:
+                client.drop_collection(new)
+                raise
         # The switch: from here on searches read the new collection.
         if current is None:
             client.create_alias(new, alias)

@@ -517,35 +517,6 @@ def test_a_replica_killed_holding_the_lease_hands_its_writes_to_another(
         assert "applied" in b.log_text()
 
 
-def test_a_rebuild_from_a_file_refuses_a_corpus_with_live_writes(
-    live: Live, model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
-) -> None:
-    from mmsearch.settings import MilvusSettings, MongoSettings
-    from offline.ingest.steps import IngestOptions, run_ingest
-    from offline.push.errors import PushError
-
-    assert live.put(901200, {"question": "Written live, kept by a rebuild?", "answer": "Yes."}).status_code == 200
-    opts = IngestOptions(
-        corpus=CORPUS,
-        model_key="minilm",
-        field="question",
-        repo=model_repo,
-        work_dir=tmp_path,
-        milvus=MilvusSettings(uri=search_stores.milvus_uri),
-        mongo=MongoSettings(uri=search_stores.mongo_uri, database=MONGO_DATABASE),
-    )
-    ran: list[Path] = []
-
-    def preprocess(out: Path) -> Any:
-        ran.append(out)
-        raise AssertionError("the rebuild started")
-
-    with pytest.raises(PushError, match=r"has taken live writes \(\d+ upserts, \d+ deletes"):
-        run_ingest(opts, preprocess)
-    assert not ran  # refused before any work
-    assert live.get(901200).json()["searchable"] is True
-
-
 def _cli(*args: str) -> Any:
     import subprocess
     import sys
@@ -585,3 +556,171 @@ def test_the_cli_puts_gets_deletes_and_imports_a_file(live: Live, tmp_path: Path
     wrong = _cli("import", "no_such_corpus", str(source), *url)
     assert wrong.returncode == 1
     assert "404 unknown_corpus" in wrong.stderr
+
+
+# ---- rebuilds (last: they rebuild the module's corpus) ----------------------------------------------------
+
+
+def _ingest_options(model_repo: ModelRepository, stores: Stores, work: Path, live: Any) -> Any:
+    from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings
+    from offline.ingest.steps import IngestOptions
+
+    return IngestOptions(
+        corpus=CORPUS,
+        model_key="minilm",
+        field="question",
+        repo=model_repo,
+        work_dir=work,
+        milvus=MilvusSettings(uri=stores.milvus_uri),
+        mongo=MongoSettings(uri=stores.mongo_uri, database=MONGO_DATABASE),
+        filter_fields=["category"],
+        lexical_fields=["question"],
+        providers=["CPUExecutionProvider"],
+        live=live,
+        documents=DocumentsSettings(lease_seconds=float(ENV["MMSEARCH_DOCUMENTS__LEASE_SECONDS"])),
+    )
+
+
+def _raw_file(live_rows: dict[int, dict[str, Any]], tmp_path: Path) -> Path:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("".join(json.dumps(r) + "\n" for r in live_rows.values()), encoding="utf-8")
+    return raw
+
+
+def _alias_target(stores: Stores) -> str:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(stores.milvus_uri)
+    try:
+        return str(client.describe_alias(CORPUS)["collection_name"])
+    finally:
+        client.close()
+
+
+def _stored_ids(stores: Stores) -> tuple[set[int], set[int]]:
+    """(ids in Milvus, ids in MongoDB) of the corpus."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(stores.milvus_uri)
+    try:
+        rows = client.query(CORPUS, filter="id >= 0", output_fields=["id"], consistency_level="Strong", limit=16384)
+        in_milvus = {int(r["id"]) for r in rows}
+    finally:
+        client.close()
+    mongo = _mongo(stores)
+    try:
+        in_mongo = {int(d["_id"]) for d in mongo[MONGO_DATABASE][CORPUS].find({}, {"_id": 1})}
+    finally:
+        mongo.close()
+    return in_milvus, in_mongo
+
+
+def test_a_rebuild_refuses_a_live_corpus_unless_told_what_the_file_means(
+    live: Live, live_rows: dict[int, dict[str, Any]], model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+) -> None:
+    from offline.ingest.steps import run_ingest
+    from offline.preprocess.qa import QAOptions, preprocess_qa
+    from offline.push.errors import PushError
+
+    raw = _raw_file(live_rows, tmp_path)
+    before = _alias_target(search_stores)
+    with pytest.raises(PushError, match=r"has taken live writes .* --merge .* --replace"):
+        run_ingest(
+            _ingest_options(model_repo, search_stores, tmp_path / "work", None),
+            lambda out: preprocess_qa(raw, out, QAOptions.for_format("jsonl")),
+        )
+    assert _alias_target(search_stores) == before
+    # Refused with its lease released: the service applies writes again at once.
+    assert live.put(902000, {"question": "Applied after a refused rebuild?", "answer": "Yes."}).status_code == 200
+
+
+def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(
+    live: Live, live_rows: dict[int, dict[str, Any]], model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+) -> None:
+    import threading
+
+    from mmsearch.change_journal import live_state
+    from offline.ingest.live_writes import LiveMode
+    from offline.ingest.steps import run_ingest
+    from offline.preprocess.qa import QAOptions, preprocess_qa
+
+    file_ids = sorted(live_rows)
+    changed, removed = file_ids[1], file_ids[2]
+    changed_doc = {"question": live_rows[changed]["question"], "answer": "Changed live, kept by the rebuild."}
+    assert live.put(changed, changed_doc).status_code == 200
+    assert live.delete(removed).status_code == 200
+
+    acknowledged: dict[int, str] = {}  # id -> last acknowledged op
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        with httpx.Client(base_url=live.running.url, timeout=60) as http:
+            while not stop.is_set():
+                doc_id = 903000 + n % 40
+                if n % 5 == 4:
+                    reply = http.delete(f"/corpora/{CORPUS}/documents/{doc_id}", params={"wait": "false"})
+                    op = "delete"
+                else:
+                    body = {"question": f"Streamed during the rebuild {n}?", "answer": str(n)}
+                    reply = http.put(f"/corpora/{CORPUS}/documents/{doc_id}", json=body, params={"wait": "false"})
+                    op = "upsert"
+                if reply.status_code in (200, 202):
+                    acknowledged[doc_id] = op
+                n += 1
+                time.sleep(0.02)
+
+    raw = _raw_file(live_rows, tmp_path)
+    before = _alias_target(search_stores)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(1.0)
+        report = run_ingest(
+            _ingest_options(model_repo, search_stores, tmp_path / "work", LiveMode.MERGE),
+            lambda out: preprocess_qa(raw, out, QAOptions.for_format("jsonl")),
+        )
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        thread.join()
+    assert _alias_target(search_stores) != before, report.lines
+    assert any(line.startswith("live: merged the live writes") for line in report.lines), report.lines
+    assert acknowledged, "the writer got no write acknowledged"
+    wait_until(lambda: not _journal(search_stores, state="pending"), what="writes applied after the switch", timeout=90)
+
+    in_milvus, in_mongo = _stored_ids(search_stores)
+    for doc_id, op in acknowledged.items():
+        assert (doc_id in in_milvus) == (op == "upsert"), (doc_id, op)
+        assert (doc_id in in_mongo) == (op == "upsert"), (doc_id, op)
+    assert removed not in in_milvus
+    assert removed not in in_mongo  # a rebuild never brings a deleted id back
+    assert live.get(changed).json()["document"]["answer"] == changed_doc["answer"]
+    client = _mongo(search_stores)
+    try:
+        state = live_state(client[MONGO_DATABASE]["changes"], CORPUS)
+    finally:
+        client.close()
+    expected = (set(file_ids) | state.upserted) - state.deleted
+    assert in_milvus == in_mongo == expected
+
+
+def test_a_replace_rebuild_makes_the_file_the_whole_corpus(
+    live: Live, live_rows: dict[int, dict[str, Any]], model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+) -> None:
+    from offline.ingest.live_writes import LiveMode
+    from offline.ingest.steps import run_ingest
+    from offline.preprocess.qa import QAOptions, preprocess_qa
+
+    raw = _raw_file(live_rows, tmp_path)
+    report = run_ingest(
+        _ingest_options(model_repo, search_stores, tmp_path / "work", LiveMode.REPLACE),
+        lambda out: preprocess_qa(raw, out, QAOptions.for_format("jsonl")),
+    )
+    assert any("superseded by the file" in line for line in report.lines), report.lines
+    in_milvus, in_mongo = _stored_ids(search_stores)
+    assert in_milvus == in_mongo == set(live_rows)
+    assert not _journal(search_stores, state="applied")
+    assert live.get(min(live_rows)).json()["state"] == "ingested"
+    # The corpus takes live writes again, versions starting afresh.
+    assert live.put(904000, {"question": "After the replace?", "answer": "Yes."}, version=1).status_code == 200

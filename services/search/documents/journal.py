@@ -1,9 +1,11 @@
 """MongoDB's change journal: one entry per accepted write, the truth that Milvus is derived from.
 
 An entry (`changes` collection, `_id` = its sequence number from the `counters` collection):
-`{corpus, doc_id, op: upsert|delete, version, document, vector, truncated, state, reason, accepted_at, applied_at}`.
+`{corpus, doc_id, op: upsert|delete, version, document, vector (float32 bytes), truncated, state, reason,
+accepted_at, applied_at}`.
 `state` is pending until the applier has written it to both stores, then `applied`, or `stale` (a higher version of
-the document was applied first; nothing written) or `failed` (Milvus refused it; the reason says why). A write is
+the document was applied first; nothing written) or `failed` (Milvus refused it; the reason says why); a rebuild
+with `--replace` turns applied entries `superseded` (the file became the whole corpus). A write is
 acknowledged once its entry is inserted with write concern majority + journal: from then on it cannot be lost.
 
 The corpus's MongoDB collection keeps the documents exactly as the ingest writes them (`_id`, `queryid`, fields);
@@ -17,19 +19,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
+
+from mmsearch.change_journal import now, release_lease, take_lease
 from mmsearch.settings import Settings
 from services.search.adapters import MongoStore
 from services.search.metrics import SearchMetrics
 
 Op = Literal["upsert", "delete"]
-State = Literal["pending", "applied", "stale", "failed"]
+State = Literal["pending", "applied", "stale", "failed", "superseded"]
 SEQUENCE_ID = "changes"
-
-
-def now() -> dt.datetime:
-    # MongoDB keeps milliseconds: a time read back compares equal to the one written.
-    t = dt.datetime.now(dt.UTC)
-    return t.replace(microsecond=t.microsecond // 1000 * 1000)
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Entry:
             version=d.get("version"),
             state=d["state"],
             document=d.get("document"),
-            vector=d.get("vector"),
+            vector=_floats(d.get("vector")),
             truncated=bool(d.get("truncated", False)),
             reason=d.get("reason", ""),
             accepted_at=d.get("accepted_at"),
@@ -77,8 +76,13 @@ class Entry:
         }
         if self.op == "upsert":
             d["document"] = self.document
-            d["vector"] = self.vector
+            # float32 bytes, not a BSON array: a quarter of the size, and no per-number encoding either way.
+            d["vector"] = None if self.vector is None else np.asarray(self.vector, dtype=np.float32).tobytes()
         return d
+
+
+def _floats(stored: bytes | None) -> list[float] | None:
+    return None if stored is None else np.frombuffer(stored, dtype=np.float32).tolist()
 
 
 @dataclass(frozen=True)
@@ -247,7 +251,7 @@ class Journal(MongoStore):
         def go(client: Any) -> CorpusProgress:
             changes = self._changes(client)
             out = CorpusProgress()
-            for state in ("pending", "applied", "stale", "failed"):
+            for state in ("pending", "applied", "stale", "failed", "superseded"):
                 out.by_state[state] = changes.count_documents({"corpus": corpus, "state": state})
             out.pending = out.by_state["pending"]
             last = changes.find_one(
@@ -261,29 +265,13 @@ class Journal(MongoStore):
     # ---- the applier's lease ------------------------------------------------------------------------------
 
     async def lease(self, corpus: str, owner: str, seconds: float) -> bool:
-        """Take or renew the corpus's applier lease; False while another replica holds an unexpired one."""
-        from pymongo.errors import DuplicateKeyError
-
-        def go(client: Any) -> bool:
-            leases = self._db(client)[self.docs.leases_collection]
-            t = now()
-            try:
-                leases.update_one(
-                    {"_id": corpus, "$or": [{"owner": owner}, {"until": {"$lt": t}}]},
-                    {"$set": {"owner": owner, "until": t + dt.timedelta(seconds=seconds)}},
-                    upsert=True,
-                )
-            except DuplicateKeyError:
-                return False  # held by another: the filter missed, and the upsert found the corpus's lease taken
-            return True
-
-        return await self.run(go)
+        """Take or renew the corpus's applier lease; False while another replica (or a rebuild) holds it."""
+        leases = self.docs.leases_collection
+        return await self.run(lambda client: take_lease(self._db(client)[leases], corpus, owner, seconds))
 
     async def release(self, corpus: str, owner: str) -> None:
-        def go(client: Any) -> None:
-            self._db(client)[self.docs.leases_collection].delete_one({"_id": corpus, "owner": owner})
-
-        await self.run(go)
+        leases = self.docs.leases_collection
+        await self.run(lambda client: release_lease(self._db(client)[leases], corpus, owner))
 
     # ---- the corpus's documents ---------------------------------------------------------------------------
 
