@@ -101,7 +101,9 @@ async def floor_batches(repo: Any, model_target: str, stores: Any, docs: list[tu
                     for (i, d), v in zip(part, vectors, strict=True)
                 ],
             )
-        return len(docs) / (time.perf_counter() - t0)
+        rate = len(docs) / (time.perf_counter() - t0)
+        milvus.flush(CORPUS)  # not timed: as the applier does, so the search points see sealed segments
+        return rate
     finally:
         await models.close()
         milvus.close()
@@ -208,6 +210,8 @@ def main() -> None:
                     "ratio": round(busy["p50_ms"] / alone["p50_ms"], 3),
                     "writes_acknowledged": written,
                     "errors": alone["errors"] + busy["errors"],
+                    "alone_stage_p50_ms": alone["stage_p50_ms"],
+                    "with_writes_stage_p50_ms": busy["stage_p50_ms"],
                 },
             }
             log.info("round %d: %s", r + 1, json.dumps(point))

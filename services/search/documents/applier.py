@@ -16,7 +16,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +31,7 @@ from services.search.metrics import SearchMetrics
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 5.0
+MAX_OUTCOMES = 100_000  # recent outcomes kept for waiting writes (a write waits at most documents.wait_seconds)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,11 @@ class Applier:
         self.last_error: dict[str, DependencyUnavailableError] = {}  # corpus -> why its entries are still pending
         self._held: set[str] = set()  # corpora whose lease this replica holds
         self._gauged: set[str] = set()  # corpora with a non-zero pending gauge here
+        self._unflushed: dict[str, tuple[int, float]] = {}  # corpus -> (rows applied since its flush, first at)
+        # What this replica settled lately (seq -> state, reason), and an event set after each batch: writes
+        # waiting here learn their outcome without asking MongoDB.
+        self.outcomes: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self.settled = asyncio.Event()
 
     async def run(self) -> None:
         """Forever: apply what is pending, then wait for a local write or the poll interval (longer, up to
@@ -127,7 +135,22 @@ class Applier:
             else:
                 if self.last_error.pop(corpus, None) is not None:
                     log.info("documents of %s are applied again", corpus)
+        await self._flush_due()
         return busy
+
+    def _applied_rows(self, corpus: str, rows: int) -> None:
+        count, since = self._unflushed.get(corpus, (0, time.monotonic()))
+        self._unflushed[corpus] = (count + rows, since)
+
+    async def _flush_due(self) -> None:
+        for corpus, (count, since) in list(self._unflushed.items()):
+            if count >= self.settings.flush_rows or time.monotonic() - since >= self.settings.flush_seconds:
+                try:
+                    await self.milvus.flush(corpus)
+                except DependencyUnavailableError as exc:
+                    log.debug("flushing %s failed (%s); next pass", corpus, exc)
+                    continue
+                del self._unflushed[corpus]
 
     async def apply(self, corpus: str) -> bool:
         entries = await self.journal.pending(corpus, self.settings.apply_batch)
@@ -137,6 +160,7 @@ class Applier:
         if schema is None:
             reason = f"corpus {corpus} has no Milvus collection (it was dropped after the write was accepted)"
             await self.journal.mark([e.seq for e in entries], "failed", reason)
+            self._tell([(e.seq, "failed", reason) for e in entries])
             return True
         versioned = sorted({e.doc_id for e in entries if e.version is not None})
         plan = plan_batch(entries, await self.journal.applied_versions(corpus, versioned) if versioned else {})
@@ -147,8 +171,10 @@ class Applier:
         await self._until_visible(corpus, [e.doc_id for e in plan.upserts], plan.deletes)
         await self.journal.write_documents(corpus, [], plan.deletes)
         await self.journal.mark(plan.applied, "applied")
+        self._applied_rows(corpus, len(plan.upserts) + len(plan.deletes))
         for seq, reason in plan.stale:
             await self.journal.mark([seq], "stale", reason)
+        self._tell([(seq, "applied", "") for seq in plan.applied] + [(seq, "stale", r) for seq, r in plan.stale])
         self.metrics.documents_applied.labels(corpus, "applied").inc(len(plan.applied))
         self.metrics.documents_applied.labels(corpus, "stale").inc(len(plan.stale))
         log.info(
@@ -160,6 +186,14 @@ class Applier:
             len(plan.stale),
         )
         return True
+
+    def _tell(self, settled: list[tuple[int, str, str]]) -> None:
+        for seq, state, reason in settled:
+            self.outcomes[seq] = (state, reason)
+        while len(self.outcomes) > MAX_OUTCOMES:
+            self.outcomes.popitem(last=False)
+        event, self.settled = self.settled, asyncio.Event()
+        event.set()  # wakes every write waiting now; later waiters wait on the new event
 
     async def _until_visible(self, corpus: str, upserted: list[int], deleted: list[int]) -> None:
         loop = asyncio.get_running_loop()

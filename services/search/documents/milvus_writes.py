@@ -60,6 +60,10 @@ class MilvusWrites(MilvusVectorStore):
         if ids:
             await self.run(lambda client: client.delete(corpus, ids=list(ids), timeout=self.timeout))
 
+    async def flush(self, corpus: str) -> None:
+        """Seal the corpus's growing segments (searched by brute force until then)."""
+        await self.run(lambda client: client.flush(corpus, timeout=self.timeout))
+
     async def present(self, corpus: str, ids: Sequence[int]) -> set[int]:
         """Which of `ids` a search would find now (the collection's own consistency level, as searches use)."""
         if not ids:

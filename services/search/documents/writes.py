@@ -29,7 +29,7 @@ from services.search.documents.milvus_writes import MilvusWrites
 from services.search.documents.schema import CorpusSchema, LiveDocument, check_document
 from services.search.errors import DependencyUnavailableError, SearchError
 
-POLL_SECONDS = 0.02  # how often a waiting write looks at its journal entries
+JOURNAL_POLL_SECONDS = 0.25  # a waiting write asks the journal this often when its replica's applier is quiet
 
 
 @dataclass(frozen=True)
@@ -188,14 +188,27 @@ class DocumentsService:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.wait_seconds
         open_ = {p.seq: p for p in work if p.seq is not None}
+        ask_journal = True  # the entries may be settled already (a replayed write)
         while open_:
-            states = await self.journal.get(list(open_))
-            for seq, entry in states.items():
-                if entry.state != "pending":
-                    _settle(open_.pop(seq).result, entry)
-            if not open_ or loop.time() > deadline:
+            event = self.applier.settled  # taken before looking: news that comes while looking still wakes us
+            # Entries this replica's applier settled are known here; others (another replica applied them) are
+            # asked of the journal when no local news came for a while: waiters do not poll MongoDB in a loop.
+            for seq in list(open_):
+                outcome = self.applier.outcomes.get(seq)
+                if outcome is not None:
+                    _settle(open_.pop(seq).result, *outcome)
+            if open_ and ask_journal:
+                for seq, entry in (await self.journal.get(list(open_))).items():
+                    if entry.state != "pending":
+                        _settle(open_.pop(seq).result, entry.state, entry.reason)
+            remaining = deadline - loop.time()
+            if not open_ or remaining <= 0:
                 break
-            await asyncio.sleep(POLL_SECONDS)
+            try:
+                await asyncio.wait_for(event.wait(), min(remaining, JOURNAL_POLL_SECONDS))
+                ask_journal = False
+            except TimeoutError:
+                ask_journal = True
         why = self.applier.last_error.get(corpus)
         for seq, p in open_.items():
             dep = why.dependency if why is not None else "milvus"
@@ -256,14 +269,14 @@ class DocumentsService:
         }
 
 
-def _settle(result: ItemResult, entry: Entry) -> None:
-    result.state = entry.state
-    if entry.state == "applied":
+def _settle(result: ItemResult, state: str, reason: str) -> None:
+    result.state = state
+    if state == "applied":
         result.status = 200
-    elif entry.state == "stale":
-        result.refuse(StaleVersionError(f"{entry.reason}: nothing was written"))
+    elif state == "stale":
+        result.refuse(StaleVersionError(f"{reason}: nothing was written"))
     else:
-        result.refuse(WriteFailedError(entry.reason))
+        result.refuse(WriteFailedError(reason or f"the write ended {state}"))
 
 
 def change_json(entry: Entry) -> dict[str, Any]:
