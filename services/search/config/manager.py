@@ -22,7 +22,6 @@ from services.search.config.model import MatchArgs, RuntimeConfig, Scene, Summar
 from services.search.errors import ConfigError
 from services.search.metrics import SearchMetrics
 from services.search.ports import CollectionCatalog
-from services.search.stages.registry import MATCHERS, RANKERS
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +30,7 @@ RECHECK_DISABLED_SECONDS = 5.0
 
 def parse_config(text: str, origin: str) -> RuntimeConfig:
     """Structure-only validation (no models, no Milvus): what `mmsearch config validate --offline` runs."""
-    return resolve(text, origin=origin, matchers=MATCHERS, rankers=RANKERS)
+    return resolve(text, origin=origin)
 
 
 def load_models(repo: ModelRepository) -> dict[str, ModelManifest]:

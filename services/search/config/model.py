@@ -194,6 +194,10 @@ class SummaryArgs(_Args):
 
 StageArgs = QpArgs | MatchArgs | RankArgs | SummaryArgs
 CROSS_ENCODER = "cross_encoder"  # the ranker that rescores with a model (stages/rerank.py)
+# The matchers and rankers a config may name: the YAML's vocabulary, owned here. stages/ implements each under
+# these names (its registries are checked against them), so config/ never imports stages/.
+MATCHER_NAMES = ("ANNMatcher", "BM25Matcher")
+RANKER_NAMES = ("dummy", "mmr", "blend", CROSS_ENCODER)
 _ARGS_BY_STAGE: dict[StageKind, type[_Args]] = {
     "qp": QpArgs,
     "match": MatchArgs,
@@ -329,8 +333,8 @@ def resolve(
     text: str,
     *,
     origin: str,
-    matchers: Iterable[str],
-    rankers: Iterable[str],
+    matchers: Iterable[str] = MATCHER_NAMES,
+    rankers: Iterable[str] = RANKER_NAMES,
 ) -> RuntimeConfig:
     """Parse and check the structure (references, ratios, stage/matcher/ranker names); raise ConfigError listing
     every problem found. Environment checks (models, collections) are done by `config.checks.check_environment`."""
