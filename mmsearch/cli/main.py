@@ -24,7 +24,7 @@ _TOP = {
     "ingest": ("offline.ingest.cli:ingest", "Preprocess, encode and push a corpus in one command."),
     "eval": ("offline.eval.cli:evaluate", "Compare A/B experiments on judged queries (Recall@k, MRR, nDCG)."),
     "config": ("services.search.config.cli:config", "Show, validate and push the A/B YAML; explain a user."),
-    "ab": ("services.search.outcomes.cli:ab", "Online outcomes per A/B experiment: CTR, intervals, SRM check."),
+    "ab": ("offline.ab.cli:ab", "Online outcomes per A/B experiment: CTR, intervals, SRM check."),
     "keys": ("services.search.auth.cli:keys", "API keys of the search service: create, list, revoke, rotate."),
     "documents": ("services.search.documents.cli:documents", "Add, change and delete documents while search serves."),
     "local": ("stack.cli:local", "Run the whole stack locally on embedded defaults."),

@@ -7,9 +7,9 @@ import datetime as dt
 import click
 import pytest
 
-from services.search.outcomes.cli import parse_since
-from services.search.outcomes.report import LayerPlan, build_report
-from services.search.outcomes.stats import chi2_sf, newcombe_diff, srm_p, wilson
+from offline.ab.cli import parse_since
+from offline.ab.report import LayerPlan, build_report
+from offline.ab.stats import chi2_sf, newcombe_diff, srm_p, wilson
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
 

@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from mmsearch.outcomes_schema import EventKind
 from services.search.errors import SearchError
 from services.search.metrics import SearchMetrics
 from services.search.outcomes.recorder import ExposureRecorder
-from services.search.outcomes.schema import EventKind
 from services.search.outcomes.store import MongoOutcomeStore
 
 MAX_VALUE_CHARS = 256

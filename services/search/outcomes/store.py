@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mmsearch.outcomes_schema import EVENTS, EXPOSURES, ensure_indexes
 from services.search.adapters import MongoStore
-from services.search.outcomes.schema import EVENTS, EXPOSURES, ensure_indexes
 
 DUPLICATE_KEY = 11000
 

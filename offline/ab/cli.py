@@ -17,9 +17,9 @@ from mmsearch.experiments_api import (
     get_experiments,
 )
 from mmsearch.files import write_text_atomic
+from mmsearch.outcomes_schema import EVENTS, EXPOSURES
 from mmsearch.settings import LOOPBACK, SEARCH_PORT, load_settings
-from services.search.outcomes.report import LayerPlan, build_report
-from services.search.outcomes.schema import EVENTS, EXPOSURES
+from offline.ab.report import LayerPlan, build_report
 
 _SPAN = re.compile(r"^(\d+)([dhm])$")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes"}
@@ -156,7 +156,7 @@ def _collect(
 
 
 def table_text(result: dict[str, Any]) -> str:
-    from services.search.outcomes.render import table
+    from offline.ab.render import table
 
     return table(result)
 
@@ -166,6 +166,6 @@ def json_text(result: dict[str, Any]) -> str:
 
 
 def html_text(result: dict[str, Any]) -> str:
-    from services.search.outcomes.render import html_page
+    from offline.ab.render import html_page
 
     return html_page(result)

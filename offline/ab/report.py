@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.search.outcomes.stats import newcombe_diff, srm_p, wilson
+from offline.ab.stats import newcombe_diff, srm_p, wilson
 
 SRM_ALPHA = 0.001
 
