@@ -22,6 +22,7 @@ _TOP = {
     "index": ("offline.encode.cli:index", "Encode a jsonl corpus into vector shards (resumable)."),
     "push": ("offline.push.cli:push", "Bulk-load vectors into Milvus or documents into MongoDB."),
     "ingest": ("offline.ingest.cli:ingest", "Preprocess, encode and push a corpus in one command."),
+    "reindex": ("offline.ingest.reindex:reindex", "Rebuild a corpus's vectors from MongoDB (e.g. a new model)."),
     "eval": ("offline.eval.cli:evaluate", "Compare A/B experiments on judged queries (Recall@k, MRR, nDCG)."),
     "config": ("services.search.config.cli:config", "Show, validate and push the A/B YAML; explain a user."),
     "ab": ("offline.ab.cli:ab", "Online outcomes per A/B experiment: CTR, intervals, SRM check."),

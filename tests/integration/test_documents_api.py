@@ -724,3 +724,26 @@ def test_a_replace_rebuild_makes_the_file_the_whole_corpus(
     assert live.get(min(live_rows)).json()["state"] == "ingested"
     # The corpus takes live writes again, versions starting afresh.
     assert live.put(904000, {"question": "After the replace?", "answer": "Yes."}, version=1).status_code == 200
+
+
+def test_reindex_rebuilds_the_vectors_from_mongodb_keeping_live_documents(
+    live: Live, model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from offline.ingest.reindex import reindex
+
+    assert live.put(905000, {"question": "Kept by a reindex?", "answer": "Yes."}).status_code == 200
+    before = _alias_target(search_stores)
+    result = CliRunner().invoke(
+        reindex,
+        ["--corpus", CORPUS, "--work-dir", str(tmp_path / "w"), "--milvus-uri", search_stores.milvus_uri],
+        env={"MMSEARCH_MODEL_REPO": str(model_repo.root), "MMSEARCH_MONGO__URI": search_stores.mongo_uri},
+    )
+    assert result.exit_code == 0, result.output
+    assert _alias_target(search_stores) != before
+    in_milvus, in_mongo = _stored_ids(search_stores)
+    assert 905000 in in_milvus
+    assert in_milvus == in_mongo
+    assert live.search("Kept by a reindex?")[0] == "905000"
+    assert _bm25(search_stores, "Kept by a reindex?").get(905000)  # the lexical field is rebuilt too
