@@ -9,8 +9,9 @@ returns, the write is acknowledged and cannot be lost; what follows (Milvus) may
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mmsearch.settings import DocumentsSettings
@@ -77,7 +78,7 @@ class _Pending:
     result: ItemResult
     document: LiveDocument | None = None
     seq: int | None = None  # the journal entry this item waits for (new, or the one a replay repeats)
-    extra: dict[str, Any] = field(default_factory=dict)
+    vector: list[float] | None = None
 
 
 class DocumentsService:
@@ -112,8 +113,7 @@ class DocumentsService:
 
     async def write(self, corpus: str, items: Sequence[WriteItem], *, wait: bool) -> list[ItemResult]:
         schema = await self.schema(corpus)
-        ids = [i.doc_id for i in items]
-        twice = sorted({i for i in ids if ids.count(i) > 1})
+        twice = sorted(i for i, n in Counter(i.doc_id for i in items).items() if n > 1)
         if twice:
             raise InvalidDocumentError(f"id(s) {', '.join(map(str, twice))} appear more than once in one batch")
         work = [_Pending(i, ItemResult(i.doc_id, i.op, 0, version=i.version)) for i in items]
@@ -172,7 +172,7 @@ class DocumentsService:
             schema.meta.model_key, [p.document.text(schema) for p in work if p.document]
         )
         for p, vector, cut in zip(work, encoded.vectors, encoded.truncated, strict=True):
-            p.extra["vector"] = vector
+            p.vector = vector
             p.result.truncated = cut
 
     @staticmethod
@@ -180,9 +180,7 @@ class DocumentsService:
         if p.item.op == "delete":
             return NewWrite(p.item.doc_id, "delete", p.item.version)
         assert p.document is not None
-        return NewWrite(
-            p.item.doc_id, "upsert", p.item.version, p.document.fields, p.extra["vector"], p.result.truncated
-        )
+        return NewWrite(p.item.doc_id, "upsert", p.item.version, p.document.fields, p.vector, p.result.truncated)
 
     async def _wait(self, corpus: str, work: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
