@@ -216,6 +216,11 @@ class DocumentsSettings(BaseModel):
     # seconds have gathered since its last flush.
     flush_rows: int = Field(default=2048, ge=1)
     flush_seconds: float = Field(default=5.0, gt=0)
+    # Photos written live to an image corpus are kept in this folder as `<corpus>-<id>.<ext>` and their document's
+    # url is image_base_url/<that name> (serve the folder there: the web UI serves web.image_dir at /images).
+    # Unset: image corpora take no live writes.
+    image_dir: OptionalPath = None
+    image_base_url: str = ""
     # MongoDB collections (in mongo.database) of the journal, its sequence counter and the corpus leases.
     journal_collection: str = "changes"
     counters_collection: str = "counters"

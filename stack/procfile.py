@@ -56,8 +56,11 @@ def stack_env(plan: StackPlan) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
     if plan.text_to_image:
-        # The web UI serves the demo photos at /images/<file name>, the URLs the photos corpus was ingested with.
+        # The web UI serves the demo photos at /images/<file name>, the URLs the photos corpus was ingested with;
+        # photos written live (documents API) go to the same folder, so it serves those too.
         env["MMSEARCH_WEB__IMAGE_DIR"] = str(plan.photos_dir)
+        env["MMSEARCH_DOCUMENTS__IMAGE_DIR"] = str(plan.photos_dir)
+        env["MMSEARCH_DOCUMENTS__IMAGE_BASE_URL"] = f"{plan.web_url}/images"
     return env
 
 

@@ -149,7 +149,10 @@ def _documents(settings: Settings, deps: Deps, metrics: SearchMetrics) -> tuple[
     milvus = MilvusWrites(settings, metrics)
     applier = Applier(journal, milvus, settings.documents, metrics)
     encoder = DocumentEncoder(ModelRepository(settings.model_repo), deps.models)
-    return DocumentsService(settings.documents, journal, milvus, encoder, applier), applier
+    service = DocumentsService(
+        settings.documents, journal, milvus, encoder, applier, upload_mb=settings.search.max_upload_mb
+    )
+    return service, applier
 
 
 def _guard(app: FastAPI, settings: Settings, metrics: SearchMetrics) -> tuple[Guard, MongoKeyStore]:

@@ -38,6 +38,17 @@ class DocumentEncoder:
                 prep = self._preps[model_key] = TextPreprocessor.from_repo(self.repo, model_key)
             return prep
 
+    async def encode_images(self, model_key: str, images: Sequence[bytes]) -> Encoded:
+        """Photos: decoded and preprocessed by the tokenizer service (the ingest's own image preprocessing; a file
+        that does not decode is 422 there), then embedded as the ingest does."""
+        try:
+            output = (await asyncio.to_thread(self.repo.manifest, model_key)).embedding_output
+        except ModelRepoError as exc:
+            raise DependencyUnavailableError("model server", f"model {model_key!r}: {exc}") from exc
+        pixels = await self.models.preprocess_images(model_key, list(images))
+        embedding = await self.models.embed(model_key, pixels, output)
+        return Encoded([v.tolist() for v in embedding.vectors], [False] * len(images))
+
     async def encode(self, model_key: str, texts: Sequence[str]) -> Encoded:
         def tokenize() -> tuple[dict[str, object], list[bool]]:
             batch = self._prep(model_key).prep(list(texts), role="document")

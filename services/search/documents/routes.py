@@ -8,17 +8,20 @@ the first answer. Without a version the last write accepted wins.
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
-from fastapi import Body, Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from services.search.api_models import ErrorBody
 from services.search.auth.route import needs
 from services.search.documents.errors import InvalidDocumentError
 from services.search.documents.schema import document_id
 from services.search.documents.writes import DocumentsService, ItemResult, WriteItem, single
+from services.search.uploads import read_image
 
 _SCOPE = needs("documents", corpus_param="corpus")
 Wait = Annotated[bool, Query(description="Answer once the write is searchable (true) or at once with 202 (false).")]
@@ -63,6 +66,47 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
+_PUT_BODY: dict[str, Any] = {
+    "required": True,
+    "content": {
+        "application/json": {
+            "schema": {"type": "object", "description": "The document's fields, as a row of `mmsearch ingest`."}
+        },
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["image"],
+                "properties": {
+                    "image": {"type": "string", "format": "binary", "description": "JPEG, PNG, GIF, WebP or BMP."},
+                    "name": {"type": "string", "description": "Its name (default: the file's)."},
+                },
+            }
+        },
+    },
+}
+
+
+async def _put_item(request: Request, doc_id: int, version: int | None, upload_mb: int) -> WriteItem:
+    """The write a PUT carries: JSON fields, or a photo upload (multipart)."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        form = await request.form(max_files=1, max_fields=8)
+        upload = form.get("image")
+        if not isinstance(upload, StarletteUpload):
+            raise InvalidDocumentError("a photo upload carries its file in the form field `image`")
+        data = await read_image(upload, upload_mb)  # type: ignore[arg-type]  # FastAPI's UploadFile is Starlette's
+        fields = {k: v for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
+        return WriteItem("upsert", doc_id, version, fields, image=data, filename=upload.filename or "")
+    try:
+        body = json.loads(await request.body())
+    except ValueError as exc:
+        raise InvalidDocumentError(
+            "the body is not JSON: send the document's fields as a JSON object (Content-Type: application/json), "
+            "or a photo as multipart/form-data"
+        ) from exc
+    return WriteItem("upsert", doc_id, version, body)
+
+
 def _answer(result: ItemResult, corpus: str) -> JSONResponse:
     single(result)
     return JSONResponse({"corpus": corpus, **result.to_json()}, status_code=result.status)
@@ -71,17 +115,18 @@ def _answer(result: ItemResult, corpus: str) -> JSONResponse:
 def install(app: FastAPI) -> None:
     """Add the documents routes to the app (on the app itself, as its other routes: each is a GuardedRoute)."""
 
-    @app.put("/corpora/{corpus}/documents/{doc_id}", responses=_ERRORS, openapi_extra=_SCOPE, tags=["documents"])
+    @app.put(
+        "/corpora/{corpus}/documents/{doc_id}",
+        responses=_ERRORS,
+        openapi_extra={**_SCOPE, "requestBody": _PUT_BODY},
+        tags=["documents"],
+    )
     async def put_document(  # noqa: PLR0917 - path, query and body parameters
-        corpus: str,
-        doc_id: str,
-        docs: Docs,
-        body: Annotated[dict[str, Any], Body(description="The document's fields, as a row of `mmsearch ingest`.")],
-        wait: Wait = True,
-        version: Version = None,
+        corpus: str, doc_id: str, request: Request, docs: Docs, wait: Wait = True, version: Version = None
     ) -> JSONResponse:
-        """Add or replace one document (its fields as the corpus's ingest rows have them)."""
-        item = WriteItem("upsert", document_id(doc_id), version, body)
+        """Add or replace one document: a text corpus's fields as JSON (as its ingest rows have them), or a photo
+        of an image corpus as multipart (`image`, optional `name`)."""
+        item = await _put_item(request, document_id(doc_id), version, docs.upload_mb)
         return _answer((await docs.write(corpus, [item], wait=wait))[0], corpus)
 
     @app.delete("/corpora/{corpus}/documents/{doc_id}", responses=_ERRORS, openapi_extra=_SCOPE, tags=["documents"])

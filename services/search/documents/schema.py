@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties, sparse_field
@@ -133,12 +134,44 @@ def document_id(text: str) -> int:
         raise InvalidDocumentError(f"document id: {exc}") from exc
 
 
+_EXTENSIONS = {b"\xff\xd8\xff": ".jpg", b"\x89PNG": ".png", b"GIF8": ".gif", b"RIFF": ".webp", b"BM": ".bmp"}
+
+
+@dataclass(frozen=True)
+class PhotoPlace:
+    """Where live photos go (documents.image_dir) and the URL prefix they are served under."""
+
+    folder: Path
+    base_url: str
+
+
+def photo_document(
+    schema: CorpusSchema, doc_id: int, fields: dict[str, str], data: bytes, *, filename: str, place: PhotoPlace | None
+) -> tuple[LiveDocument, Path]:
+    """An image corpus's document for an uploaded photo, as `mmsearch ingest images` makes one (name, image path,
+    url), and where its file goes."""
+    if place is None:
+        raise UnsupportedCorpusError(
+            f"corpus {schema.name!r} holds images and this service keeps no uploaded photos: set "
+            "MMSEARCH_DOCUMENTS__IMAGE_DIR (and __IMAGE_BASE_URL, where that folder is served)"
+        )
+    unknown = sorted(set(fields) - {"name"})
+    if unknown:
+        raise InvalidDocumentError(f"unknown field(s) {', '.join(unknown)}: a photo takes `image` and `name`")
+    ext = next((e for magic, e in _EXTENSIONS.items() if data.startswith(magic)), ".img")
+    stored = f"{schema.name}-{doc_id}{ext}"
+    name = (fields.get("name") or Path(filename).name or stored).strip()
+    path = place.folder / stored
+    url = f"{place.base_url.rstrip('/')}/{stored}"
+    return LiveDocument(doc_id, {"name": name, "image": str(path), "url": url}), path
+
+
 def check_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: int) -> LiveDocument:
     """The document as it will be stored, or the reason it cannot be (422 naming the field, 413 over the limit)."""
     if schema.kind != "qa":
         raise UnsupportedCorpusError(
-            f"corpus {schema.name!r} is an image corpus ({schema.meta.model_key}); live writes take text corpora "
-            "only for now: ingest images with `mmsearch ingest images`"
+            f"corpus {schema.name!r} is an image corpus ({schema.meta.model_key}): upload each photo with a "
+            "multipart PUT (field `image`, optional `name`), not as JSON"
         )
     if not isinstance(body, dict):
         raise InvalidDocumentError(f"a document is a JSON object of its fields, not {type(body).__name__}")

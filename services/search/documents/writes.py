@@ -12,8 +12,10 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from mmsearch.files import atomic_binary_writer
 from mmsearch.settings import DocumentsSettings
 from services.search.documents.applier import Applier
 from services.search.documents.encode import DocumentEncoder
@@ -23,11 +25,12 @@ from services.search.documents.errors import (
     DocumentNotFoundError,
     InvalidDocumentError,
     StaleVersionError,
+    UnsupportedCorpusError,
     WriteFailedError,
 )
 from services.search.documents.journal import Entry, Journal, NewWrite, Op
 from services.search.documents.milvus_writes import MilvusWrites
-from services.search.documents.schema import CorpusSchema, LiveDocument, check_document
+from services.search.documents.schema import CorpusSchema, LiveDocument, PhotoPlace, check_document, photo_document
 from services.search.errors import DependencyUnavailableError, SearchError
 
 JOURNAL_POLL_SECONDS = 0.25  # a waiting write asks the journal this often when its replica's applier is quiet
@@ -39,6 +42,8 @@ class WriteItem:
     doc_id: int
     version: int | None = None
     body: Any = None  # the document's fields (upsert)
+    image: bytes | None = None  # an uploaded photo (an image corpus's upsert), with its file name
+    filename: str = ""
 
 
 @dataclass
@@ -79,6 +84,7 @@ class _Pending:
     document: LiveDocument | None = None
     seq: int | None = None  # the journal entry this item waits for (new, or the one a replay repeats)
     vector: list[float] | None = None
+    photo_file: Path | None = None  # where an uploaded photo is kept
 
 
 class DocumentsService:
@@ -89,8 +95,11 @@ class DocumentsService:
         milvus: MilvusWrites,
         encoder: DocumentEncoder,
         applier: Applier,
+        *,
+        upload_mb: int = 8,  # the largest photo upload (search.max_upload_mb)
     ) -> None:
         self.settings = settings
+        self.upload_mb = upload_mb
         self.journal = journal
         self.milvus = milvus
         self.encoder = encoder
@@ -120,14 +129,17 @@ class DocumentsService:
         for p in work:
             if p.item.op == "upsert":
                 try:
-                    p.document = check_document(
-                        schema, p.item.doc_id, p.item.body, max_bytes=self.settings.max_document_kb * 1024
-                    )
+                    self._check(schema, p)
                 except SearchError as exc:
                     p.result.refuse(exc)
         await self._check_versions(corpus, [p for p in work if p.result.error is None])
         todo = [p for p in work if p.result.error is None and p.seq is None]
         await self._encode(schema, [p for p in todo if p.document is not None])
+        for p in todo:
+            if p.photo_file is not None and p.item.image is not None:
+                # Before the journal: an acknowledged photo's file exists; a write refused after this leaves a file
+                # that the next write of the id replaces.
+                await asyncio.to_thread(_keep_photo, p.photo_file, p.item.image)
         if todo:
             entries = await self.journal.append(corpus, [self._new_write(p) for p in todo])
             for p, e in zip(todo, entries, strict=True):
@@ -165,12 +177,33 @@ class DocumentsService:
                 p.seq, p.result.change, p.result.state = seen.seq, seen.seq, seen.state
                 p.result.truncated = seen.truncated
 
+    def _check(self, schema: CorpusSchema, p: _Pending) -> None:
+        if p.item.image is None:
+            p.document = check_document(
+                schema, p.item.doc_id, p.item.body, max_bytes=self.settings.max_document_kb * 1024
+            )
+            return
+        if schema.kind != "images":
+            raise UnsupportedCorpusError(f"corpus {schema.name!r} holds text: send the document as JSON, not a file")
+        place = self.settings.image_dir
+        p.document, p.photo_file = photo_document(
+            schema,
+            p.item.doc_id,
+            p.item.body or {},
+            p.item.image,
+            filename=p.item.filename,
+            place=PhotoPlace(place, self.settings.image_base_url) if place is not None else None,
+        )
+
     async def _encode(self, schema: CorpusSchema, work: list[_Pending]) -> None:
         if not work:
             return
-        encoded = await self.encoder.encode(
-            schema.meta.model_key, [p.document.text(schema) for p in work if p.document]
-        )
+        if schema.kind == "images":
+            encoded = await self.encoder.encode_images(schema.meta.model_key, [p.item.image or b"" for p in work])
+        else:
+            encoded = await self.encoder.encode(
+                schema.meta.model_key, [p.document.text(schema) for p in work if p.document]
+            )
         for p, vector, cut in zip(work, encoded.vectors, encoded.truncated, strict=True):
             p.vector = vector
             p.result.truncated = cut
@@ -300,3 +333,8 @@ def single(result: ItemResult) -> ItemResult:
     if result.error is not None:
         raise result.error
     return result
+
+
+def _keep_photo(path: Path, data: bytes) -> None:
+    with atomic_binary_writer(path) as out:
+        out.write(data)
