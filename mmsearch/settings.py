@@ -243,10 +243,12 @@ class WebSettings(BaseModel):
     image_sources: list[str] = Field(default_factory=lambda: ["https:", "http:"])
     # Mark the user-id cookie Secure (set when the UI is served over HTTPS behind a proxy).
     secure_cookies: bool = False
-    # The UI's own key for the search service (scopes search and feedback), kept on the server, never sent to the
-    # browser. The file wins over the value; neither: the UI calls without a key.
+    # The UI's own key for the search service (scopes search and feedback; documents for "Add photos"), kept on the
+    # server, never sent to the browser. The file wins over the value; neither: the UI calls without a key.
     api_key: SecretStr | None = None
     api_key_file: OptionalPath = None
+    # The image corpus "Add photos" writes to (the text-to-image scene's).
+    photos_corpus: str = "photos"
 
 
 class SparkSettings(BaseModel):

@@ -1,6 +1,6 @@
 """The local stack's two API keys: an admin key for the person at the terminal (writes, /ready's details, /metrics)
-and the web UI's key (search, feedback). Search stays open without a key on loopback, so the README's curl needs
-none.
+and the web UI's key (search, feedback, and documents for its "Add photos"). Search stays open without a key on
+loopback, so the README's curl needs none.
 
 The keys are generated into var/local/keys/ (mode 600) before any process starts, so the web UI reads its key at
 start; the setup process stores them (salted hashes) in the stack's MongoDB before the search service starts. A
@@ -29,7 +29,7 @@ class LocalKey:
 
 
 ADMIN = LocalKey("local-admin", "admin.key", ("admin",))
-WEB_UI = LocalKey("local-web-ui", "web-ui.key", ("search", "feedback"))
+WEB_UI = LocalKey("local-web-ui", "web-ui.key", ("search", "feedback", "documents"))  # documents: "Add photos"
 LOCAL_KEYS = (ADMIN, WEB_UI)
 # What callers without a key may do on the local stack (loopback only): search, as the README's curl does.
 ANONYMOUS_SCOPES: tuple[Scope, ...] = ("search",)
@@ -68,6 +68,9 @@ def store_keys(keys_dir: Path, mongo_uri: str) -> list[str]:
                 state = "created"
             else:
                 state = stored.state(now)
+                if set(stored.scopes) != set(local.scopes):  # a stack made by an older release
+                    key_store.set_scopes(coll, key.key_id, local.scopes)
+                    state += f", scopes now {','.join(local.scopes)}"
             lines.append(f"{local.name} key {key.key_id} ({','.join(local.scopes)}): {state}, in {path}")
     finally:
         client.close()

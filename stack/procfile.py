@@ -56,11 +56,12 @@ def stack_env(plan: StackPlan) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",
     }
     if plan.text_to_image:
-        # The web UI serves the demo photos at /images/<file name>, the URLs the photos corpus was ingested with;
-        # photos written live (documents API) go to the same folder, so it serves those too.
+        # The web UI serves the demo photos at /images/<file name>, the URLs the photos corpus was ingested with.
+        # Photos written live (documents API, "Add photos") go to its hidden subfolder .live: served from there too,
+        # and skipped by the ingest's folder scan (dot-folders), so a rebuild never takes them in twice.
         env["MMSEARCH_WEB__IMAGE_DIR"] = str(plan.photos_dir)
-        env["MMSEARCH_DOCUMENTS__IMAGE_DIR"] = str(plan.photos_dir)
-        env["MMSEARCH_DOCUMENTS__IMAGE_BASE_URL"] = f"{plan.web_url}/images"
+        env["MMSEARCH_DOCUMENTS__IMAGE_DIR"] = str(plan.photos_dir / ".live")
+        env["MMSEARCH_DOCUMENTS__IMAGE_BASE_URL"] = f"{plan.web_url}/images/.live"
     return env
 
 

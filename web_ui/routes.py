@@ -6,6 +6,7 @@ SearchResponse -> ResultView JSON -> the page renders it with textContent.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import time
@@ -36,6 +37,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".gif", ".webp"})
 MULTIPART_SLACK_BYTES = 64 * 1024
 # The page gives up a little after the UI's own call to the search service would have timed out.
 CLIENT_TIMEOUT_SLACK_SECONDS = 5.0
+MAX_PHOTOS_PER_ADD = 10  # the page sends one photo per request; a form with more is cut here
 
 bp = Blueprint("ui", __name__)
 
@@ -49,6 +51,7 @@ class UiState:
     image_dir: Path | None
     secure_cookies: bool
     default_top_k: int
+    photos_corpus: str
 
     @classmethod
     def from_settings(cls, web: WebSettings, client: SearchClient) -> UiState:
@@ -60,6 +63,7 @@ class UiState:
             image_dir=web.image_dir.resolve() if web.image_dir is not None else None,
             secure_cookies=web.secure_cookies,
             default_top_k=web.default_top_k,
+            photos_corpus=web.photos_corpus,
         )
 
 
@@ -190,6 +194,36 @@ def _search_image() -> ResultView:
     )
     ui_ms = (time.perf_counter() - started) * 1000
     return result_view(IMAGE_SCENE, photo.filename, user_id, answer, ui_ms, offset=form.offset)
+
+
+@bp.post("/api/photos")
+def add_photos() -> tuple[Response, int]:
+    """ "Add photos": each file of the form field `photos` goes into the photo corpus (documents API, the UI's key),
+    under an id made from its bytes, so the same photo added twice is one document. Answers once they are
+    searchable, with what was added and what was refused and why."""
+    state = _state()
+    uploads = request.files.getlist("photos")
+    if not uploads:
+        return api_error(400, "bad_request", "Choose one or more photos to add (form field 'photos').")
+    added: list[dict[str, str]] = []
+    failed: list[dict[str, str]] = []
+    for upload in uploads[:MAX_PHOTOS_PER_ADD]:
+        try:
+            photo = read_photo(upload, max_bytes=state.max_upload_bytes)
+            doc_id = photo_id(photo.data)
+            state.client.add_photo(state.photos_corpus, doc_id, photo.data, photo.content_type, photo.filename)
+        except SearchError as exc:
+            failed.append({"name": (upload.filename or "")[:200], "message": exc.message})
+            continue
+        added.append({"id": str(doc_id), "name": photo.filename})
+    if len(uploads) > MAX_PHOTOS_PER_ADD:
+        failed.append({"name": "", "message": f"Only {MAX_PHOTOS_PER_ADD} photos are added at a time."})
+    return jsonify({"added": added, "failed": failed}), 200 if added or not failed else 400
+
+
+def photo_id(data: bytes) -> int:
+    """A document id from the photo's bytes (62 bits of SHA-256: positive in Milvus' INT64)."""
+    return int.from_bytes(hashlib.sha256(data).digest()[:8], "big") >> 2
 
 
 @bp.post("/api/feedback")

@@ -119,6 +119,28 @@ class SearchClient:
         files = {"image": ("upload" + _SUFFIX.get(content_type, ""), image, content_type)}
         return self._post(IMAGE_SCENE, f"/{IMAGE_SCENE}/user/{quote(user_id, safe='')}", data=data, files=files)
 
+    def add_photo(self, corpus: str, doc_id: int, photo: bytes, content_type: str, name: str) -> dict[str, Any]:
+        """PUT one photo into an image corpus through the documents API (answers once it is searchable)."""
+        files = {"image": ("upload" + _SUFFIX.get(content_type, ""), photo, content_type)}
+        try:
+            response = self._http.put(
+                f"/corpora/{quote(corpus, safe='')}/documents/{doc_id}", files=files, data={"name": name}
+            )
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc, "adding a photo") from exc
+        if response.status_code >= 400:
+            kind, detail = _error_detail(response)
+            status = response.status_code
+            if status in (401, 403):
+                raise _key_error(kind, detail)
+            if status in (404, 413, 415, 422):
+                raise SearchError(
+                    400 if status == 404 else status, kind or "rejected", detail or f"Rejected ({status})."
+                )
+            raise SearchError(503, "unavailable", f"The search service cannot add the photo: {detail or status}.")
+        body: dict[str, Any] = response.json()
+        return body
+
     def feedback(self, event: UiFeedback) -> dict[str, Any]:
         """Forward a click / like / dislike to the service's POST /feedback; its answer, or a SearchError."""
         try:

@@ -273,6 +273,27 @@ def test_text_to_image_grid_loads_photos_and_enlarges_one(
     expect(dialog).to_be_hidden()
 
 
+def test_add_photos_makes_them_searchable_by_text(stack_ui: str, desktop: WatchedPage, tmp_path: Path) -> None:
+    """ "Add photos" in the text-to-image tab: through the UI's key into the photo corpus, then a text search finds
+    it (random-weight CLIP here: every photo of the small corpus is on the first page, the new one among them)."""
+    page = desktop.page
+    photo = tmp_path / "added-by-the-browser.png"
+    rng = np.random.default_rng(11)
+    Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(photo)
+    page.goto(stack_ui + "/")
+    page.click("#tab-t2i")
+    page.set_input_files("#add-photos-file", str(photo))
+    status = page.locator("#panel-t2i [data-role=add-status]")
+    expect(status).to_have_text("Added 1 photo", timeout=60_000)
+    search(page, "t2i", "a colourful pattern")
+    wait_done(page, "t2i")
+    names = page.locator("#panel-t2i .image-card .name").all_inner_texts()
+    assert photo.name in [n.strip() for n in names], names
+    card = page.locator("#panel-t2i .image-card").filter(has_text=photo.name)
+    page.wait_for_function("card => card.querySelector('img').naturalWidth > 0", arg=card.element_handle())
+    desktop.screenshot("t2i-added-photo")
+
+
 @pytest.fixture(scope="module")
 def cat_photo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("upload") / "chelsea.png"

@@ -591,6 +591,36 @@
     panels.i2i.querySelector("form").requestSubmit();
   });
 
+  // "Add photos": each chosen photo is sent on its own (the UI's upload limit is per photo) and is searchable once
+  // the answer comes back.
+  const addInput = document.getElementById("add-photos-file");
+  const addStatus = panels.t2i.querySelector('[data-role="add-status"]');
+  addInput.addEventListener("change", async () => {
+    const files = Array.from(addInput.files || []);
+    if (!files.length) return;
+    addInput.disabled = true;
+    let added = 0;
+    const failed = [];
+    for (const [index, file] of files.entries()) {
+      addStatus.textContent = `Adding ${index + 1} of ${files.length}…`;
+      if (file.size > MAX_UPLOAD_BYTES) {
+        failed.push(`${file.name}: larger than ${MAX_UPLOAD_MB} MB`);
+        continue;
+      }
+      const data = new FormData();
+      data.append("photos", file, file.name);
+      const { result, error } = await callApi("/api/photos", { method: "POST", body: data });
+      if (error) failed.push(`${file.name}: ${error.message}`);
+      else {
+        added += result.added.length;
+        for (const f of result.failed) failed.push(`${f.name}: ${f.message}`);
+      }
+    }
+    addStatus.textContent = `Added ${added} photo${added === 1 ? "" : "s"}` + (failed.length ? `; not added: ${failed.join("; ")}` : "");
+    addInput.value = "";
+    addInput.disabled = false;
+  });
+
   // ---- what the search service can do, before anyone searches -----------------------------------------
 
   async function loadStatus() {

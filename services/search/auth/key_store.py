@@ -80,6 +80,11 @@ def rotate(coll: Any, key_id: str, grace: dt.timedelta, at: dt.datetime) -> tupl
     return new, updated
 
 
+def set_scopes(coll: Any, key_id: str, scopes: tuple[str, ...]) -> None:
+    """Give a stored key these scopes (the local stack's keys, when a release changes what they need)."""
+    coll.update_one({"_id": key_id}, {"$set": {"scopes": list(scopes)}, "$inc": {"version": 1}})
+
+
 def touch(coll: Any, used: Mapping[str, dt.datetime]) -> None:
     """Record when keys were last used ($max: a slower replica never moves the time back)."""
     from pymongo import UpdateOne
