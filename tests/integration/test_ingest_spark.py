@@ -123,6 +123,53 @@ def test_spark_and_sequential_ingest_agree_and_spark_reruns_change_nothing(
     assert "already serves these 503 vectors; nothing changed" in again.output
 
 
+def test_a_spark_rebuild_of_a_live_corpus_merges_its_live_writes(
+    milvus_lite_server_uri: str, mongo_uri: str, database: str, model_repo: ModelRepository, tmp_path: Path
+) -> None:
+    from pymongo import MongoClient
+
+    env = _env(model_repo, milvus_lite_server_uri, mongo_uri, database)
+    corpus = f"live_{uuid.uuid4().hex[:8]}"
+    common = ["qa", "--demo", "faq", "--model", MINILM_KEY, "--shard-size", "100", "--corpus", corpus]
+    first = CliRunner().invoke(ingest, [*common, "--work-dir", str(tmp_path / "first")], env=env)
+    assert first.exit_code == 0, first.output
+    # Two live writes as the documents API leaves them once applied: a new document, and a file row deleted.
+    client: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    try:
+        db = client[database]
+        db[corpus].insert_one(
+            {
+                "_id": 990001,
+                "queryid": "990001",
+                "question": "Written live, kept on Spark?",
+                "answer": "Yes.",
+                "category": [],
+            }
+        )
+        db[corpus].delete_one({"_id": 5})
+        db["changes"].insert_many(
+            [
+                {"_id": 1, "corpus": corpus, "doc_id": 990001, "op": "upsert", "version": None, "state": "applied"},
+                {"_id": 2, "corpus": corpus, "doc_id": 5, "op": "delete", "version": None, "state": "applied"},
+            ]
+        )
+    finally:
+        client.close()
+    work = ["--work-dir", str(tmp_path / "spark")]
+    refused = CliRunner().invoke(ingest, [*common, *SPARK, *work], env=env)
+    assert refused.exit_code == 1
+    assert "--merge" in refused.output
+    merged = CliRunner().invoke(ingest, [*common, *SPARK, *work, "--merge"], env=env)
+    assert merged.exit_code == 0, merged.output
+    assert "live: merged the live writes: 1 live documents added" in merged.output
+    assert "1 rows left out (deleted live)" in merged.output
+    rows = _milvus_rows(milvus_lite_server_uri, corpus, "question_emb")
+    assert 990001 in rows
+    assert 5 not in rows  # the file has row 5; it was deleted live and stays deleted
+    assert len(rows) == 503
+    assert set(_documents(mongo_uri, database, corpus)) == set(rows)
+
+
 def test_spark_runs_the_clip_image_tower_on_executors(
     milvus_lite_server_uri: str, mongo_uri: str, database: str, model_repo: ModelRepository, tmp_path: Path
 ) -> None:
