@@ -561,9 +561,12 @@ def test_the_cli_puts_gets_deletes_and_imports_a_file(live: Live, tmp_path: Path
 # ---- rebuilds (last: they rebuild the module's corpus) ----------------------------------------------------
 
 
-def _ingest_options(model_repo: ModelRepository, stores: Stores, work: Path, live: Any) -> Any:
-    from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings
+def _ingest_options(
+    model_repo: ModelRepository, stores: Stores, work: Path, live: Any, engine: str = "sequential"
+) -> Any:
+    from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings, SparkSettings
     from offline.ingest.steps import IngestOptions
+    from offline.spark.options import Engine
 
     return IngestOptions(
         corpus=CORPUS,
@@ -578,6 +581,8 @@ def _ingest_options(model_repo: ModelRepository, stores: Stores, work: Path, liv
         providers=["CPUExecutionProvider"],
         live=live,
         documents=DocumentsSettings(lease_seconds=float(ENV["MMSEARCH_DOCUMENTS__LEASE_SECONDS"])),
+        engine=Engine(engine),
+        spark=SparkSettings(master="local[2]"),
     )
 
 
@@ -634,8 +639,14 @@ def test_a_rebuild_refuses_a_live_corpus_unless_told_what_the_file_means(
     assert live.put(902000, {"question": "Applied after a refused rebuild?", "answer": "Yes."}).status_code == 200
 
 
-def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(
-    live: Live, live_rows: dict[int, dict[str, Any]], model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+@pytest.mark.parametrize("engine", ["sequential", "spark"])
+def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(  # noqa: PLR0917 - fixtures and the engine
+    live: Live,
+    live_rows: dict[int, dict[str, Any]],
+    model_repo: ModelRepository,
+    search_stores: Stores,
+    tmp_path: Path,
+    engine: str,
 ) -> None:
     import threading
 
@@ -677,7 +688,7 @@ def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(
     try:
         time.sleep(1.0)
         report = run_ingest(
-            _ingest_options(model_repo, search_stores, tmp_path / "work", LiveMode.MERGE),
+            _ingest_options(model_repo, search_stores, tmp_path / "work", LiveMode.MERGE, engine),
             lambda out: preprocess_qa(raw, out, QAOptions.for_format("jsonl")),
         )
         time.sleep(1.0)
