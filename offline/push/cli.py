@@ -9,7 +9,7 @@ import click
 from mmsearch.settings import mongo_settings
 from offline.errors import reported
 from offline.push.lexical import Analyzer
-from offline.push.live_guard import refuse_live_corpus
+from offline.push.live_guard import refuse_live_corpus, refuse_live_corpus_if_reachable
 from offline.push.milvus_push import MilvusPushOptions, push_milvus
 from offline.push.mongo_push import push_mongo
 from offline.push.options import (
@@ -58,6 +58,8 @@ def push() -> None:
 @milvus_uri_option
 @milvus_token_option
 @milvus_db_option
+@mongo_uri_option
+@mongo_db_option
 def milvus_command(
     *,
     vectors: Path,
@@ -74,6 +76,8 @@ def milvus_command(
     milvus_uri: str | None,
     milvus_token: str | None,
     milvus_db: str | None,
+    mongo_uri: str | None,
+    mongo_database: str | None,
 ) -> None:
     """Load vectors into a new collection CORPUS__<timestamp>, verify it, then switch the alias CORPUS to it.
 
@@ -81,7 +85,8 @@ def milvus_command(
     batches, flush, build the indexes, load, check the count, that a vector finds itself and that a row's text
     finds it by BM25, record the model key, dimension and lexical fields in the collection properties, switch
     the alias, drop the older physical collections. Re-running with the same input changes
-    nothing. Any failure leaves the previous collection serving.
+    nothing. Any failure leaves the previous collection serving. A corpus that has taken live writes (the
+    documents API; its journal in MongoDB, --mongo-uri) is refused: rebuild it with `mmsearch ingest --merge`.
     """
     opts = MilvusPushOptions(
         vectors=vectors,
@@ -97,6 +102,7 @@ def milvus_command(
         analyzer=Analyzer(analyzer),
     )
     with reported():
+        refuse_live_corpus_if_reachable(mongo_settings(mongo_uri, mongo_database), corpus)
         summary = push_milvus(milvus_settings(milvus_uri, milvus_token, milvus_db), opts)
     click.echo(summary.text())
 

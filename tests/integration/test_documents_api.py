@@ -639,6 +639,24 @@ def test_a_rebuild_refuses_a_live_corpus_unless_told_what_the_file_means(
     assert live.put(902000, {"question": "Applied after a refused rebuild?", "answer": "Yes."}).status_code == 200
 
 
+def test_push_refuses_a_live_corpus(live: Live, search_stores: Stores, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from offline.push.cli import push
+
+    corpus_file = tmp_path / "corpus.jsonl"
+    corpus_file.write_text(json.dumps({"id": 1, "question": "q?", "answer": "a."}) + "\n", encoding="utf-8")
+    stores = ["--mongo-uri", search_stores.mongo_uri, "--mongo-database", MONGO_DATABASE]
+    for args in (
+        ["milvus", "--vectors", str(tmp_path), "--corpus", CORPUS, "--milvus-uri", search_stores.milvus_uri, *stores],
+        ["mongo", "--input", str(corpus_file), "--corpus", CORPUS, *stores],
+    ):
+        result = CliRunner().invoke(push, args)
+        assert result.exit_code == 1, result.output
+        assert "has taken live writes" in result.output
+        assert "--merge" in result.output
+
+
 @pytest.mark.parametrize("engine", ["sequential", "spark"])
 def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(  # noqa: PLR0917 - fixtures and the engine
     live: Live,
