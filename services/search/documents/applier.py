@@ -1,10 +1,12 @@
 """The applier: carries each corpus's pending journal entries into MongoDB's documents and Milvus, in journal order.
 
-One replica at a time applies a corpus: it holds the corpus's lease (journal.lease, renewed every batch), so writes
-to one document are applied in the order they were accepted, and every replica may accept writes. A replica killed
-while holding a lease leaves its entries pending; the lease runs out and another replica applies them. Applying is
-idempotent (upserts and deletes by primary key, versions checked against the journal), so an entry applied again
-after a crash between the stores' writes and its mark changes nothing.
+One replica at a time applies a corpus: it holds the corpus's lease (journal.lease, renewed before every batch and
+checked again before the batch is marked applied), so writes to one document are applied in the order they were
+accepted, every replica may accept writes, and a rebuild that took the lease never misses a batch marked applied
+after it read the live state. A replica killed while holding a lease leaves its entries pending; the lease runs out
+and another replica applies them. Applying is idempotent (upserts and deletes by primary key, versions checked
+against the journal), so an entry applied again after a crash between the stores' writes and its mark changes
+nothing.
 
 Order of the two stores, so a search never shows half of a write: an upsert goes to MongoDB first (a vector found
 always has its document), a delete to Milvus first (a document removed is never a hit). An entry is marked applied
@@ -170,6 +172,12 @@ class Applier:
         await self.milvus.delete(corpus, plan.deletes)
         await self._until_visible(corpus, [e.doc_id for e in plan.upserts], plan.deletes)
         await self.journal.write_documents(corpus, [], plan.deletes)
+        if not await self.journal.lease(corpus, self.owner, self.settings.lease_seconds):
+            # A rebuild reserved the corpus (or the lease ran out) while this batch was written: it may have read
+            # the live state already, so the batch stays pending and is applied again to whatever serves next.
+            log.info("the lease on %s passed on during a batch; its %d change(s) stay pending", corpus, len(entries))
+            self._held.discard(corpus)
+            return False
         await self.journal.mark(plan.applied, "applied")
         self._applied_rows(corpus, len(plan.upserts) + len(plan.deletes))
         for seq, reason in plan.stale:
