@@ -67,6 +67,7 @@ class RebuildLease:
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew, name="rebuild-lease", daemon=True)
         self.lost = False
+        self._renewed_at = 0.0  # monotonic time of the last renewal that succeeded
 
     def take(self, wait_seconds: float) -> None:
         """Reserve the lease (the replica applying the corpus stops renewing it), then take it once it runs out."""
@@ -80,19 +81,24 @@ class RebuildLease:
                     f"a search replica is applying live writes to {self.corpus!r} and keeps its lease: try again"
                 )
             time.sleep(0.2)
+        self._renewed_at = time.monotonic()
         self._renewer.start()
 
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                if not take_lease(self.leases, self.corpus, self.owner, self.seconds):
+                if take_lease(self.leases, self.corpus, self.owner, self.seconds):
+                    self._renewed_at = time.monotonic()
+                else:
                     self.lost = True
             except Exception:
                 log.warning("renewing the rebuild's lease on %s failed; retrying", self.corpus, exc_info=True)
 
     def check(self) -> None:
-        """Before the alias switches: the lease was never lost, so no live write reached the old collection."""
-        if self.lost or not take_lease(self.leases, self.corpus, self.owner, self.seconds):
+        """Before the alias switches: the lease was never lost nor lapsed (renewals failing for longer than it
+        lasts), so no live write reached the old collection."""
+        lapsed = time.monotonic() - self._renewed_at > self.seconds
+        if self.lost or lapsed or not take_lease(self.leases, self.corpus, self.owner, self.seconds):
             raise PushError(
                 f"the rebuild lost {self.corpus!r}'s lease (MongoDB unreachable for over {self.seconds:g}s?): live "
                 "writes may have been applied to the old collection; the alias was not switched, run it again"

@@ -627,6 +627,7 @@ def test_a_rebuild_refuses_a_live_corpus_unless_told_what_the_file_means(
     from offline.preprocess.qa import QAOptions, preprocess_qa
     from offline.push.errors import PushError
 
+    assert live.put(902001, {"question": "Written before a rebuild?", "answer": "Yes."}).status_code == 200
     raw = _raw_file(live_rows, tmp_path)
     before = _alias_target(search_stores)
     with pytest.raises(PushError, match=r"has taken live writes .* --merge .* --replace"):
@@ -644,6 +645,7 @@ def test_push_refuses_a_live_corpus(live: Live, search_stores: Stores, tmp_path:
 
     from offline.push.cli import push
 
+    assert live.put(902002, {"question": "Written before a push?", "answer": "Yes."}).status_code == 200
     corpus_file = tmp_path / "corpus.jsonl"
     corpus_file.write_text(json.dumps({"id": 1, "question": "q?", "answer": "a."}) + "\n", encoding="utf-8")
     stores = ["--mongo-uri", search_stores.mongo_uri, "--mongo-database", MONGO_DATABASE]
