@@ -128,18 +128,7 @@ class SearchClient:
             )
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, "adding a photo") from exc
-        if response.status_code >= 400:
-            kind, detail = _error_detail(response)
-            status = response.status_code
-            if status in (401, 403):
-                raise _key_error(kind, detail)
-            if status in (404, 413, 415, 422):
-                raise SearchError(
-                    400 if status == 404 else status, kind or "rejected", detail or f"Rejected ({status})."
-                )
-            raise SearchError(503, "unavailable", f"The search service cannot add the photo: {detail or status}.")
-        body: dict[str, Any] = response.json()
-        return body
+        return _write_answer(response, refused=(404, 413, 415, 422), cannot="add the photo")
 
     def feedback(self, event: UiFeedback) -> dict[str, Any]:
         """Forward a click / like / dislike to the service's POST /feedback; its answer, or a SearchError."""
@@ -147,18 +136,8 @@ class SearchClient:
             response = self._http.post("/feedback", json=event.model_dump())
         except httpx.HTTPError as exc:
             raise self._transport_error(exc, "feedback") from exc
-        if response.status_code >= 400:
-            kind, detail = _error_detail(response)
-            status = response.status_code
-            if status in (401, 403):
-                raise _key_error(kind, detail)
-            if status in (404, 413, 422):
-                # Not stored, for a reason of the event itself (an expired search, an item it did not show).
-                return_status = 400 if status == 404 else status
-                raise SearchError(return_status, kind or "rejected", detail or f"Rejected ({status}).")
-            raise SearchError(503, "unavailable", f"The search service cannot record feedback: {detail or status}.")
-        body: dict[str, Any] = response.json()
-        return body
+        # 404/413/422: not stored, for a reason of the event itself (an expired search, an item it did not show).
+        return _write_answer(response, refused=(404, 413, 422), cannot="record feedback")
 
     def scenes(self) -> dict[str, str]:
         """Each scene of the config in force: "enabled" or why it cannot serve (GET /experiments); empty when the
@@ -255,6 +234,21 @@ class SearchClient:
         if status in (502, 503, 504):
             return SearchError(503, "unavailable", f"The search service cannot answer: {detail or status}.")
         return SearchError(502, "bad_gateway", f"The search service failed ({status}): {detail or 'no detail'}.")
+
+
+def _write_answer(response: httpx.Response, *, refused: tuple[int, ...], cannot: str) -> dict[str, Any]:
+    """The body of a write the service took, or the SearchError saying why not: the UI's key (401/403), the
+    request itself (`refused`; 404 becomes 400), else the service cannot `cannot` now (503)."""
+    status = response.status_code
+    if status < 400:
+        body: dict[str, Any] = response.json()
+        return body
+    kind, detail = _error_detail(response)
+    if status in (401, 403):
+        raise _key_error(kind, detail)
+    if status in refused:
+        raise SearchError(400 if status == 404 else status, kind or "rejected", detail or f"Rejected ({status}).")
+    raise SearchError(503, "unavailable", f"The search service cannot {cannot}: {detail or status}.")
 
 
 def _key_error(kind: str | None, detail: str) -> SearchError:
