@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,6 +312,24 @@ def encode_shard_rows(
     for positions in _batches_of_shard(0, len(values), batch_size, is_image, values):
         vectors[positions] = l2_normalize(encoder.run(prepare(positions)))
     return vectors
+
+
+def encode_rows(
+    rows: Sequence[CorpusRow],
+    repo: ModelRepository,
+    model_key: str,
+    field: str,
+    *,
+    batch_size: int = 32,
+    providers: list[str] | None = None,
+) -> npt.NDArray[np.float32]:
+    """The vectors of a few rows held in memory (a rebuild's replay of live writes), made exactly as a corpus
+    file's rows are: the model's document prompt, the same preprocessing and normalisation."""
+    _, is_image = check_model(repo, model_key, field)
+    values = [field_value(row, field, is_image, where="live document") for row in rows]
+    encoder = OnnxEncoder.from_repo(repo, model_key, providers=providers)
+    prepare = image_prep(repo, model_key, values) if is_image else text_prep(repo, model_key, values)
+    return encode_shard_rows(encoder, prepare, values, batch_size=batch_size, is_image=is_image)
 
 
 def _batches_of_shard(first: int, n: int, batch_size: int, is_image: bool, values: list[str]) -> Iterator[list[int]]:

@@ -1,14 +1,21 @@
 """A rebuild of a corpus that takes live writes (the search service's documents API) loses none of them.
 
-While it runs, the rebuild holds the corpus's applier lease (mmsearch/change_journal.py): writes accepted meanwhile
-stay pending in the journal, durable, and the search replicas apply them to the new collection once the alias has
-switched and the lease is released. What the journal had applied before the rebuild started, it merges into the
-corpus file before encoding, as the user asked:
+At its start the rebuild takes the corpus's applier lease for a moment (mmsearch/change_journal.py): under it, it
+marks the corpus as being rebuilt and reads the live state (which journal entries are applied). Then it lets go:
+the search replicas keep applying writes to the serving collection, so they stay searchable while the new
+collection is built, and, seeing the mark, keep each applied entry's document in the journal. Right before the
+alias switches, the rebuild takes the lease again and replays every entry applied since its start into the new
+collection (encoded with the rebuild's own model) and into MongoDB (the build's document writes may have landed
+after them); it holds the lease through the switch and the prune, so nothing is applied in between. Writes still
+pending then are applied to the new collection by the replicas once the lease is released.
+
+What the journal had applied before the start, it merges into the corpus file before encoding, as the user asked:
 
 - `--merge`: live writes win over the file (a document written live replaces the file's row of that id or joins
   it; a document deleted live stays deleted even if the file has it).
 - `--replace`: the file is the whole corpus (documents written live that it lacks are deleted; those deleted live
-  that it has come back); the counts are logged before anything changes.
+  that it has come back); the counts are logged before anything changes. Writes that arrive during the rebuild
+  still stand: they are newer than the file.
 """
 
 from __future__ import annotations
@@ -18,19 +25,34 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from mmsearch.change_journal import LiveState, live_state, release_lease, reserve_lease, take_lease
+import numpy as np
+import numpy.typing as npt
+
+from mmsearch.change_journal import (
+    LiveState,
+    applied_order,
+    drop_kept_documents,
+    live_state,
+    mark_rebuild,
+    release_lease,
+    reserve_lease,
+    take_lease,
+    unmark_rebuild,
+)
+from mmsearch.collection_meta import PRIMARY_KEY
 from mmsearch.files import atomic_text_writer
 from mmsearch.settings import DocumentsSettings, MongoSettings
-from offline.preprocess.records import read_corpus
+from offline.preprocess.records import CorpusRow, read_corpus
 from offline.push.errors import PushError
-from offline.push.mongo_push import mongo_database
+from offline.push.milvus_push import FillSpec, entity_batches
+from offline.push.mongo_push import document, mongo_database
 
 log = logging.getLogger(__name__)
 
@@ -55,74 +77,199 @@ class Merged:
         return f"replaced: {self.dropped} documents written live and not in the file are deleted"
 
 
-class RebuildLease:
-    """The corpus's applier lease, held (and renewed) for the rebuild; taken from MongoDB `db`."""
+@dataclass(frozen=True)
+class Replayed:
+    """The live writes a rebuild carried into its new collection: their journal entries and documents."""
+
+    seqs: list[int] = field(default_factory=list)
+    upserted: set[int] = field(default_factory=set)
+    deleted: set[int] = field(default_factory=set)
+
+    def text(self) -> str:
+        return (
+            f"{len(self.seqs)} live writes applied while the collection was built replayed into it "
+            f"({len(self.upserted)} documents written, {len(self.deleted)} deleted)"
+        )
+
+
+# Encodes a replay's documents exactly as the rebuild encodes the corpus file (offline/encode/pipeline.encode_rows).
+Encode = Callable[[Sequence[CorpusRow]], npt.NDArray[np.float32]]
+FIND_BATCH = 1000  # entries fetched per $in query
+
+
+class LiveRebuild:
+    """One rebuild's hold on a corpus that takes live writes (the module's docstring); `start`, then `replay` right
+    before the switch, then `close`."""
 
     def __init__(self, db: Any, docs: DocumentsSettings, corpus: str) -> None:
+        self.db = db
         self.leases = db[docs.leases_collection]
         self.journal = db[docs.journal_collection]
         self.seconds = docs.lease_seconds
         self.corpus = corpus
         self.owner = f"rebuild-{uuid.uuid4().hex}"
-        self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew, name="rebuild-lease", daemon=True)
-        self.lost = False
+        self.live = LiveState()
+        self.replayed = Replayed()
+        self._holding = False
+        self._lost = ""  # why the mark or the lease was lost, if it was
         self._renewed_at = 0.0  # monotonic time of the last renewal that succeeded
+        self._stop = threading.Event()
+        self._renewer = threading.Thread(target=self._renew, name="rebuild-mark", daemon=True)
 
-    def take(self, wait_seconds: float) -> None:
-        """Reserve the lease (the replica applying the corpus stops renewing it), then take it once it runs out."""
-        deadline = time.monotonic() + wait_seconds
+    # ---- the lease and the mark ---------------------------------------------------------------------------
+
+    def _take(self) -> None:
+        """Reserve the lease (the replica applying the corpus stops renewing it after its batch), then take it once
+        it runs out."""
+        deadline = time.monotonic() + 2 * self.seconds + 5
         while True:
             reserve_lease(self.leases, self.corpus, self.owner, self.seconds)
-            if take_lease(self.leases, self.corpus, self.owner, self.seconds):
+            if take_lease(self.leases, self.corpus, self.owner, self.seconds) is not None:
                 break
             if time.monotonic() > deadline:
                 raise PushError(
                     f"a search replica is applying live writes to {self.corpus!r} and keeps its lease: try again"
                 )
             time.sleep(0.2)
+        self._holding = True
+
+    def _let_go(self) -> None:
+        if self._holding:
+            self._holding = False
+            release_lease(self.leases, self.corpus, self.owner)
+
+    def start(self) -> None:
+        self._take()
+        try:
+            if not mark_rebuild(self.leases, self.corpus, self.owner, self.seconds):
+                raise PushError(f"another rebuild of {self.corpus!r} is under way: wait for it to finish")
+            self.live = live_state(self.journal, self.corpus)
+        finally:
+            self._let_go()  # the replicas apply writes to the serving collection while this one builds
         self._renewed_at = time.monotonic()
         self._renewer.start()
 
     def _renew(self) -> None:
         while not self._stop.wait(self.seconds / 3):
             try:
-                if take_lease(self.leases, self.corpus, self.owner, self.seconds):
-                    self._renewed_at = time.monotonic()
+                if not mark_rebuild(self.leases, self.corpus, self.owner, self.seconds):
+                    self._lost = "another rebuild took the corpus"
+                elif self._holding and take_lease(self.leases, self.corpus, self.owner, self.seconds) is None:
+                    self._lost = "a search replica took the lease"
                 else:
-                    self.lost = True
+                    self._renewed_at = time.monotonic()
             except Exception:
-                log.warning("renewing the rebuild's lease on %s failed; retrying", self.corpus, exc_info=True)
+                log.warning("renewing the rebuild's hold on %s failed; retrying", self.corpus, exc_info=True)
 
-    def check(self) -> None:
-        """Before the alias switches: the lease was never lost nor lapsed (renewals failing for longer than it
-        lasts), so no live write reached the old collection."""
+    def _check(self) -> None:
+        """The mark and the lease were never lost nor lapsed (renewals failing for longer than they last): else a
+        replica may have dropped an applied document the replay needs, or applied a write to the old collection."""
         lapsed = time.monotonic() - self._renewed_at > self.seconds
-        if self.lost or lapsed or not take_lease(self.leases, self.corpus, self.owner, self.seconds):
+        if self._lost or lapsed:
+            why = self._lost or f"MongoDB unreachable for over {self.seconds:g}s?"
             raise PushError(
-                f"the rebuild lost {self.corpus!r}'s lease (MongoDB unreachable for over {self.seconds:g}s?): live "
-                "writes may have been applied to the old collection; the alias was not switched, run it again"
+                f"the rebuild lost its hold on {self.corpus!r} ({why}): live writes may be missing from the new "
+                "collection; the alias was not switched, run it again"
             )
 
-    def release(self) -> None:
+    def close(self) -> None:
+        """Done (switched or failed): the kept documents go, then the mark and the lease."""
         self._stop.set()
         if self._renewer.is_alive():
             self._renewer.join()
-        release_lease(self.leases, self.corpus, self.owner)
+        try:
+            drop_kept_documents(self.journal, self.corpus)
+            unmark_rebuild(self.leases, self.corpus, self.owner)
+        finally:
+            self._let_go()
+
+    # ---- the replay ---------------------------------------------------------------------------------------
+
+    def replay(self, client: Any, spec: FillSpec, encode: Encode) -> None:
+        """Under the lease (held until `close`): carry every entry applied since `start` into the new collection
+        and MongoDB. The last applied write per document decides (applied_order)."""
+        self._take()
+        self._check()
+        last: dict[int, dict[str, Any]] = {}
+        seqs = self._applied_since_start()
+        for s in range(0, len(seqs), FIND_BATCH):
+            for d in self.journal.find({"_id": {"$in": seqs[s : s + FIND_BATCH]}}, {"vector": 0}):
+                old = last.get(int(d["doc_id"]))
+                if old is None or applied_order(_order_key(d)) > applied_order(_order_key(old)):
+                    last[int(d["doc_id"])] = d
+        rows: dict[int, CorpusRow] = {}
+        for doc_id, d in last.items():
+            if d["op"] != "upsert":
+                continue
+            if "document" not in d:
+                raise PushError(
+                    f"journal entry {d['_id']} of {self.corpus!r} was applied during the rebuild without its "
+                    "document kept: the alias was not switched, run it again"
+                )
+            rows[doc_id] = CorpusRow(id=doc_id, **d["document"])
+        deleted = sorted(doc_id for doc_id, d in last.items() if d["op"] == "delete")
+        self._write_mongo(list(rows.values()), deleted)
+        self._write_milvus(client, spec, rows, deleted, encode)
+        self._check()
+        self.replayed = Replayed(seqs, set(rows), set(deleted))
+
+    def _applied_since_start(self) -> list[int]:
+        now_applied = np.asarray(
+            [int(d["_id"]) for d in self.journal.find({"corpus": self.corpus, "state": "applied"}, {"_id": 1})],
+            dtype=np.int64,
+        )
+        return [int(s) for s in np.setdiff1d(now_applied, self.live.applied, assume_unique=True)]
+
+    def _write_mongo(self, rows: list[CorpusRow], deleted: list[int]) -> None:
+        from pymongo import DeleteOne, ReplaceOne
+
+        ops: list[Any] = [ReplaceOne({"_id": r.id}, document(r), upsert=True) for r in rows]
+        ops += [DeleteOne({"_id": doc_id}) for doc_id in deleted]
+        if ops:
+            self.db[self.corpus].bulk_write(ops, ordered=True)
+
+    @staticmethod
+    def _write_milvus(
+        client: Any, spec: FillSpec, rows: dict[int, CorpusRow], deleted: list[int], encode: Encode
+    ) -> None:
+        if rows:
+            ids = np.asarray(list(rows), dtype=np.int64)
+            vectors = encode(list(rows.values()))
+            for batch in entity_batches(spec, ids, vectors, rows):
+                client.upsert(spec.collection, batch)
+        if deleted:
+            client.delete(spec.collection, ids=deleted)
+        if not (rows or deleted):
+            return
+        client.flush(spec.collection)
+        touched = [*rows, *deleted]
+        found = client.query(
+            spec.collection,
+            filter=f"{PRIMARY_KEY} in {touched}",
+            output_fields=[PRIMARY_KEY],
+            consistency_level="Strong",
+        )
+        present = {int(r[PRIMARY_KEY]) for r in found}
+        if present != set(rows):
+            raise PushError(
+                f"{spec.collection}: the replayed live writes are not all visible; the alias was not switched"
+            )
+
+
+def _order_key(d: dict[str, Any]) -> tuple[Any, int, str]:
+    return d.get("applied_at"), int(d["_id"]), str(d["op"])
 
 
 @contextmanager
-def rebuild_lease(
-    mongo: MongoSettings, docs: DocumentsSettings, corpus: str
-) -> Iterator[tuple[RebuildLease, LiveState]]:
-    """Hold the corpus's lease for the rebuild; yields it with the live state read under it."""
+def live_rebuild(mongo: MongoSettings, docs: DocumentsSettings, corpus: str) -> Iterator[LiveRebuild]:
+    """Hold `corpus` for a rebuild (LiveRebuild: started, closed on the way out, switched or not)."""
     with mongo_database(mongo) as db:
-        lease = RebuildLease(db, docs, corpus)
-        lease.take(wait_seconds=2 * docs.lease_seconds + 5)
+        rebuild = LiveRebuild(db, docs, corpus)
+        rebuild.start()
         try:
-            yield lease, live_state(lease.journal, corpus)
+            yield rebuild
         finally:
-            lease.release()
+            rebuild.close()
 
 
 def merge_live(corpus_file: Path, mongo: MongoSettings, corpus: str, live: LiveState, mode: LiveMode) -> Merged:
@@ -143,23 +290,20 @@ def merge_live(corpus_file: Path, mongo: MongoSettings, corpus: str, live: LiveS
     with mongo_database(mongo) as db:
         stored = {int(d["_id"]): d for d in db[corpus].find({"_id": {"$in": sorted(live.upserted)}})}
     missing = live.upserted - set(stored)
-    if missing:
-        raise PushError(
-            f"the journal says {len(missing)} live documents of {corpus!r} exist (e.g. {min(missing)}) but MongoDB "
-            "has no document for them: nothing was changed"
-        )
+    if missing:  # deleted since the live state was read: the delete is replayed or applied after the switch
+        log.info("%d live documents of %s were deleted meanwhile; left out of the file", len(missing), corpus)
     kept, replaced = [], 0
     for row in rows:
         if row.id in live.deleted:
             continue
         if row.id in live.upserted:
-            replaced += 1
+            replaced += row.id in stored
             continue  # the live version follows
         kept.append(json.dumps({"id": row.id, **row.fields()}, ensure_ascii=False))
-    for doc_id in sorted(live.upserted):
+    for doc_id in sorted(set(stored)):
         fields = {k: v for k, v in stored[doc_id].items() if k not in ("_id", "queryid")}
         kept.append(json.dumps({"id": doc_id, **fields}, ensure_ascii=False))
     with atomic_text_writer(corpus_file) as out:
         out.write("".join(line + "\n" for line in kept))
-    added = len(live.upserted - ids)
+    added = len(set(stored) - ids)
     return Merged(added, replaced, len(live.deleted & ids))

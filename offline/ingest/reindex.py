@@ -1,10 +1,10 @@
 """`mmsearch reindex --corpus C [--model M]`: rebuild a corpus's vectors from MongoDB, its source of truth.
 
 For a model change, or to put live-written documents back in one indexed segment. The documents are read from the
-corpus's MongoDB collection under the corpus's applier lease (so the copy is consistent: writes accepted meanwhile
-stay pending and are applied to the new collection), and go through `mmsearch ingest`'s steps with the filter and
-lexical fields, analyzer, index and metric the serving collection records; the alias switches once the new
-collection is verified, as for any ingest.
+corpus's MongoDB collection after the rebuild has marked the corpus (offline/ingest/live_writes.py: writes applied
+meanwhile are replayed into the new collection, encoded with the new model), and go through `mmsearch ingest`'s steps
+with the filter and lexical fields, analyzer, index and metric the serving collection records; the alias switches
+once the new collection is verified, as for any ingest.
 """
 
 from __future__ import annotations
@@ -95,7 +95,7 @@ def reindex(  # noqa: PLR0917 - click options
 
     Keeps what the serving collection records (filter and lexical fields, analyzer, index, metric); with --model the
     new vectors come from that model (the search configuration must then name it). Writes through the documents
-    API are never lost: they wait in the journal while the copy is read and are applied to the new collection.
+    API are never lost: those applied while it runs are replayed into the new collection before the switch.
     """
     milvus = milvus_settings(milvus_uri, None, None)
     mongo = mongo_settings(mongo_uri, mongo_database)

@@ -9,25 +9,26 @@ documents of ids that left the corpus are removed only after the switch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mmsearch.change_journal import LiveState, supersede_applied
+from mmsearch.change_journal import supersede_applied
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings, SparkSettings
 from offline.encode.manifest import read_manifest
-from offline.encode.pipeline import check_model, encode_corpus, fresh_manifest
-from offline.ingest.live_writes import LiveMode, RebuildLease, merge_live, rebuild_lease
+from offline.encode.pipeline import check_model, encode_corpus, encode_rows, fresh_manifest
+from offline.ingest.live_writes import LiveMode, LiveRebuild, live_rebuild, merge_live
 from offline.ingest.overlap import ShardFeed
 from offline.preprocess.records import CorpusError, read_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
-from offline.push.milvus_push import MilvusPushOptions, MilvusPushSummary, push_milvus
+from offline.push.milvus_push import FillSpec, MilvusPushOptions, MilvusPushSummary, push_milvus
 from offline.push.mongo_push import prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
 from offline.spark.jobs import MongoTarget, check_server_uri, encode_corpus_spark, spark_fill
@@ -92,7 +93,8 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
         check_server_uri(opts.milvus.uri)  # before any work: the executors write to it
     if opts.skip_mongo:
         return _ingest(opts, preprocess, None)
-    with rebuild_lease(opts.mongo, opts.documents, opts.corpus) as (lease, live):
+    with live_rebuild(opts.mongo, opts.documents, opts.corpus) as rebuild:
+        live = rebuild.live
         if (live.upserted or live.deleted) and opts.live is None:
             raise PushError(
                 f"corpus {opts.corpus!r} has taken live writes ({len(live.upserted)} documents written and "
@@ -100,13 +102,13 @@ def run_ingest(opts: IngestOptions, preprocess: Callable[[Path], PreprocessRepor
                 "them: live writes win over the file) or --replace (the file is the whole corpus: documents written "
                 "live that it lacks are deleted)"
             )
-        return _ingest(opts, preprocess, (lease, live))
+        return _ingest(opts, preprocess, rebuild)
 
 
 def _ingest(
     opts: IngestOptions,
     preprocess: Callable[[Path], PreprocessReport],
-    held: tuple[RebuildLease, LiveState] | None,
+    rebuild: LiveRebuild | None,
 ) -> IngestReport:
     report = IngestReport()
     corpus_file = opts.work_dir / "corpus.jsonl"
@@ -115,14 +117,20 @@ def _ingest(
     if pre.written == 0:
         raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
     before_switch = None
-    if held is not None:
-        lease, live = held
-        before_switch = lease.check
+    if rebuild is not None:
+        live = rebuild.live
         if (live.upserted or live.deleted) and opts.live is not None:
             merged = merge_live(corpus_file, opts.mongo, opts.corpus, live, opts.live)
             report.add("live", merged.text(opts.live))
-        if live.pending:
-            report.add("live", f"{live.pending} live writes accepted meanwhile are applied to the new collection")
+        encode = functools.partial(
+            encode_rows,
+            repo=opts.repo,
+            model_key=opts.model_key,
+            field=opts.field,
+            batch_size=opts.batch_size,
+            providers=opts.providers,
+        )
+        before_switch = functools.partial(rebuild.replay, encode=encode)
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
     push = _push_options(opts, vectors)
     if opts.engine is Engine.SPARK:
@@ -131,14 +139,23 @@ def _ingest(
             milvus = push_milvus(opts.milvus, push, fill=spark_fill(sc, opts.spark), before_switch=before_switch)
     else:
         milvus = _encode_and_fill(opts, corpus_file, vectors, report, before_switch)
+    if rebuild is not None and rebuild.replayed.seqs:
+        report.add("live", rebuild.replayed.text())
     report.add("milvus", milvus.text())
     if not opts.skip_mongo:
-        pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus)
+        also_keep = rebuild.replayed.upserted if rebuild is not None else frozenset()
+        pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus, also_keep=also_keep)
         if pruned:
             report.add("mongo", f"removed {pruned} documents no longer in the corpus")
-    if held is not None and opts.live is LiveMode.REPLACE:
-        gone = supersede_applied(held[0].journal, opts.corpus, "replaced by `mmsearch ingest --replace`")
+    if rebuild is not None and opts.live is LiveMode.REPLACE:
+        gone = supersede_applied(
+            rebuild.journal, opts.corpus, "replaced by `mmsearch ingest --replace`", keep=rebuild.replayed.seqs
+        )
         report.add("live", f"{gone} applied live writes superseded by the file")
+    if rebuild is not None:
+        pending = rebuild.journal.count_documents({"corpus": opts.corpus, "state": "pending"})
+        if pending:
+            report.add("live", f"{pending} live writes pending: the search service applies them to the new collection")
     return report
 
 
@@ -147,7 +164,7 @@ def _encode_and_fill(
     corpus_file: Path,
     vectors: Path,
     report: IngestReport,
-    before_switch: Callable[[], None] | None,
+    before_switch: Callable[[Any, FillSpec], None] | None,
 ) -> MilvusPushSummary:
     """Encode, with the MongoDB upserts and the Milvus fill of the new collection running beside the model: the
     documents need only the corpus, and each finished shard is upserted while the next one encodes. The

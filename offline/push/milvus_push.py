@@ -231,12 +231,13 @@ def push_milvus(
     opts: MilvusPushOptions,
     fill: Fill | None = None,
     planned: IndexManifest | None = None,
-    before_switch: Callable[[], None] | None = None,
+    before_switch: Callable[[Any, FillSpec], None] | None = None,
 ) -> MilvusPushSummary:
     """`fill` writes the vectors into the new collection (default: from this process, shard by shard).
 
-    `before_switch` runs once the new collection is verified, right before the alias moves; raising there leaves
-    the alias where it was (a rebuild of a live corpus checks it still holds the corpus's lease).
+    `before_switch(client, spec)` runs once the new collection is verified, right before the alias moves; raising
+    there leaves the alias where it was (a rebuild of a live corpus replays the live writes of its build time into
+    `spec.collection`).
 
     `planned`: the manifest of vectors still being encoded (an ingest that fills while it encodes); its fill
     must return only once every shard is written, and the folder's manifest is complete before verifying."""
@@ -291,7 +292,7 @@ def push_milvus(
         )
         if before_switch is not None:
             try:
-                before_switch()
+                before_switch(client, spec)
             except BaseException:
                 client.drop_collection(new)
                 raise

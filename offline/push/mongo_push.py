@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Set
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -166,12 +166,20 @@ def check_written(
         raise PushError(f"{settings.database}.{corpus} holds {stored} documents after the push, expected {rows}")
 
 
-def prune_mongo(settings: MongoSettings, corpus_path: Path, corpus: str, *, batch_size: int = 1000) -> int:
-    """Only the pruning half of `push_mongo(prune=True)`: delete documents whose ids left the corpus."""
+def prune_mongo(
+    settings: MongoSettings,
+    corpus_path: Path,
+    corpus: str,
+    *,
+    batch_size: int = 1000,
+    also_keep: Set[int] = frozenset(),
+) -> int:
+    """Only the pruning half of `push_mongo(prune=True)`: delete documents whose ids left the corpus (those in
+    `also_keep` stay: written live while a rebuild read the file)."""
     from pymongo.errors import PyMongoError
 
     try:
-        keep = {row.id for _, row in read_corpus(corpus_path)}
+        keep = {row.id for _, row in read_corpus(corpus_path)} | also_keep
     except CorpusError as exc:
         raise PushError(str(exc)) from exc
     with mongo_database(settings) as db:

@@ -682,9 +682,11 @@ def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(  # noqa: PLR0917 
     assert live.delete(removed).status_code == 200
 
     acknowledged: dict[int, str] = {}  # id -> last acknowledged op
+    searchable = 0  # upserts answered 200: applied and searchable (wait=true) while the rebuild ran
     stop = threading.Event()
 
     def writer() -> None:
+        nonlocal searchable
         n = 0
         with httpx.Client(base_url=live.running.url, timeout=60) as http:
             while not stop.is_set():
@@ -694,8 +696,9 @@ def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(  # noqa: PLR0917 
                     op = "delete"
                 else:
                     body = {"question": f"Streamed during the rebuild {n}?", "answer": str(n)}
-                    reply = http.put(f"/corpora/{CORPUS}/documents/{doc_id}", json=body, params={"wait": "false"})
+                    reply = http.put(f"/corpora/{CORPUS}/documents/{doc_id}", json=body)
                     op = "upsert"
+                    searchable += reply.status_code == 200
                 if reply.status_code in (200, 202):
                     acknowledged[doc_id] = op
                 n += 1
@@ -718,6 +721,12 @@ def test_a_merge_rebuild_while_a_writer_streams_loses_nothing(  # noqa: PLR0917 
     assert _alias_target(search_stores) != before, report.lines
     assert any(line.startswith("live: merged the live writes") for line in report.lines), report.lines
     assert acknowledged, "the writer got no write acknowledged"
+    assert searchable, "no write became searchable while the rebuild ran"
+    # Writes kept being applied to the serving collection during the build, and went into the new one before the
+    # switch (replayed from the journal), not only after it.
+    replayed = [line for line in report.lines if "replayed into it" in line]
+    assert replayed, report.lines
+    assert int(replayed[0].split()[1]) > 0, replayed
     wait_until(lambda: not _journal(search_stores, state="pending"), what="writes applied after the switch", timeout=90)
 
     in_milvus, in_mongo = _stored_ids(search_stores)

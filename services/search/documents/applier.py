@@ -2,11 +2,11 @@
 
 One replica at a time applies a corpus: it holds the corpus's lease (journal.lease, renewed before every batch and
 checked again before the batch is marked applied), so writes to one document are applied in the order they were
-accepted, every replica may accept writes, and a rebuild that took the lease never misses a batch marked applied
-after it read the live state. A replica killed while holding a lease leaves its entries pending; the lease runs out
-and another replica applies them. Applying is idempotent (upserts and deletes by primary key, versions checked
-against the journal), so an entry applied again after a crash between the stores' writes and its mark changes
-nothing.
+accepted, every replica may accept writes, and a rebuild that took the lease to read the live state sees each batch
+either in it or marked afterwards with its documents kept for the rebuild's replay. A replica killed while holding
+a lease leaves its entries pending; the lease runs out and another replica applies them. Applying is idempotent
+(upserts and deletes by primary key, versions checked against the journal), so an entry applied again after a crash
+between the stores' writes and its mark changes nothing.
 
 Order of the two stores, so a search never shows half of a write: an upsert goes to MongoDB first (a vector found
 always has its document), a delete to Milvus first (a document removed is never a hit). An entry is marked applied
@@ -24,6 +24,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from mmsearch.change_journal import rebuild_running
 from mmsearch.settings import DocumentsSettings
 from services.search.documents.journal import Entry, Journal
 from services.search.documents.milvus_writes import MilvusWrites
@@ -121,11 +122,13 @@ class Applier:
         for corpus in self._gauged - set(pending):
             self.metrics.documents_pending.labels(corpus).set(0)
         self._gauged = set(pending)
+        for corpus in self._held - set(pending):
+            await self._hand_back(corpus)  # idle: a rebuild waiting for the lease gets it now, not when it runs out
         busy = False
         for corpus, count in pending.items():
             self.metrics.documents_pending.labels(corpus).set(count)
-            if not await self.journal.lease(corpus, self.owner, self.settings.lease_seconds):
-                self._held.discard(corpus)
+            if await self.journal.lease(corpus, self.owner, self.settings.lease_seconds) is None:
+                await self._hand_back(corpus)  # reserved by a rebuild (or taken by another replica)
                 continue
             self._held.add(corpus)
             try:
@@ -172,13 +175,15 @@ class Applier:
         await self.milvus.delete(corpus, plan.deletes)
         await self._until_visible(corpus, [e.doc_id for e in plan.upserts], plan.deletes)
         await self.journal.write_documents(corpus, [], plan.deletes)
-        if not await self.journal.lease(corpus, self.owner, self.settings.lease_seconds):
+        lease = await self.journal.lease(corpus, self.owner, self.settings.lease_seconds)
+        if lease is None:
             # A rebuild reserved the corpus (or the lease ran out) while this batch was written: it may have read
             # the live state already, so the batch stays pending and is applied again to whatever serves next.
             log.info("the lease on %s passed on during a batch; its %d change(s) stay pending", corpus, len(entries))
-            self._held.discard(corpus)
+            await self._hand_back(corpus)
             return False
-        await self.journal.mark(plan.applied, "applied")
+        # While a rebuild runs, the documents stay in the journal: it replays them into its new collection.
+        await self.journal.mark(plan.applied, "applied", keep_document=rebuild_running(lease))
         self._applied_rows(corpus, len(plan.upserts) + len(plan.deletes))
         for seq, reason in plan.stale:
             await self.journal.mark([seq], "stale", reason)
@@ -217,6 +222,12 @@ class Applier:
                 raise DependencyUnavailableError("milvus", f"writes to {corpus} not visible after {wait:g}s")
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+    async def _hand_back(self, corpus: str) -> None:
+        if corpus in self._held:
+            self._held.discard(corpus)
+            with contextlib.suppress(DependencyUnavailableError):  # else the lease runs out by itself
+                await self.journal.release(corpus, self.owner)
 
     async def release(self) -> None:
         """Hand this replica's leases back at shutdown, so another replica takes the corpora at once."""

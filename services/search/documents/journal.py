@@ -169,7 +169,10 @@ class Journal(MongoStore):
 
         return await self.run(go)
 
-    async def mark(self, seqs: Sequence[int], state: State, reason: str = "") -> None:
+    async def mark(self, seqs: Sequence[int], state: State, reason: str = "", *, keep_document: bool = False) -> None:
+        """Settle pending entries. A settled entry keeps what versions and history need; its document now lives in
+        the corpus's collection (or was refused), so the payload goes, the journal staying small as writes add up,
+        unless `keep_document`: a rebuild under way replays it into the collection it builds."""
         if not seqs:
             return
 
@@ -177,11 +180,9 @@ class Journal(MongoStore):
             update: dict[str, Any] = {"state": state, "applied_at": now()}
             if reason:
                 update["reason"] = reason
-            # A settled entry keeps what versions and history need; its document now lives in the corpus's
-            # collection (or was refused), so the payload goes: the journal stays small as writes add up.
+            dropped = {"vector": ""} if keep_document else {"document": "", "vector": ""}
             self._changes(client).update_many(
-                {"_id": {"$in": list(seqs)}, "state": "pending"},
-                {"$set": update, "$unset": {"document": "", "vector": ""}},
+                {"_id": {"$in": list(seqs)}, "state": "pending"}, {"$set": update, "$unset": dropped}
             )
 
         await self.run(go)
@@ -264,8 +265,9 @@ class Journal(MongoStore):
 
     # ---- the applier's lease ------------------------------------------------------------------------------
 
-    async def lease(self, corpus: str, owner: str, seconds: float) -> bool:
-        """Take or renew the corpus's applier lease; False while another replica (or a rebuild) holds it."""
+    async def lease(self, corpus: str, owner: str, seconds: float) -> dict[str, Any] | None:
+        """Take or renew the corpus's applier lease (its document); None while another replica (or a rebuild)
+        holds it."""
         leases = self.docs.leases_collection
         return await self.run(lambda client: take_lease(self._db(client)[leases], corpus, owner, seconds))
 
