@@ -139,13 +139,20 @@ class LiveRebuild:
             release_lease(self.leases, self.corpus, self.owner)
 
     def start(self) -> None:
-        self._take()
-        try:
-            if not mark_rebuild(self.leases, self.corpus, self.owner, self.seconds):
+        # Another rebuild's mark: one killed lately leaves it until it lapses (lease_seconds); a live one renews it.
+        deadline = time.monotonic() + 2 * self.seconds + 5
+        while True:
+            self._take()
+            try:
+                if mark_rebuild(self.leases, self.corpus, self.owner, self.seconds):
+                    self.live = live_state(self.journal, self.corpus)
+                    break
+            finally:
+                self._let_go()  # the replicas apply writes to the serving collection while this one builds
+            if time.monotonic() > deadline:
                 raise PushError(f"another rebuild of {self.corpus!r} is under way: wait for it to finish")
-            self.live = live_state(self.journal, self.corpus)
-        finally:
-            self._let_go()  # the replicas apply writes to the serving collection while this one builds
+            log.info("another rebuild of %s holds its mark; waiting for it to finish or lapse", self.corpus)
+            time.sleep(1.0)
         self._renewed_at = time.monotonic()
         self._renewer.start()
 

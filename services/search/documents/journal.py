@@ -15,6 +15,8 @@ versions live in the journal, so a delete's version is remembered after its docu
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,6 +31,7 @@ from services.search.metrics import SearchMetrics
 Op = Literal["upsert", "delete"]
 State = Literal["pending", "applied", "stale", "failed", "superseded"]
 SEQUENCE_ID = "changes"
+MAX_APPENDED = 20_000  # entries kept in memory for the applier; older ones are read back from MongoDB
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,9 @@ class Journal(MongoStore):
         super().__init__(settings, metrics, workers=8, appname="mmsearch-search-documents")
         self.docs = settings.documents
         self._indexed = False
+        # Entries this process appended and has not seen settled (seq -> entry, payload included), oldest first.
+        self._appended: OrderedDict[int, Entry] = OrderedDict()
+        self._appended_lock = threading.Lock()  # appends run on the store's threads, marks on the event loop
 
     def _db(self, client: Any) -> Any:
         return client[self.settings.database]
@@ -165,6 +171,11 @@ class Journal(MongoStore):
                 for i, w in enumerate(writes)
             ]
             self._changes(client).insert_many([e.to_mongo() for e in entries], ordered=True)
+            with self._appended_lock:
+                for e in entries:
+                    self._appended[e.seq] = e
+                while len(self._appended) > MAX_APPENDED:
+                    self._appended.popitem(last=False)
             return entries
 
         return await self.run(go)
@@ -175,6 +186,10 @@ class Journal(MongoStore):
         unless `keep_document`: a rebuild under way replays it into the collection it builds."""
         if not seqs:
             return
+
+        with self._appended_lock:
+            for seq in seqs:
+                self._appended.pop(seq, None)
 
         def go(client: Any) -> None:
             update: dict[str, Any] = {"state": state, "applied_at": now()}
@@ -230,9 +245,21 @@ class Journal(MongoStore):
         return await self.run(go)
 
     async def pending(self, corpus: str, limit: int) -> list[Entry]:
+        """The corpus's oldest pending entries, with their payloads. Those this process appended come from memory
+        (a payload never changes once written): reading a batch's vectors back from MongoDB cost the applier about
+        as much as writing them."""
+
         def go(client: Any) -> list[Entry]:
-            found = self._changes(client).find({"corpus": corpus, "state": "pending"}).sort("_id", 1).limit(limit)
-            return [Entry.from_mongo(d) for d in found]
+            query = {"corpus": corpus, "state": "pending"}
+            light = self._changes(client).find(query, {"vector": 0, "document": 0}).sort("_id", 1).limit(limit)
+            with self._appended_lock:
+                entries = [self._appended.get(int(d["_id"])) or Entry.from_mongo(d) for d in light]
+            missing = [e.seq for e in entries if e.op == "upsert" and e.document is None]
+            if missing:  # appended by another replica, or before this process started
+                found = self._changes(client).find({"_id": {"$in": missing}})
+                full = {int(d["_id"]): Entry.from_mongo(d) for d in found}
+                entries = [full.get(e.seq, e) for e in entries]
+            return entries
 
         return await self.run(go)
 
