@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from mmsearch.change_journal import rebuild_running
 from mmsearch.settings import DocumentsSettings
-from services.search.documents.journal import Entry, Journal
+from services.search.documents.journal import Entry, Journal, State
 from services.search.documents.milvus_writes import MilvusWrites
 from services.search.documents.schema import LiveDocument
 from services.search.errors import DependencyUnavailableError
@@ -34,6 +34,7 @@ from services.search.metrics import SearchMetrics
 
 log = logging.getLogger(__name__)
 MAX_BACKOFF_SECONDS = 5.0
+IDLE_HAND_BACK_SECONDS = 1.0  # a corpus's lease is handed back after this long with nothing to apply
 MAX_OUTCOMES = 100_000  # recent outcomes kept for waiting writes (a write waits at most documents.wait_seconds)
 
 
@@ -84,11 +85,12 @@ class Applier:
         self.wake = asyncio.Event()
         self.last_error: dict[str, DependencyUnavailableError] = {}  # corpus -> why its entries are still pending
         self._held: set[str] = set()  # corpora whose lease this replica holds
+        self._idle_since: dict[str, float] = {}  # held corpora with nothing pending: since when (monotonic)
         self._gauged: set[str] = set()  # corpora with a non-zero pending gauge here
         self._unflushed: dict[str, tuple[int, float]] = {}  # corpus -> (rows applied since its flush, first at)
         # What this replica settled lately (seq -> state, reason), and an event set after each batch: writes
         # waiting here learn their outcome without asking MongoDB.
-        self.outcomes: OrderedDict[int, tuple[str, str]] = OrderedDict()
+        self.outcomes: OrderedDict[int, tuple[State, str]] = OrderedDict()
         self.settled = asyncio.Event()
 
     async def run(self) -> None:
@@ -122,8 +124,14 @@ class Applier:
         for corpus in self._gauged - set(pending):
             self.metrics.documents_pending.labels(corpus).set(0)
         self._gauged = set(pending)
+        now = time.monotonic()
         for corpus in self._held - set(pending):
-            await self._hand_back(corpus)  # idle: a rebuild waiting for the lease gets it now, not when it runs out
+            # Idle for a while: a rebuild waiting for the lease gets it now, not when it runs out. (Not after every
+            # batch: a steady stream of writes would pay a release and a take each time.)
+            if now - self._idle_since.setdefault(corpus, now) >= IDLE_HAND_BACK_SECONDS:
+                await self._hand_back(corpus)
+        for corpus in pending:
+            self._idle_since.pop(corpus, None)
         busy = False
         for corpus, count in pending.items():
             self.metrics.documents_pending.labels(corpus).set(count)
@@ -182,12 +190,15 @@ class Applier:
             log.info("the lease on %s passed on during a batch; its %d change(s) stay pending", corpus, len(entries))
             await self._hand_back(corpus)
             return False
+        # The batch is searchable and this replica still holds the corpus: waiting writes are told now, and the
+        # journal is marked after (a mark costs as much as the documents' write; the clients' next writes are
+        # encoded meanwhile). A crash before the mark leaves the entries pending: applied again, changing nothing.
+        self._tell([(seq, "applied", "") for seq in plan.applied] + [(seq, "stale", r) for seq, r in plan.stale])
         # While a rebuild runs, the documents stay in the journal: it replays them into its new collection.
         await self.journal.mark(plan.applied, "applied", keep_document=rebuild_running(lease))
         self._applied_rows(corpus, len(plan.upserts) + len(plan.deletes))
         for seq, reason in plan.stale:
             await self.journal.mark([seq], "stale", reason)
-        self._tell([(seq, "applied", "") for seq in plan.applied] + [(seq, "stale", r) for seq, r in plan.stale])
         self.metrics.documents_applied.labels(corpus, "applied").inc(len(plan.applied))
         self.metrics.documents_applied.labels(corpus, "stale").inc(len(plan.stale))
         log.info(
@@ -200,7 +211,7 @@ class Applier:
         )
         return True
 
-    def _tell(self, settled: list[tuple[int, str, str]]) -> None:
+    def _tell(self, settled: list[tuple[int, State, str]]) -> None:
         for seq, state, reason in settled:
             self.outcomes[seq] = (state, reason)
         while len(self.outcomes) > MAX_OUTCOMES:
@@ -224,6 +235,7 @@ class Applier:
             delay = min(delay * 2, 0.5)
 
     async def _hand_back(self, corpus: str) -> None:
+        self._idle_since.pop(corpus, None)
         if corpus in self._held:
             self._held.discard(corpus)
             with contextlib.suppress(DependencyUnavailableError):  # else the lease runs out by itself

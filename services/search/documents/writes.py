@@ -9,6 +9,7 @@ returns, the write is acknowledged and cannot be lost; what follows (Milvus) may
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -255,9 +256,17 @@ class DocumentsService:
 
     # ---- reads --------------------------------------------------------------------------------------------
 
+    def _known(self, entry: Entry | None) -> Entry | None:
+        """`entry` with what this replica's applier knows and the journal may not yet say (it tells waiting writes
+        before it marks the journal)."""
+        if entry is None or entry.state != "pending":
+            return entry
+        outcome = self.applier.outcomes.get(entry.seq)
+        return entry if outcome is None else dataclasses.replace(entry, state=outcome[0], reason=outcome[1])
+
     async def document(self, corpus: str, doc_id: int) -> dict[str, Any]:
         await self.schema(corpus)
-        latest = (await self.journal.latest(corpus, [doc_id], versioned=False)).get(doc_id)
+        latest = self._known((await self.journal.latest(corpus, [doc_id], versioned=False)).get(doc_id))
         stored = await self.journal.document(corpus, doc_id)
         if latest is not None and latest.op == "delete" and (latest.state == "applied" or stored is None):
             raise DocumentNotFoundError(f"document {doc_id} of {corpus} was deleted (change {latest.seq})")
@@ -282,7 +291,7 @@ class DocumentsService:
 
     async def change(self, corpus: str, seq: int) -> dict[str, Any]:
         await self.schema(corpus)
-        entry = (await self.journal.get([seq])).get(seq)
+        entry = self._known((await self.journal.get([seq])).get(seq))
         if entry is None or entry.corpus != corpus:
             raise ChangeNotFoundError(f"no change {seq} for corpus {corpus}")
         return change_json(entry)
