@@ -12,7 +12,7 @@ import dataclasses
 import functools
 import logging
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,7 +29,7 @@ from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
 from offline.push.milvus_push import FillSpec, MilvusPushOptions, MilvusPushSummary, push_milvus
-from offline.push.mongo_push import prune_mongo, push_mongo
+from offline.push.mongo_push import MongoPushSummary, prune_mongo, push_mongo
 from offline.push.schema import IndexType, Metric, check_corpus_name
 from offline.spark.jobs import MongoTarget, check_server_uri, encode_corpus_spark, spark_fill
 from offline.spark.options import Engine
@@ -176,6 +176,15 @@ def _encode_and_fill(
         raise PushError(str(exc)) from exc
     planned = fresh_manifest(corpus_file, opts.repo, model, opts.field, total=total, shard_size=opts.shard_size)
     feed = ShardFeed()
+    mongo_job: Future[MongoPushSummary] | None = None
+
+    def documents_first(client: Any, spec: FillSpec) -> None:
+        # The alias switches (and a rebuild replays live writes) only once every document is in MongoDB: a hit
+        # always has its document, and no document write of the file lands after the replay's.
+        if mongo_job is not None:
+            mongo_job.result()
+        if before_switch is not None:
+            before_switch(client, spec)
 
     def push() -> MilvusPushSummary:
         try:
@@ -184,15 +193,14 @@ def _encode_and_fill(
                 _push_options(opts, vectors),
                 fill=feed.fill,
                 planned=planned,
-                before_switch=before_switch,
+                before_switch=documents_first,
             )
         finally:
             feed.stopped()
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-store") as pool:
-        mongo_job = (
-            None if opts.skip_mongo else pool.submit(push_mongo, opts.mongo, corpus_file, opts.corpus, progress=False)
-        )
+        if not opts.skip_mongo:
+            mongo_job = pool.submit(push_mongo, opts.mongo, corpus_file, opts.corpus, progress=False)
         milvus_job = pool.submit(push)
 
         def on_shard(index: int) -> None:
