@@ -77,6 +77,12 @@ def mark_rebuild(leases: Any, corpus: str, owner: str, seconds: float) -> bool:
     return True
 
 
+def note_rebuilt(leases: Any, corpus: str, collection: str) -> None:
+    """A rebuild is about to switch the corpus to `collection`: appliers read its schema afresh (a model change
+    shows there) instead of trusting their cache."""
+    leases.update_one({"_id": corpus}, {"$set": {"rebuilt_to": collection}})
+
+
 def unmark_rebuild(leases: Any, corpus: str, owner: str) -> None:
     leases.update_one({"_id": corpus, "rebuild": owner}, {"$unset": {"rebuild": "", "rebuild_until": ""}})
 

@@ -41,6 +41,7 @@ from mmsearch.change_journal import (
     drop_kept_documents,
     live_state,
     mark_rebuild,
+    note_rebuilt,
     release_lease,
     reserve_lease,
     take_lease,
@@ -217,6 +218,7 @@ class LiveRebuild:
         deleted = sorted(doc_id for doc_id, d in last.items() if d["op"] == "delete")
         self._write_mongo(list(rows.values()), deleted)
         self._write_milvus(client, spec, rows, deleted, encode)
+        note_rebuilt(self.leases, self.corpus, spec.collection)
         self._check()
         self.replayed = Replayed(seqs, set(rows), set(deleted))
 

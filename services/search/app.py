@@ -147,8 +147,8 @@ def _documents(settings: Settings, deps: Deps, metrics: SearchMetrics) -> tuple[
     never queues behind searches, nor a search behind a batch)."""
     journal = Journal(settings, metrics)
     milvus = MilvusWrites(settings, metrics)
-    applier = Applier(journal, milvus, settings.documents, metrics)
     encoder = DocumentEncoder(ModelRepository(settings.model_repo), deps.models)
+    applier = Applier(journal, milvus, encoder, settings.documents, metrics)
     service = DocumentsService(
         settings.documents, journal, milvus, encoder, applier, upload_mb=settings.search.max_upload_mb
     )

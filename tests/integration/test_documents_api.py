@@ -787,3 +787,76 @@ def test_reindex_rebuilds_the_vectors_from_mongodb_keeping_live_documents(
     assert in_milvus == in_mongo
     assert live.search("Kept by a reindex?")[0] == "905000"
     assert _bm25(search_stores, "Kept by a reindex?").get(905000)  # the lexical field is rebuilt too
+
+
+def test_writes_pending_through_a_model_change_are_encoded_again_with_the_new_model(
+    live: Live, model_repo: ModelRepository, search_stores: Stores, tmp_path: Path
+) -> None:
+    """Last: it moves the module's corpus to another model. Writes accepted with the old model's vectors and still
+    pending when the reindex switches (those accepted while it held the corpus for its replay) are encoded again
+    with the corpus's new model before they are applied: every document ends with the new model's vector."""
+    import datetime as dt
+    import re
+    import threading
+
+    import numpy as np
+    from click.testing import CliRunner
+
+    from offline.encode.pipeline import encode_rows
+    from offline.ingest.reindex import reindex
+    from offline.preprocess.records import CorpusRow
+
+    new_model = "tiny-clip-text"
+    last: dict[int, dict[str, Any]] = {}  # id -> last document acknowledged
+    stop = threading.Event()
+
+    def writer() -> None:
+        n = 0
+        with httpx.Client(base_url=live.running.url, timeout=60) as http:
+            while not stop.is_set():
+                doc_id = 906000 + n % 30
+                body = {"question": f"Written across a model change {n}?", "answer": str(n)}
+                reply = http.put(f"/corpora/{CORPUS}/documents/{doc_id}", json=body, params={"wait": "false"})
+                if reply.status_code in (200, 202):
+                    last[doc_id] = body
+                n += 1
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        result = CliRunner().invoke(
+            reindex,
+            [
+                *("--corpus", CORPUS, "--model", new_model, "--work-dir", str(tmp_path / "w")),
+                *("--milvus-uri", search_stores.milvus_uri),
+            ],
+            env={"MMSEARCH_MODEL_REPO": str(model_repo.root), "MMSEARCH_MONGO__URI": search_stores.mongo_uri},
+        )
+        switched = dt.datetime.now(dt.UTC)
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert result.exit_code == 0, result.output
+    wait_until(lambda: not _journal(search_stores, state="pending"), what="writes applied after the switch", timeout=90)
+    assert not _journal(search_stores, state="failed", doc_id={"$gte": 906000})
+
+    # Some writes made with MiniLM were applied after the switch: the applier's path, not the rebuild's replay.
+    straddled = [
+        e
+        for e in _journal(search_stores, state="applied", encoded_with=re.compile("^minilm/"), doc_id={"$gte": 906000})
+        if e["applied_at"] > switched
+    ]
+    assert straddled, "no write accepted with the old model was pending through the switch"
+
+    rows = _milvus_rows(search_stores, sorted(last))
+    assert set(rows) == set(last)
+    expected = encode_rows(
+        [CorpusRow(id=i, **d) for i, d in sorted(last.items())], model_repo, new_model, "question", batch_size=1
+    )
+    for (doc_id, _), want in zip(sorted(last.items()), expected, strict=True):
+        got = np.asarray(rows[doc_id]["question_emb"], dtype=np.float32)
+        assert got.shape == want.shape, (doc_id, got.shape, want.shape)
+        assert np.abs(got - want).max() < 1e-5, doc_id

@@ -26,9 +26,11 @@ from dataclasses import dataclass
 
 from mmsearch.change_journal import rebuild_running
 from mmsearch.settings import DocumentsSettings
+from services.search.documents.encode import DocumentEncoder
+from services.search.documents.errors import WriteFailedError
 from services.search.documents.journal import Entry, Journal, State
 from services.search.documents.milvus_writes import MilvusWrites
-from services.search.documents.schema import LiveDocument
+from services.search.documents.schema import CorpusSchema, LiveDocument
 from services.search.errors import DependencyUnavailableError
 from services.search.metrics import SearchMetrics
 
@@ -75,10 +77,16 @@ def plan_batch(entries: Sequence[Entry], applied_versions: dict[int, int]) -> Pl
 
 class Applier:
     def __init__(
-        self, journal: Journal, milvus: MilvusWrites, settings: DocumentsSettings, metrics: SearchMetrics
+        self,
+        journal: Journal,
+        milvus: MilvusWrites,
+        encoder: DocumentEncoder,
+        settings: DocumentsSettings,
+        metrics: SearchMetrics,
     ) -> None:
         self.journal = journal
         self.milvus = milvus
+        self.encoder = encoder
         self.settings = settings
         self.metrics = metrics
         self.owner = uuid.uuid4().hex  # this replica, in the leases
@@ -86,6 +94,7 @@ class Applier:
         self.last_error: dict[str, DependencyUnavailableError] = {}  # corpus -> why its entries are still pending
         self._held: set[str] = set()  # corpora whose lease this replica holds
         self._idle_since: dict[str, float] = {}  # held corpora with nothing pending: since when (monotonic)
+        self._rebuilt: dict[str, str] = {}  # corpus -> the collection its last rebuild switched to, when last seen
         self._gauged: set[str] = set()  # corpora with a non-zero pending gauge here
         self._unflushed: dict[str, tuple[int, float]] = {}  # corpus -> (rows applied since its flush, first at)
         # What this replica settled lately (seq -> state, reason), and an event set after each batch: writes
@@ -135,12 +144,13 @@ class Applier:
         busy = False
         for corpus, count in pending.items():
             self.metrics.documents_pending.labels(corpus).set(count)
-            if await self.journal.lease(corpus, self.owner, self.settings.lease_seconds) is None:
+            lease = await self.journal.lease(corpus, self.owner, self.settings.lease_seconds)
+            if lease is None:
                 await self._hand_back(corpus)  # reserved by a rebuild (or taken by another replica)
                 continue
             self._held.add(corpus)
             try:
-                busy = await self.apply(corpus) or busy
+                busy = await self.apply(corpus, rebuilt_to=str(lease.get("rebuilt_to", ""))) or busy
             except DependencyUnavailableError as exc:
                 if corpus not in self.last_error:  # once per outage, not once per pass
                     log.warning("documents of %s stay pending (%d) until it answers: %s", corpus, count, exc)
@@ -165,11 +175,14 @@ class Applier:
                     continue
                 del self._unflushed[corpus]
 
-    async def apply(self, corpus: str) -> bool:
+    async def apply(self, corpus: str, *, rebuilt_to: str = "") -> bool:
+        """One batch of the corpus's pending entries. `rebuilt_to`: the collection the corpus's last rebuild
+        switched to, as its lease says; when it changes, the schema is read afresh, not from the cache."""
         entries = await self.journal.pending(corpus, self.settings.apply_batch)
         if not entries:
             return False
-        schema = await self.milvus.schema(corpus)
+        schema = await self.milvus.schema(corpus, fresh=self._rebuilt.get(corpus) != rebuilt_to)
+        self._rebuilt[corpus] = rebuilt_to
         if schema is None:
             reason = f"corpus {corpus} has no Milvus collection (it was dropped after the write was accepted)"
             await self.journal.mark([e.seq for e in entries], "failed", reason)
@@ -177,7 +190,13 @@ class Applier:
             return True
         versioned = sorted({e.doc_id for e in entries if e.version is not None})
         plan = plan_batch(entries, await self.journal.applied_versions(corpus, versioned) if versioned else {})
-        entities = [LiveDocument(e.doc_id, e.document or {}).entity(schema, e.vector or []) for e in plan.upserts]
+        try:
+            vectors = await self._vectors(schema, plan.upserts)
+        except WriteFailedError as exc:
+            await self.journal.mark([e.seq for e in entries], "failed", exc.message)
+            self._tell([(e.seq, "failed", exc.message) for e in entries])
+            return True
+        entities = [LiveDocument(e.doc_id, e.document or {}).entity(schema, vectors[e.seq]) for e in plan.upserts]
         await self.journal.write_documents(corpus, plan.upserts, [])
         await self.milvus.upsert(corpus, entities)
         await self.milvus.delete(corpus, plan.deletes)
@@ -210,6 +229,22 @@ class Applier:
             len(plan.stale),
         )
         return True
+
+    async def _vectors(self, schema: CorpusSchema, upserts: list[Entry]) -> dict[int, list[float]]:
+        """Each upsert's vector (by seq); one made for another encoding of the corpus (accepted before a rebuild
+        changed its model, and pending through the switch) is made again with the corpus's own."""
+        vectors = {e.seq: e.vector or [] for e in upserts}
+        again = [
+            e for e in upserts if len(vectors[e.seq]) != schema.meta.dim or e.encoded_with not in ("", schema.encoding)
+        ]
+        if again:
+            log.info(
+                "%d pending write(s) to %s were encoded for another model; encoding them again", len(again), schema.name
+            )
+            documents = [LiveDocument(e.doc_id, e.document or {}) for e in again]
+            encoded = await self.encoder.encode_documents(schema, documents)
+            vectors.update({e.seq: v for e, v in zip(again, encoded.vectors, strict=True)})
+        return vectors
 
     def _tell(self, settled: list[tuple[int, State, str]]) -> None:
         for seq, state, reason in settled:

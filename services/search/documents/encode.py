@@ -11,9 +11,12 @@ import asyncio
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from mmsearch.model_repo import ModelRepoError, ModelRepository
 from mmsearch.runtime.text import TextPreprocessor
+from services.search.documents.errors import WriteFailedError
+from services.search.documents.schema import CorpusSchema, LiveDocument
 from services.search.errors import DependencyUnavailableError
 from services.search.ports import QueryModels
 
@@ -48,6 +51,24 @@ class DocumentEncoder:
         pixels = await self.models.preprocess_images(model_key, list(images))
         embedding = await self.models.embed(model_key, pixels, output)
         return Encoded([v.tolist() for v in embedding.vectors], [False] * len(images))
+
+    async def encode_documents(
+        self, schema: CorpusSchema, documents: Sequence[LiveDocument], *, images: Sequence[bytes] | None = None
+    ) -> Encoded:
+        """The vectors of `documents` for `schema`'s corpus: its text field, or its photos (`images`, the uploaded
+        bytes in the documents' order; without them, the files the documents' `image` paths name)."""
+        if schema.kind != "images":
+            return await self.encode(schema.meta.model_key, [d.text(schema) for d in documents])
+        if images is None:
+
+            def read() -> list[bytes]:
+                return [Path(str(d.fields["image"])).read_bytes() for d in documents]
+
+            try:
+                images = await asyncio.to_thread(read)
+            except (OSError, KeyError) as exc:
+                raise WriteFailedError(f"a photo to encode again is not readable: {exc}") from exc
+        return await self.encode_images(schema.meta.model_key, images)
 
     async def encode(self, model_key: str, texts: Sequence[str]) -> Encoded:
         def tokenize() -> tuple[dict[str, object], list[bool]]:

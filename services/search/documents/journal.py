@@ -48,6 +48,7 @@ class Entry:
     reason: str = ""
     accepted_at: dt.datetime | None = None
     applied_at: dt.datetime | None = None
+    encoded_with: str = ""  # CorpusSchema.encoding of the vector (empty in entries of older versions)
 
     @classmethod
     def from_mongo(cls, d: dict[str, Any]) -> Entry:
@@ -64,6 +65,7 @@ class Entry:
             reason=d.get("reason", ""),
             accepted_at=d.get("accepted_at"),
             applied_at=d.get("applied_at"),
+            encoded_with=d.get("encoded_with", ""),
         )
 
     def to_mongo(self) -> dict[str, Any]:
@@ -79,6 +81,7 @@ class Entry:
         }
         if self.op == "upsert":
             d["document"] = self.document
+            d["encoded_with"] = self.encoded_with
             # float32 bytes, not a BSON array: a quarter of the size, and no per-number encoding either way.
             d["vector"] = None if self.vector is None else np.asarray(self.vector, dtype=np.float32).tobytes()
         return d
@@ -96,6 +99,7 @@ class NewWrite:
     document: dict[str, Any] | None = None
     vector: list[float] | None = None
     truncated: bool = False
+    encoded_with: str = ""
 
 
 @dataclass
@@ -167,6 +171,7 @@ class Journal(MongoStore):
                     w.vector,
                     w.truncated,
                     accepted_at=at,
+                    encoded_with=w.encoded_with,
                 )
                 for i, w in enumerate(writes)
             ]

@@ -31,11 +31,12 @@ class MilvusWrites(MilvusVectorStore):
         """The corpora (aliases) this Milvus serves."""
         return await self.run(lambda client: sorted(client.list_aliases(timeout=self.timeout).get("aliases", [])))
 
-    async def schema(self, corpus: str) -> CorpusSchema | None:
+    async def schema(self, corpus: str, *, fresh: bool = False) -> CorpusSchema | None:
         """None: no such corpus, or not one mmsearch built. While Milvus is down the last schema read is used:
-        writes are still checked and accepted (the journal keeps them until Milvus is back)."""
+        writes are still checked and accepted (the journal keeps them until Milvus is back). `fresh`: read it now
+        (the applier, after a rebuild switched the corpus to a new collection)."""
         cached = self._schemas.get(corpus)
-        if cached is not None and time.monotonic() - cached[0] < SCHEMA_SECONDS:
+        if cached is not None and not fresh and time.monotonic() - cached[0] < SCHEMA_SECONDS:
             return cached[1]
 
         def go(client: Any) -> CorpusSchema | None:

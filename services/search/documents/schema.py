@@ -73,6 +73,12 @@ class CorpusSchema:
         return self.meta.vector_field.removesuffix("_emb")
 
     @property
+    def encoding(self) -> str:
+        """What a vector of this corpus is made with: a vector made for another (a write accepted before a rebuild
+        changed the model) is made again before it is applied."""
+        return f"{self.meta.model_key}/{self.meta.vector_field}/{self.meta.dim}"
+
+    @property
     def kind(self) -> str:
         return {"question": "qa", "image": "images"}.get(self.source_field, "other")
 

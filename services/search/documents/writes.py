@@ -85,6 +85,7 @@ class _Pending:
     document: LiveDocument | None = None
     seq: int | None = None  # the journal entry this item waits for (new, or the one a replay repeats)
     vector: list[float] | None = None
+    encoded_with: str = ""  # the corpus's encoding the vector was made with
     photo_file: Path | None = None  # where an uploaded photo is kept
 
 
@@ -199,14 +200,11 @@ class DocumentsService:
     async def _encode(self, schema: CorpusSchema, work: list[_Pending]) -> None:
         if not work:
             return
-        if schema.kind == "images":
-            encoded = await self.encoder.encode_images(schema.meta.model_key, [p.item.image or b"" for p in work])
-        else:
-            encoded = await self.encoder.encode(
-                schema.meta.model_key, [p.document.text(schema) for p in work if p.document]
-            )
+        documents = [p.document for p in work if p.document is not None]
+        encoded = await self.encoder.encode_documents(schema, documents, images=[p.item.image or b"" for p in work])
         for p, vector, cut in zip(work, encoded.vectors, encoded.truncated, strict=True):
             p.vector = vector
+            p.encoded_with = schema.encoding
             p.result.truncated = cut
 
     @staticmethod
@@ -214,7 +212,9 @@ class DocumentsService:
         if p.item.op == "delete":
             return NewWrite(p.item.doc_id, "delete", p.item.version)
         assert p.document is not None
-        return NewWrite(p.item.doc_id, "upsert", p.item.version, p.document.fields, p.vector, p.result.truncated)
+        return NewWrite(
+            p.item.doc_id, "upsert", p.item.version, p.document.fields, p.vector, p.result.truncated, p.encoded_with
+        )
 
     async def _wait(self, corpus: str, work: list[_Pending]) -> None:
         loop = asyncio.get_running_loop()
