@@ -3,8 +3,10 @@ against what was applied before and earlier in the batch, a replayed version is 
 
 from __future__ import annotations
 
-from services.search.documents.applier import plan_batch
+from mmsearch.collection_meta import CollectionMeta
+from services.search.documents.applier import misfits, plan_batch
 from services.search.documents.journal import Entry, Op
+from services.search.documents.schema import CorpusSchema, FieldSpec
 
 
 def _e(seq: int, doc: int, op: Op = "upsert", version: int | None = None) -> Entry:
@@ -44,3 +46,29 @@ def test_a_versioned_delete_keeps_older_upserts_out() -> None:
 def test_an_unversioned_write_after_a_versioned_one_wins() -> None:
     plan = plan_batch([_e(1, 7, version=9), _e(2, 7)], {})
     assert [e.seq for e in plan.upserts] == [2]
+
+
+def test_upserts_the_rebuilt_collection_cannot_hold_are_refused_with_the_reason_and_the_rest_go_on() -> None:
+    # The corpus was rebuilt between accept and apply: it now filters on an integer `year` and keeps BM25 text of
+    # at most 10 bytes of `question`.
+    meta = CollectionMeta(
+        model_key="minilm", dim=1, vector_field="question_emb", metric="IP", index_type="FLAT", corpus="c", count=1
+    )
+    schema = CorpusSchema(
+        "c", meta, scalars=(FieldSpec("year", "int64"),), lexical=(FieldSpec("question", "varchar", max_length=10),)
+    )
+
+    def upsert(seq: int, fields: dict[str, object]) -> Entry:
+        return Entry(seq, "c", seq, "upsert", None, "pending", fields, [0.0])
+
+    entries = [
+        upsert(1, {"question": "short", "year": 2020}),
+        upsert(2, {"question": "short"}),  # no year: the new collection needs one
+        upsert(3, {"question": "much longer than ten bytes", "year": 2021}),
+        Entry(4, "c", 9, "delete", None, "pending"),
+    ]
+    refused = misfits(entries, schema)
+    assert sorted(refused) == [2, 3]
+    assert "'year' is missing" in refused[2]
+    assert "at most 10" in refused[3]
+    assert all(r.startswith("the corpus was rebuilt with other fields") for r in refused.values())

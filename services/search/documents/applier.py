@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from mmsearch.change_journal import rebuild_running
 from mmsearch.settings import DocumentsSettings
 from services.search.documents.encode import DocumentEncoder
-from services.search.documents.errors import WriteFailedError
+from services.search.documents.errors import InvalidDocumentError, WriteFailedError
 from services.search.documents.journal import Entry, Journal, State
 from services.search.documents.milvus_writes import MilvusWrites
 from services.search.documents.schema import CorpusSchema, LiveDocument
@@ -73,6 +73,21 @@ def plan_batch(entries: Sequence[Entry], applied_versions: dict[int, int]) -> Pl
     upserts = [e for e in last.values() if e.op == "upsert"]
     deletes = [e.doc_id for e in last.values() if e.op == "delete"]
     return Plan(upserts, deletes, applied, stale)
+
+
+def misfits(entries: Sequence[Entry], schema: CorpusSchema) -> dict[int, str]:
+    """Upserts the corpus's collection can no longer hold (seq -> why): accepted against one collection, pending
+    while a rebuild switched the corpus to one with other filter or lexical fields. They end failed, not retried:
+    Milvus would refuse them every time, and the corpus's later writes would wait behind them."""
+    out: dict[int, str] = {}
+    for e in entries:
+        if e.op != "upsert":
+            continue
+        try:
+            LiveDocument(e.doc_id, e.document or {}).check_fits(schema)
+        except InvalidDocumentError as exc:
+            out[e.seq] = f"the corpus was rebuilt with other fields after this write was accepted: {exc.message}"
+    return out
 
 
 class Applier:
@@ -188,6 +203,14 @@ class Applier:
             await self.journal.mark([e.seq for e in entries], "failed", reason)
             self._tell([(e.seq, "failed", reason) for e in entries])
             return True
+        refused = misfits(entries, schema)
+        if refused:
+            for seq, reason in refused.items():
+                await self.journal.mark([seq], "failed", reason)
+            self._tell([(seq, "failed", reason) for seq, reason in refused.items()])
+            entries = [e for e in entries if e.seq not in refused]
+            if not entries:
+                return True
         versioned = sorted({e.doc_id for e in entries if e.version is not None})
         plan = plan_batch(entries, await self.journal.applied_versions(corpus, versioned) if versioned else {})
         try:

@@ -122,6 +122,12 @@ class LiveDocument:
     def text(self, schema: CorpusSchema) -> str:
         return str(self.fields[schema.source_field])
 
+    def check_fits(self, schema: CorpusSchema) -> None:
+        """InvalidDocumentError naming the field when the corpus's collection cannot hold this document: a filter
+        field's type or size, a lexical field's length."""
+        for f in (*schema.scalars, *schema.lexical):
+            f.check(self.fields.get(f.name))
+
     def entity(self, schema: CorpusSchema, vector: list[float]) -> dict[str, Any]:
         """The Milvus row, as offline/push/milvus_push.entity_batches makes it."""
         entity: dict[str, Any] = {PRIMARY_KEY: self.id, schema.meta.vector_field: vector}
@@ -195,6 +201,5 @@ def check_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: i
             f"unknown field(s) {', '.join(extra)}: a {schema.kind} document has {sorted(fields)}"
         )
     live = LiveDocument(doc_id, fields)
-    for f in (*schema.scalars, *schema.lexical):
-        f.check(fields.get(f.name))
+    live.check_fits(schema)
     return live
