@@ -51,7 +51,7 @@ class SearchMetrics:
         )
         self.documents_applied = Counter(
             "mmsearch_documents_applied",
-            "Journal entries this replica applied (applied) or found superseded by a higher version (stale).",
+            "Journal entries this replica settled: applied, stale (a higher version came first), failed (a reason).",
             ["corpus", "result"],
             registry=r,
         )

@@ -204,21 +204,23 @@ class Applier:
             self._tell([(e.seq, "failed", reason) for e in entries])
             return True
         refused = misfits(entries, schema)
+        vectors, unreadable = await self._vectors(
+            schema, [e for e in entries if e.op == "upsert" and e.seq not in refused]
+        )
+        refused.update(unreadable)
         if refused:
+            log.warning(
+                "%d write(s) to %s failed, e.g. change %d: %s", len(refused), corpus, *next(iter(refused.items()))
+            )
             for seq, reason in refused.items():
                 await self.journal.mark([seq], "failed", reason)
             self._tell([(seq, "failed", reason) for seq, reason in refused.items()])
+            self.metrics.documents_applied.labels(corpus, "failed").inc(len(refused))
             entries = [e for e in entries if e.seq not in refused]
             if not entries:
                 return True
         versioned = sorted({e.doc_id for e in entries if e.version is not None})
         plan = plan_batch(entries, await self.journal.applied_versions(corpus, versioned) if versioned else {})
-        try:
-            vectors = await self._vectors(schema, plan.upserts)
-        except WriteFailedError as exc:
-            await self.journal.mark([e.seq for e in entries], "failed", exc.message)
-            self._tell([(e.seq, "failed", exc.message) for e in entries])
-            return True
         entities = [LiveDocument(e.doc_id, e.document or {}).entity(schema, vectors[e.seq]) for e in plan.upserts]
         await self.journal.write_documents(corpus, plan.upserts, [])
         await self.milvus.upsert(corpus, entities)
@@ -253,21 +255,35 @@ class Applier:
         )
         return True
 
-    async def _vectors(self, schema: CorpusSchema, upserts: list[Entry]) -> dict[int, list[float]]:
-        """Each upsert's vector (by seq); one made for another encoding of the corpus (accepted before a rebuild
-        changed its model, and pending through the switch) is made again with the corpus's own."""
+    async def _vectors(
+        self, schema: CorpusSchema, upserts: list[Entry]
+    ) -> tuple[dict[int, list[float]], dict[int, str]]:
+        """Each upsert's vector (by seq), and the upserts that cannot have one (seq -> why). A vector made for
+        another encoding of the corpus (accepted before a rebuild changed its model, and pending through the
+        switch) is made again with the corpus's own; a photo whose file is gone by then cannot be."""
         vectors = {e.seq: e.vector or [] for e in upserts}
         again = [
             e for e in upserts if len(vectors[e.seq]) != schema.meta.dim or e.encoded_with not in ("", schema.encoding)
         ]
-        if again:
-            log.info(
-                "%d pending write(s) to %s were encoded for another model; encoding them again", len(again), schema.name
+        failed: dict[int, str] = {}
+        if not again:
+            return vectors, failed
+        log.info(
+            "%d pending write(s) to %s were encoded for another model; encoding them again", len(again), schema.name
+        )
+        try:
+            encoded = await self.encoder.encode_documents(
+                schema, [LiveDocument(e.doc_id, e.document or {}) for e in again]
             )
-            documents = [LiveDocument(e.doc_id, e.document or {}) for e in again]
-            encoded = await self.encoder.encode_documents(schema, documents)
             vectors.update({e.seq: v for e, v in zip(again, encoded.vectors, strict=True)})
-        return vectors
+        except WriteFailedError:
+            for e in again:  # one at a time: only the unreadable ones fail
+                try:
+                    one = await self.encoder.encode_documents(schema, [LiveDocument(e.doc_id, e.document or {})])
+                    vectors[e.seq] = one.vectors[0]
+                except WriteFailedError as exc:
+                    failed[e.seq] = exc.message
+        return vectors, failed
 
     def _tell(self, settled: list[tuple[int, State, str]]) -> None:
         for seq, state, reason in settled:

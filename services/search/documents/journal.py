@@ -1,8 +1,8 @@
 """MongoDB's change journal: one entry per accepted write, the truth that Milvus is derived from.
 
 An entry (`changes` collection, `_id` = its sequence number from the `counters` collection):
-`{corpus, doc_id, op: upsert|delete, version, document, vector (float32 bytes), truncated, state, reason,
-accepted_at, applied_at}`.
+`{corpus, doc_id, op: upsert|delete, version, document, vector (float32 bytes), encoded_with (model/field/dim of the
+vector), truncated, state, reason, accepted_at, applied_at}`.
 `state` is pending until the applier has written it to both stores, then `applied`, or `stale` (a higher version of
 the document was applied first; nothing written) or `failed` (Milvus refused it; the reason says why); a rebuild
 with `--replace` turns applied entries `superseded` (the file became the whole corpus). A write is
