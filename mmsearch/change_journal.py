@@ -12,6 +12,7 @@ into the new collection before the switch (offline/ingest/live_writes.py).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,28 +120,32 @@ class LiveState:
 
 
 def live_state(journal: Any, corpus: str) -> LiveState:
-    last: dict[int, tuple[Any, int, str]] = {}  # doc id -> (applied at, seq, op) of its last applied entry
-    seqs: list[int] = []
-    for d in journal.find({"corpus": corpus, "state": "applied"}, {"doc_id": 1, "op": 1, "applied_at": 1}):
-        seqs.append(int(d["_id"]))
-        key = (d.get("applied_at"), int(d["_id"]), str(d["op"]))
-        old = last.get(int(d["doc_id"]))
-        if old is None or applied_order(key) > applied_order(old):
-            last[int(d["doc_id"])] = key
+    found = list(journal.find({"corpus": corpus, "state": "applied"}, {"doc_id": 1, "op": 1, "applied_at": 1}))
+    last = last_per_document(found)
     return LiveState(
-        upserted={i for i, (_, _, op) in last.items() if op == "upsert"},
-        deleted={i for i, (_, _, op) in last.items() if op == "delete"},
+        upserted={i for i, d in last.items() if d["op"] == "upsert"},
+        deleted={i for i, d in last.items() if d["op"] == "delete"},
         pending=journal.count_documents({"corpus": corpus, "state": "pending"}),
-        applied=np.sort(np.asarray(seqs, dtype=np.int64)),
+        applied=np.sort(np.asarray([int(d["_id"]) for d in found], dtype=np.int64)),
     )
 
 
-def applied_order(key: tuple[Any, int, str]) -> tuple[dt.datetime, int]:
-    """Entries in the order the stores saw them: by the time they were marked applied (one replica holds a corpus
-    at a time), then by sequence within a batch. Not by sequence alone: two replicas appending at once may insert
-    a lower sequence number after a higher one was applied."""
-    at = key[0] if isinstance(key[0], dt.datetime) else dt.datetime.min
-    return _aware(at), key[1]
+def last_per_document(entries: Iterable[dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """Per document, the one of its applied journal entries (`_id`, `doc_id`, `applied_at`) the stores saw last:
+    by the time it was marked applied (one replica holds a corpus at a time), then by sequence within a batch. Not
+    by sequence alone: two replicas appending at once may insert a lower sequence number after a higher one was
+    applied."""
+    last: dict[int, dict[str, Any]] = {}
+    for d in entries:
+        old = last.get(int(d["doc_id"]))
+        if old is None or _applied_order(d) > _applied_order(old):
+            last[int(d["doc_id"])] = d
+    return last
+
+
+def _applied_order(d: dict[str, Any]) -> tuple[dt.datetime, int]:
+    at = d.get("applied_at")
+    return _aware(at if isinstance(at, dt.datetime) else dt.datetime.min), int(d["_id"])
 
 
 def supersede_applied(journal: Any, corpus: str, reason: str, keep: list[int]) -> int:

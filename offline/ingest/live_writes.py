@@ -37,8 +37,8 @@ import numpy.typing as npt
 
 from mmsearch.change_journal import (
     LiveState,
-    applied_order,
     drop_kept_documents,
+    last_per_document,
     live_state,
     mark_rebuild,
     note_rebuilt,
@@ -107,6 +107,8 @@ class LiveRebuild:
         self.leases = db[docs.leases_collection]
         self.journal = db[docs.journal_collection]
         self.seconds = docs.lease_seconds
+        # How long to wait for another holder's lease or mark to run out (a killed holder's lapses in `seconds`).
+        self.patience = 2 * docs.lease_seconds + 5
         self.corpus = corpus
         self.owner = f"rebuild-{uuid.uuid4().hex}"
         self.live = LiveState()
@@ -122,7 +124,7 @@ class LiveRebuild:
     def _take(self) -> None:
         """Reserve the lease (the replica applying the corpus stops renewing it after its batch), then take it once
         it runs out."""
-        deadline = time.monotonic() + 2 * self.seconds + 5
+        deadline = time.monotonic() + self.patience
         while True:
             reserve_lease(self.leases, self.corpus, self.owner, self.seconds)
             if take_lease(self.leases, self.corpus, self.owner, self.seconds) is not None:
@@ -141,7 +143,7 @@ class LiveRebuild:
 
     def start(self) -> None:
         # Another rebuild's mark: one killed lately leaves it until it lapses (lease_seconds); a live one renews it.
-        deadline = time.monotonic() + 2 * self.seconds + 5
+        deadline = time.monotonic() + self.patience
         while True:
             self._take()
             try:
@@ -195,16 +197,15 @@ class LiveRebuild:
 
     def replay(self, client: Any, spec: FillSpec, encode: Encode) -> None:
         """Under the lease (held until `close`): carry every entry applied since `start` into the new collection
-        and MongoDB. The last applied write per document decides (applied_order)."""
+        and MongoDB. The last applied write per document decides (last_per_document)."""
         self._take()
         self._check()
-        last: dict[int, dict[str, Any]] = {}
         seqs = self._applied_since_start()
-        for s in range(0, len(seqs), FIND_BATCH):
-            for d in self.journal.find({"_id": {"$in": seqs[s : s + FIND_BATCH]}}, {"vector": 0}):
-                old = last.get(int(d["doc_id"]))
-                if old is None or applied_order(_order_key(d)) > applied_order(_order_key(old)):
-                    last[int(d["doc_id"])] = d
+        last = last_per_document(
+            d
+            for s in range(0, len(seqs), FIND_BATCH)
+            for d in self.journal.find({"_id": {"$in": seqs[s : s + FIND_BATCH]}}, {"vector": 0})
+        )
         rows: dict[int, CorpusRow] = {}
         for doc_id, d in last.items():
             if d["op"] != "upsert":
@@ -263,10 +264,6 @@ class LiveRebuild:
             raise PushError(
                 f"{spec.collection}: the replayed live writes are not all visible; the alias was not switched"
             )
-
-
-def _order_key(d: dict[str, Any]) -> tuple[Any, int, str]:
-    return d.get("applied_at"), int(d["_id"]), str(d["op"])
 
 
 @contextmanager

@@ -200,8 +200,7 @@ class Applier:
         self._rebuilt[corpus] = rebuilt_to
         if schema is None:
             reason = f"corpus {corpus} has no Milvus collection (it was dropped after the write was accepted)"
-            await self.journal.mark([e.seq for e in entries], "failed", reason)
-            self._tell([(e.seq, "failed", reason) for e in entries])
+            await self._fail(corpus, dict.fromkeys((e.seq for e in entries), reason))
             return True
         refused = misfits(entries, schema)
         vectors, unreadable = await self._vectors(
@@ -209,13 +208,7 @@ class Applier:
         )
         refused.update(unreadable)
         if refused:
-            log.warning(
-                "%d write(s) to %s failed, e.g. change %d: %s", len(refused), corpus, *next(iter(refused.items()))
-            )
-            for seq, reason in refused.items():
-                await self.journal.mark([seq], "failed", reason)
-            self._tell([(seq, "failed", reason) for seq, reason in refused.items()])
-            self.metrics.documents_applied.labels(corpus, "failed").inc(len(refused))
+            await self._fail(corpus, refused)
             entries = [e for e in entries if e.seq not in refused]
             if not entries:
                 return True
@@ -284,6 +277,18 @@ class Applier:
                 except WriteFailedError as exc:
                     failed[e.seq] = exc.message
         return vectors, failed
+
+    async def _fail(self, corpus: str, failed: dict[int, str]) -> None:
+        """Settle entries that can never be applied (seq -> why): marked failed (one write per reason), told to
+        waiting writes, logged and counted."""
+        log.warning("%d write(s) to %s failed, e.g. change %d: %s", len(failed), corpus, *next(iter(failed.items())))
+        by_reason: dict[str, list[int]] = {}
+        for seq, reason in failed.items():
+            by_reason.setdefault(reason, []).append(seq)
+        for reason, seqs in by_reason.items():
+            await self.journal.mark(seqs, "failed", reason)
+        self._tell([(seq, "failed", reason) for seq, reason in failed.items()])
+        self.metrics.documents_applied.labels(corpus, "failed").inc(len(failed))
 
     def _tell(self, settled: list[tuple[int, State, str]]) -> None:
         for seq, state, reason in settled:
