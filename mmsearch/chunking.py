@@ -116,3 +116,73 @@ def chunk_text(text: str, tokenizer: Tokenizer, options: ChunkOptions, *, where:
             nxt -= 1
         first = nxt
     return chunks
+
+
+# ---- the layout of a document corpus in Milvus ---------------------------------------------------------------
+#
+# Every Milvus row of a document corpus is one chunk of one document: its key is the document's id and the chunk's
+# position packed into one INT64 (so a chunk has a stable key, and a document's chunks a known key range), with
+# the document's id and the position also as scalar fields (grouping, filters, deletes) and the chunk's text as
+# `passage` (what BM25 searches, and what a hit shows). An unchunked document corpus is the same with one chunk
+# per document. MongoDB keeps one document per document id.
+
+DOCUMENT_FIELD = "doc_id"
+POSITION_FIELD = "chunk"
+PASSAGE_FIELD = "passage"
+CHUNK_FIELDS = (DOCUMENT_FIELD, POSITION_FIELD, PASSAGE_FIELD)
+POSITIONS = 1024  # chunk positions per document id: the most chunks a document may have
+MAX_DOCUMENT_ID = (2**63 - 1) // POSITIONS  # the largest document id whose chunk keys fit INT64
+
+
+def chunk_key(document_id: int, position: int) -> int:
+    """The Milvus primary key of a document's chunk."""
+    if not 0 <= document_id <= MAX_DOCUMENT_ID:
+        raise ChunkingError(f"document id {document_id} is outside 0..{MAX_DOCUMENT_ID} (ids of a document corpus)")
+    if not 0 <= position < POSITIONS:
+        raise ChunkingError(f"chunk position {position} is outside 0..{POSITIONS - 1}")
+    return document_id * POSITIONS + position
+
+
+_FIELD_RE = re.compile(r"\{([^{}]*)\}")
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a template such as "{title}. {body}" reads, in order; refuses one that reads none."""
+    names = [m.group(1).strip() for m in _FIELD_RE.finditer(template)]
+    if not names or any(not n for n in names):
+        raise ChunkingError(f"encode template {template!r} must name fields in braces, e.g. '{{title}}. {{body}}'")
+    return list(dict.fromkeys(names))
+
+
+def render(template: str, fields: dict[str, object], *, where: str = "document") -> str:
+    """The text a template makes of a document's fields. A missing field is an error naming it. Text between
+    fields is kept only where the fields beside it are not empty, so "{title}. {text}" of a document without a
+    title is its text, not ". text"."""
+    missing = [n for n in template_fields(template) if n not in fields]
+    if missing:
+        have = ", ".join(sorted(fields)) or "none"
+        raise ChunkingError(f"{where} has no field {missing[0]!r} (the encode template reads it; fields: {have})")
+    parts = _FIELD_RE.split(template)  # literal, field, literal, field, ..., literal
+    values = [_text(fields[parts[i].strip()]) for i in range(1, len(parts), 2)]
+    out: list[str] = []
+    for i, part in enumerate(parts):
+        if i % 2:
+            out.append(values[i // 2])
+            continue
+        beside = [values[j] for j in (i // 2 - 1, i // 2) if 0 <= j < len(values)]
+        if all(beside):
+            out.append(part)
+    return "".join(out).strip()
+
+
+def _text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def window(max_seq_len: int, special_tokens: int, prompt_tokens: int) -> int:
+    """Word pieces of a document a model sees in one pass: its maximum length less special tokens and prompt."""
+    return max_seq_len - special_tokens - prompt_tokens

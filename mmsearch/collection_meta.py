@@ -30,6 +30,19 @@ class CollectionMeta(BaseModel):
     # Text fields searchable with BM25 (each with a `<field>_bm25` sparse vector made by Milvus), and their analyzer.
     lexical_fields: tuple[str, ...] = ()
     analyzer: str = ""
+    # A document corpus (mmsearch/chunking.py): every row is a chunk of a document, keyed by `doc_id`; the encode
+    # template makes a document's text, which is split into chunks of `chunk_tokens` (0: one chunk, the whole text)
+    # overlapping by `chunk_overlap`. Search collapses chunks to documents; live writes chunk the same way.
+    encode_template: str = ""
+    chunk_tokens: int = 0
+    chunk_overlap: int = 0
+
+    @property
+    def documents(self) -> bool:
+        return bool(self.encode_template)
+
+    def chunking(self) -> str:
+        return describe_chunking(self.encode_template, self.chunk_tokens, self.chunk_overlap)
 
     @field_validator("lexical_fields", mode="before")
     @classmethod
@@ -38,12 +51,21 @@ class CollectionMeta(BaseModel):
         return tuple(f for f in v.split(",") if f) if isinstance(v, str) else v
 
 
+def describe_chunking(template: str, tokens: int, overlap: int) -> str:
+    """How a corpus is split, in words (errors and `GET /corpora/{c}`)."""
+    if not template:
+        return "rows (one vector per corpus row)"
+    if not tokens:
+        return f"whole documents of {template!r}"
+    return f"documents of {template!r} in chunks of {tokens} tokens, overlap {overlap}"
+
+
 def sparse_field(lexical_field: str) -> str:
     """The SPARSE_FLOAT_VECTOR field that Milvus' BM25 function fills from a lexical text field."""
     return f"{lexical_field}_bm25"
 
 
-_OPTIONAL = {"lexical_fields", "analyzer"}
+_OPTIONAL = {"lexical_fields", "analyzer", "encode_template", "chunk_tokens", "chunk_overlap"}
 
 
 def to_properties(meta: CollectionMeta) -> dict[str, str]:

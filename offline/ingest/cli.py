@@ -1,4 +1,4 @@
-"""`mmsearch ingest qa|images`: every offline step for the common case, resumable and idempotent."""
+"""`mmsearch ingest qa|text|images`: every offline step for the common case, resumable and idempotent."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ from typing import Any
 
 import click
 
+from mmsearch.chunking import PASSAGE_FIELD
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import load_settings, mongo_settings
 from offline.errors import reported
 from offline.ingest.live_writes import LiveMode
 from offline.ingest.steps import IngestOptions, default_work_dir, run_ingest
+from offline.preprocess.chunks import Chunker
 from offline.preprocess.demo import Demo, prepare_demo
+from offline.preprocess.documents import DocumentFormat, DocumentOptions, preprocess_documents
 from offline.preprocess.images import preprocess_images
 from offline.preprocess.qa import QAFormat, QAOptions, parse_field_map, preprocess_qa
 from offline.preprocess.rejects import PreprocessReport
@@ -87,13 +90,21 @@ def _common(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], PreprocessReport]) -> None:
+def _run(
+    kw: dict[str, Any],
+    field: str,
+    preprocess: Callable[[Path], PreprocessReport],
+    chunker: Callable[[ModelRepository], Chunker] | None = None,
+) -> None:
     corpus = kw["corpus"]
+    repo = ModelRepository(kw["repo"] or load_settings().model_repo)
+    with reported():
+        made = chunker(repo) if chunker is not None else None
     opts = IngestOptions(
         corpus=corpus,
         model_key=kw["model_key"],
         field=field,
-        repo=ModelRepository(kw["repo"] or load_settings().model_repo),
+        repo=repo,
         work_dir=kw["work_dir"] or default_work_dir(corpus),
         milvus=milvus_settings(kw["milvus_uri"], None, None),
         mongo=mongo_settings(kw["mongo_uri"], kw["mongo_database"]),
@@ -111,6 +122,7 @@ def _run(kw: dict[str, Any], field: str, preprocess: Callable[[Path], Preprocess
         ship_models=kw["ship_models"],
         live=LiveMode(kw["live"]) if kw["live"] else None,
         documents=load_settings().documents,
+        chunker=made,
     )
     try:
         with reported():
@@ -186,6 +198,95 @@ def qa_command(
     _run(kw, "question", prepare)
 
 
+@ingest.command("text")
+@click.option(
+    "--input",
+    "input_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Documents, one JSON object a line (a BEIR corpus.jsonl, or any jsonl with --format jsonl).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice([f.value for f in DocumentFormat]),
+    default=DocumentFormat.BEIR.value,
+    show_default=True,
+    help="beir: rows {_id (or id), title, text, ...}; jsonl: any fields, with --encode and --id-field.",
+)
+@click.option(
+    "--encode",
+    "template",
+    default=None,
+    help="The text to encode, made of the document's fields: '{title}. {body}' (default for beir: '{title}. {text}'; "
+    "text between fields is left out where a field is empty).",
+)
+@click.option("--id-field", default=None, help="The integer id field (default: _id or id for beir, id for jsonl).")
+@click.option(
+    "--store",
+    "store_fields",
+    default=None,
+    help="Comma-separated fields MongoDB keeps for display (default: every field of the input).",
+)
+@click.option(
+    "--chunk-tokens",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Split each document into chunks of at most this many of the model's word pieces, at sentence boundaries "
+    "where one fits (default: the model's window, its maximum length less special tokens and document prompt: "
+    "254 for all-MiniLM-L6-v2). 0: no split, one vector per document (the model reads its first window only).",
+)
+@click.option(
+    "--chunk-overlap",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Word pieces two consecutive chunks may share, whole sentences where they fit (default: an eighth of "
+    "--chunk-tokens).",
+)
+@click.option(
+    "--bm25/--no-bm25",
+    default=True,
+    show_default=True,
+    help="Make the passages searchable by keywords (BM25 in Milvus, for the BM25Matcher; Milvus Lite or >= 2.5).",
+)
+@_common
+def text_command(
+    *,
+    input_path: Path,
+    fmt: str,
+    template: str | None,
+    id_field: str | None,
+    store_fields: str | None,
+    chunk_tokens: int | None,
+    chunk_overlap: int | None,
+    bm25: bool,
+    **kw: Any,
+) -> None:
+    """A document corpus (articles, abstracts, manuals): each document's encode text is split into passages on the
+    model's own tokens, every passage a vector in Milvus (field `passage`) with its document's id; MongoDB keeps
+    the documents. Search gives one hit per document with its best passages.
+
+    \b
+    Example, a BEIR collection:
+      mmsearch ingest text --corpus cisi --model minilm --input cisi/corpus.jsonl
+    """
+    if kw["lexical_fields"]:
+        raise click.UsageError("--lexical-field is for row corpora; document corpora index their passages: --bm25")
+    with reported():
+        opts = DocumentOptions.make(
+            fmt,
+            template=template,
+            id_field=id_field,
+            store=split_fields(store_fields) if store_fields is not None else None,
+            filter_fields=split_fields(kw["filter_fields"]) or [],
+        )
+    kw["lexical_fields"] = [PASSAGE_FIELD] if bm25 else []
+    chunker = functools.partial(
+        _chunker, model_key=kw["model_key"], template=opts.template, tokens=chunk_tokens, overlap=chunk_overlap
+    )
+    _run(kw, PASSAGE_FIELD, functools.partial(_documents, input_path, opts), chunker)
+
+
 @ingest.command("images")
 @click.option("--demo", type=click.Choice(["photos"]), default=None, help="The scikit-image sample photos.")
 @click.option("--dir", "folder", type=click.Path(file_okay=False, path_type=Path), default=None, help="Image folder.")
@@ -213,6 +314,16 @@ def _demo(demo: str, out: Path) -> PreprocessReport:
 
 def _qa(path: Path, opts: QAOptions, out: Path) -> PreprocessReport:
     return preprocess_qa(path, out, opts)
+
+
+def _documents(path: Path, opts: DocumentOptions, out: Path) -> PreprocessReport:
+    return preprocess_documents(path, out, opts)
+
+
+def _chunker(
+    repo: ModelRepository, *, model_key: str, template: str, tokens: int | None, overlap: int | None
+) -> Chunker:
+    return Chunker.for_model(repo, model_key, template, tokens=tokens, overlap=overlap)
 
 
 def _photos(work: Path, base_url: str | None, out: Path) -> PreprocessReport:

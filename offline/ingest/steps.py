@@ -18,12 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch.change_journal import supersede_applied
+from mmsearch.chunking import DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings, SparkSettings
 from offline.encode.manifest import read_manifest
 from offline.encode.pipeline import check_model, encode_corpus, encode_rows, fresh_manifest
 from offline.ingest.live_writes import LiveMode, LiveRebuild, live_rebuild, merge_live
 from offline.ingest.overlap import ShardFeed
+from offline.preprocess.chunks import Chunker, write_chunks
 from offline.preprocess.records import CorpusError, read_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
@@ -67,6 +69,9 @@ class IngestOptions:
     # A corpus with live writes: what the file means (None: refuse to rebuild it).
     live: LiveMode | None = None
     documents: DocumentsSettings = dataclasses.field(default_factory=DocumentsSettings)
+    # A document corpus: `preprocess` writes document rows, which this splits into the chunk rows Milvus holds
+    # (field `passage`); MongoDB keeps the documents. None: the rows are the corpus (QA, images).
+    chunker: Chunker | None = None
 
 
 @dataclass
@@ -112,7 +117,9 @@ def _ingest(
 ) -> IngestReport:
     report = IngestReport()
     corpus_file = opts.work_dir / "corpus.jsonl"
-    pre = preprocess(corpus_file)
+    # What MongoDB gets: the corpus rows themselves, or a document corpus's documents (its chunks go to Milvus).
+    documents_file = opts.work_dir / "documents.jsonl" if opts.chunker else corpus_file
+    pre = preprocess(documents_file)
     report.add("preprocess", pre.summary())
     if pre.written == 0:
         raise PushError(f"preprocessing kept no rows (see {pre.rejects_file}); nothing to ingest")
@@ -120,7 +127,7 @@ def _ingest(
     if rebuild is not None:
         live = rebuild.live
         if (live.upserted or live.deleted) and opts.live is not None:
-            merged = merge_live(corpus_file, opts.mongo, opts.corpus, live, opts.live)
+            merged = merge_live(documents_file, opts.mongo, opts.corpus, live, opts.live)
             report.add("live", merged.text(opts.live))
         encode = functools.partial(
             encode_rows,
@@ -131,20 +138,22 @@ def _ingest(
             providers=opts.providers,
         )
         before_switch = functools.partial(rebuild.replay, encode=encode)
+    if opts.chunker is not None:
+        _chunk(opts.chunker, opts, documents_file, corpus_file, report)
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
     push = _push_options(opts, vectors)
     if opts.engine is Engine.SPARK:
         with spark_context(opts.spark, app=f"mmsearch ingest {opts.corpus}") as sc:
-            _encode_on_spark(opts, sc, corpus_file, vectors, report)
+            _encode_on_spark(opts, sc, corpus_file, vectors, report, documents_file=documents_file)
             milvus = push_milvus(opts.milvus, push, fill=spark_fill(sc, opts.spark), before_switch=before_switch)
     else:
-        milvus = _encode_and_fill(opts, corpus_file, vectors, report, before_switch)
+        milvus = _encode_and_fill(opts, corpus_file, vectors, report, before_switch, documents_file=documents_file)
     if rebuild is not None and rebuild.replayed.seqs:
         report.add("live", rebuild.replayed.text())
     report.add("milvus", milvus.text())
     if not opts.skip_mongo:
         also_keep = rebuild.replayed.upserted if rebuild is not None else frozenset()
-        pruned = prune_mongo(opts.mongo, corpus_file, opts.corpus, also_keep=also_keep)
+        pruned = prune_mongo(opts.mongo, documents_file, opts.corpus, also_keep=also_keep)
         if pruned:
             report.add("mongo", f"removed {pruned} documents no longer in the corpus")
     if rebuild is not None and opts.live is LiveMode.REPLACE:
@@ -159,12 +168,23 @@ def _ingest(
     return report
 
 
+def _chunk(
+    chunker: Chunker, opts: IngestOptions, documents_file: Path, corpus_file: Path, report: IngestReport
+) -> None:
+    chunked = write_chunks(documents_file, corpus_file, chunker, opts.filter_fields or [])
+    report.add("chunk", chunked.text(chunker))
+    if chunked.chunks == 0:
+        raise PushError(f"no document could be chunked (see {corpus_file.stem}.rejects.jsonl); nothing to ingest")
+
+
 def _encode_and_fill(
     opts: IngestOptions,
     corpus_file: Path,
     vectors: Path,
     report: IngestReport,
     before_switch: Callable[[Any, FillSpec], None] | None,
+    *,
+    documents_file: Path,
 ) -> MilvusPushSummary:
     """Encode, with the MongoDB upserts and the Milvus fill of the new collection running beside the model: the
     documents need only the corpus, and each finished shard is upserted while the next one encodes. The
@@ -200,7 +220,7 @@ def _encode_and_fill(
 
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="ingest-store") as pool:
         if not opts.skip_mongo:
-            mongo_job = pool.submit(push_mongo, opts.mongo, corpus_file, opts.corpus, progress=False)
+            mongo_job = pool.submit(push_mongo, opts.mongo, documents_file, opts.corpus, progress=False)
         milvus_job = pool.submit(push)
 
         def on_shard(index: int) -> None:
@@ -236,7 +256,13 @@ def _encode_and_fill(
 
 
 def _encode_on_spark(
-    opts: IngestOptions, sc: SparkContext, corpus_file: Path, vectors: Path, report: IngestReport
+    opts: IngestOptions,
+    sc: SparkContext,
+    corpus_file: Path,
+    vectors: Path,
+    report: IngestReport,
+    *,
+    documents_file: Path,
 ) -> None:
     # The executors write each shard's documents right after encoding it (and those of shards a previous run
     # finished), so the documents are in place before the alias switch here too.
@@ -252,21 +278,43 @@ def _encode_on_spark(
         shard_size=opts.shard_size,
         replace_other_job=True,
         ship_models=opts.ship_models,
-        mongo=None if opts.skip_mongo else MongoTarget(opts.mongo, opts.corpus),
+        mongo=None if opts.skip_mongo or opts.chunker is not None else MongoTarget(opts.mongo, opts.corpus),
     )
     report.add("index", enc.text())
     if enc.documents is not None:
         report.add("mongo", enc.documents_text())
+    if opts.chunker is not None and not opts.skip_mongo:
+        # The executors encoded chunk rows; the documents are another file, written from here.
+        report.add("mongo", push_mongo(opts.mongo, documents_file, opts.corpus, progress=False).text())
 
 
 def _push_options(opts: IngestOptions, vectors: Path) -> MilvusPushOptions:
+    chunker = opts.chunker
+    if chunker is None:
+        return MilvusPushOptions(
+            vectors=vectors,
+            corpus=opts.corpus,
+            filter_fields=opts.filter_fields,
+            lexical_fields=opts.lexical_fields,
+            analyzer=opts.analyzer,
+            index_type=opts.index_type,
+            metric=opts.metric,
+            allow_model_change=opts.allow_model_change,
+        )
+    # Chunk rows: the document's id and the chunk's position are scalar fields (grouping, deletes); the passage is
+    # BM25's text when asked (one passage's words score it, as its vector does), else a plain text field that a
+    # hit shows.
+    plain = [] if PASSAGE_FIELD in opts.lexical_fields else [PASSAGE_FIELD]
     return MilvusPushOptions(
         vectors=vectors,
         corpus=opts.corpus,
-        filter_fields=opts.filter_fields,
+        filter_fields=[DOCUMENT_FIELD, POSITION_FIELD, *plain, *(opts.filter_fields or [])],
         lexical_fields=opts.lexical_fields,
         analyzer=opts.analyzer,
         index_type=opts.index_type,
         metric=opts.metric,
         allow_model_change=opts.allow_model_change,
+        encode_template=chunker.template,
+        chunk_tokens=chunker.options.tokens if chunker.options else 0,
+        chunk_overlap=chunker.options.overlap if chunker.options else 0,
     )

@@ -163,7 +163,7 @@ def normalise(row: dict[str, Any], opts: QAOptions, ordinal: int, where: str) ->
     return QARecord(id=rid, question=question, answer=answer or "", category=category)
 
 
-def _jsonl_rows(path: Path, report: PreprocessReport) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
+def jsonl_rows(path: Path, report: PreprocessReport) -> Iterator[tuple[str, dict[str, Any] | Reject]]:
     with path.open("rb") as f:
         for n, line in enumerate(f, start=1):
             where = f"line {n}"
@@ -215,7 +215,7 @@ def preprocess_qa(
     if not input_path.is_file():
         raise PreprocessError(f"input file {input_path} does not exist")
     report = PreprocessReport(output=output, rejects_file=rejects_path or default_rejects_path(output))
-    rows = _csv_rows(input_path, opts) if opts.fmt == QAFormat.CSV else _jsonl_rows(input_path, report)
+    rows = _csv_rows(input_path, opts) if opts.fmt == QAFormat.CSV else jsonl_rows(input_path, report)
     first_line: dict[int, str] = {}
     with atomic_text_writer(output) as out:
         for ordinal, (where, item) in enumerate(tqdm(rows, desc="preprocess qa", unit="rows", disable=None), 1):

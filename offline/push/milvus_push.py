@@ -29,6 +29,7 @@ from mmsearch import stores
 from mmsearch.collection_meta import (
     PRIMARY_KEY,
     CollectionMeta,
+    describe_chunking,
     from_properties,
     physical_name,
     sparse_field,
@@ -73,6 +74,13 @@ class MilvusPushOptions:
     progress: bool | None = None
     lexical_fields: list[str] = field(default_factory=list)  # text fields searchable with BM25 (full-text search)
     analyzer: Analyzer = Analyzer.STANDARD
+    # A document corpus's chunk rows (offline/preprocess/chunks.py): recorded in the collection's metadata.
+    encode_template: str = ""
+    chunk_tokens: int = 0
+    chunk_overlap: int = 0
+
+    def chunking(self) -> tuple[str, int, int]:
+        return (self.encode_template, self.chunk_tokens, self.chunk_overlap)
 
 
 @dataclass(frozen=True)
@@ -183,6 +191,8 @@ def _fingerprint(
     }
     if lexical:  # absent otherwise, so collections built before lexical fields existed keep their fingerprint
         spec["lexical"] = [[f.name, f.max_length] for f in lexical] + [str(opts.analyzer)]
+    if opts.encode_template:  # likewise
+        spec["chunking"] = list(opts.chunking())
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
@@ -204,10 +214,26 @@ def _new_name(client: Any, alias: str) -> str:
 
 
 def _check_model(
-    alias: str, current: str, meta: CollectionMeta | None, manifest: IndexManifest, *, lexical: list[str], allow: bool
+    alias: str,
+    current: str,
+    meta: CollectionMeta | None,
+    manifest: IndexManifest,
+    *,
+    lexical: list[str],
+    chunking: tuple[str, int, int],
+    allow: bool,
 ) -> None:
     if meta is None or allow:
         return
+    served = (meta.encode_template, meta.chunk_tokens, meta.chunk_overlap)
+    if served != chunking:
+        # Live writes are chunked as the collection records, and a corpus that turns from rows into documents
+        # (or back) needs another search configuration: an explicit choice, like a model change.
+        raise ModelMismatchError(
+            f"corpus {alias!r} is served by {current} split as {meta.chunking()}; this push splits it as "
+            f"{describe_chunking(*chunking)}: pass --allow-model-change to replace it (and check the search "
+            "configuration)"
+        )
     dropped = [f for f in meta.lexical_fields if f not in lexical]
     if dropped:
         # A live hybrid experiment searches these words: without them its BM25Matcher fails on every request.
@@ -264,7 +290,13 @@ def push_milvus(
         if current is not None:
             meta, old_fp = collection_meta(client, current)
             _check_model(
-                alias, current, meta, manifest, lexical=[f.name for f in lexical], allow=opts.allow_model_change
+                alias,
+                current,
+                meta,
+                manifest,
+                lexical=[f.name for f in lexical],
+                chunking=opts.chunking(),
+                allow=opts.allow_model_change,
             )
             if old_fp == fingerprint and not opts.force and count_rows(client, current) == manifest.total:
                 return MilvusPushSummary(alias, current, manifest.total, False, [], time.perf_counter() - started, 0.0)
@@ -279,6 +311,9 @@ def push_milvus(
             count=manifest.total,
             lexical_fields=tuple(f.name for f in lexical),
             analyzer=str(opts.analyzer) if lexical else "",
+            encode_template=opts.encode_template,
+            chunk_tokens=opts.chunk_tokens,
+            chunk_overlap=opts.chunk_overlap,
         )
         props = {**to_properties(meta), FINGERPRINT_KEY: fingerprint}
         spec = FillSpec(settings, new, opts.vectors, manifest, corpus_path, scalars, lexical, opts.batch_size)
