@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -15,7 +17,8 @@ from typing import Any, TypeVar
 import grpc
 import numpy as np
 
-from mmsearch.collection_meta import PRIMARY_KEY, from_properties
+from mmsearch.chunking import CHUNK_FIELDS, DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD
+from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties
 from mmsearch.grpc_common.client import ClientTls, ServiceCallError
 from mmsearch.model_repo import ModelRepoError, ModelRepository
 from mmsearch.runtime.pair_scores import pair_scores
@@ -25,12 +28,16 @@ from services.model_server.client import Embedding, ModelServerClient
 from services.search.config.checks import CollectionStatus
 from services.search.errors import Dependency, DependencyUnavailableError, InvalidQueryError
 from services.search.metrics import SearchMetrics
-from services.search.ports import AnnHit, AnnSearch, TextSearch
+from services.search.ports import AnnHit, AnnSearch, Grouping, TextSearch
 from services.tokenizer.client import TokenizerClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 NOT_LOADED = 101  # pymilvus: collection not loaded
+MAX_HITS = 16_384  # Milvus' largest search limit
+# A search reads the collection's layout (a document corpus? see stages/chunks.py) from a cache this old at most:
+# a corpus re-ingested as documents is searched as documents within seconds, without a describe per request.
+LAYOUT_SECONDS = 5.0
 PAIR_CHUNK = 8  # (query, document) pairs per tokenizer + model server call of a cross-encoder
 
 
@@ -201,6 +208,28 @@ def _output_fields(vector_field: str | None) -> list[str]:
     return [vector_field] if vector_field else [PRIMARY_KEY]
 
 
+def _hit(h: Any, distance: float, vector: np.ndarray | None) -> AnnHit:
+    entity = h.get("entity") or {}
+    if DOCUMENT_FIELD not in entity:
+        return AnnHit(id=str(h["id"]), distance=distance, vector=vector)
+    return AnnHit(
+        id=str(h["id"]),
+        distance=distance,
+        vector=vector,
+        document=str(entity[DOCUMENT_FIELD]),
+        position=int(entity[POSITION_FIELD]),
+        passage=str(entity[PASSAGE_FIELD]),
+    )
+
+
+def groups_by_document(server_version: str) -> bool:
+    """Whether a Milvus answers grouping search with group_size: Milvus Lite does, servers from 2.5 on."""
+    if server_version.startswith("milvus_lite"):
+        return True
+    found = re.match(r"v?(\d+)\.(\d+)", server_version)
+    return found is not None and (int(found.group(1)), int(found.group(2))) >= (2, 5)
+
+
 class MilvusVectorStore(BlockingStore):
     dep: Dependency = "milvus"
 
@@ -219,6 +248,8 @@ class MilvusVectorStore(BlockingStore):
         # pymilvus logs a full traceback for every call that fails to reconnect: ~7000 in a 45 s outage. Each of
         # those requests is already a 503 naming Milvus, counted in dependency_errors and in the exposure log.
         logging.getLogger("pymilvus.client.connection_manager").setLevel(logging.ERROR)
+        self._grouping: bool | None = None  # whether this Milvus groups search hits by a field (asked once)
+        self._layouts: dict[str, tuple[float, CollectionMeta | None]] = {}
 
     def _connect(self) -> Any:
         # Runs under the store's lock, before any search of this store.
@@ -244,58 +275,102 @@ class MilvusVectorStore(BlockingStore):
         if req.metric_type:
             params["metric_type"] = req.metric_type
 
-        def search(client: Any) -> Any:
+        def search(client: Any, limit: int, grouped: dict[str, Any]) -> Any:
+            asked = params
+            if "ef" in params["params"]:  # HNSW must explore at least the hits asked for
+                asked = {**params, "params": {**params["params"], "ef": max(int(params["params"]["ef"]), limit)}}
             return client.search(
                 req.collection,
                 data=[list(req.vector)],
                 anns_field=req.vector_field,
-                limit=req.limit,
+                limit=limit,
                 filter=req.expression,
-                output_fields=out_fields,
-                search_params=params,
+                output_fields=out_fields + (list(CHUNK_FIELDS) if req.grouping else []),
+                search_params=asked,
                 timeout=self.timeout,
+                **grouped,
             )
 
+        def hit(h: Any) -> AnnHit:
+            vec = np.asarray(h["entity"][req.vector_field], dtype=np.float32) if req.with_vectors else None
+            return _hit(h, float(h["distance"]), vec)
+
         def go(client: Any) -> list[AnnHit]:
-            res = self._with_load(client, req.collection, lambda: search(client))
-            hits = []
-            for h in res[0]:
-                vec = None
-                if req.with_vectors:
-                    vec = np.asarray(h["entity"][req.vector_field], dtype=np.float32)
-                hits.append(AnnHit(id=str(h["id"]), distance=float(h["distance"]), vector=vec))
-            return hits
+            res = self._with_load(client, req.collection, lambda: self._search(client, search, req.limit, req.grouping))
+            return [hit(h) for h in res]
 
         return await self.run(go)
 
     async def text_search(self, req: TextSearch) -> list[AnnHit]:
-        def go(client: Any) -> list[AnnHit]:
-            res = self._with_load(
-                client,
+        out_fields = _output_fields(req.vector_field) + (list(CHUNK_FIELDS) if req.grouping else [])
+
+        def search(client: Any, limit: int, grouped: dict[str, Any]) -> Any:
+            return client.search(
                 req.collection,
-                lambda: client.search(
-                    req.collection,
-                    data=[req.text],
-                    anns_field=req.sparse_field,
-                    limit=req.limit,
-                    filter=req.expression,
-                    output_fields=_output_fields(req.vector_field),
-                    search_params={"metric_type": "BM25"},
-                    timeout=self.timeout,
-                ),
+                data=[req.text],
+                anns_field=req.sparse_field,
+                limit=limit,
+                filter=req.expression,
+                output_fields=out_fields,
+                search_params={"metric_type": "BM25"},
+                timeout=self.timeout,
+                **grouped,
             )
+
+        def go(client: Any) -> list[AnnHit]:
+            res = self._with_load(client, req.collection, lambda: self._search(client, search, req.limit, req.grouping))
             # Milvus returns BM25 scores as positive numbers, Milvus Lite as their negatives (the order is the same
             # in both): the rest of the service sees one convention, positive and higher-is-better.
             return [
-                AnnHit(
-                    id=str(h["id"]),
-                    distance=abs(float(h["distance"])),
-                    vector=np.asarray(h["entity"][req.vector_field], dtype=np.float32) if req.vector_field else None,
+                _hit(
+                    h,
+                    abs(float(h["distance"])),
+                    np.asarray(h["entity"][req.vector_field], dtype=np.float32) if req.vector_field else None,
                 )
-                for h in res[0]
+                for h in res
             ]
 
         return await self.run(go)
+
+    def _search(
+        self, client: Any, search: Callable[[Any, int, dict[str, Any]], Any], limit: int, grouping: Grouping | None
+    ) -> list[Any]:
+        """The hits of one search; with `grouping`, chunks of at least `limit` documents (or of all there are).
+
+        Milvus Lite and Milvus >= 2.5 group by document themselves (grouping search, one round trip; non-strict
+        groups: a document may bring fewer chunks than asked, never fewer documents). Older servers (the 2.3.5 of
+        the milvus-server tier) cannot: ask for more chunks than documents wanted, and ask again for more while
+        the chunks cover too few documents and the store had more to give."""
+        if grouping is None:
+            return list(search(client, limit, {})[0])
+        if self._groups(client):
+            grouped = {
+                "group_by_field": DOCUMENT_FIELD,
+                "group_size": grouping.per_document,
+                "strict_group_size": False,
+            }
+            return list(search(client, limit, grouped)[0])
+        asked = min(MAX_HITS, limit * max(4, 2 * grouping.per_document))
+        while True:
+            hits = list(search(client, asked, {})[0])
+            documents = {h["entity"][DOCUMENT_FIELD] for h in hits}
+            if len(documents) >= limit or len(hits) < asked or asked >= MAX_HITS:
+                return hits
+            asked = min(MAX_HITS, asked * 2)
+
+    def _groups(self, client: Any) -> bool:
+        if self._grouping is None:
+            self._grouping = groups_by_document(str(client.get_server_version(timeout=self.timeout)))
+        return self._grouping
+
+    async def layout(self, collection: str) -> CollectionMeta | None:
+        now = time.monotonic()
+        cached = self._layouts.get(collection)
+        if cached is not None and now - cached[0] < LAYOUT_SECONDS:
+            return cached[1]
+        status = await self.describe(collection)
+        self._layouts[collection] = (now, status.meta)
+        return status.meta
 
     def _with_load(self, client: Any, collection: str, search: Callable[[], Any]) -> Any:
         from pymilvus.exceptions import MilvusException

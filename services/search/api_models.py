@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from services.search.filters import FilterValue
 
@@ -32,6 +32,13 @@ class SearchRequest(BaseModel):
     )
 
 
+class MatchedChunkModel(BaseModel):
+    position: int = Field(description="The passage's place in its document: 0, 1, ...")
+    text: str = Field(description="The passage, the document's own words.")
+    score: float = Field(description="The matcher's score of this passage (cosine, or BM25 score).")
+    matcher: str = Field(description="Which matcher scored it (ann_matcher, bm25_matcher).")
+
+
 class SearchItemModel(BaseModel):
     id: str
     originalRetrievalScoreMap: dict[str, float]  # noqa: N815 - the reference's wire names
@@ -40,6 +47,18 @@ class SearchItemModel(BaseModel):
     finalRankingScore: float  # noqa: N815
     score: float
     summary: dict[str, Any]
+    matchedChunks: list[MatchedChunkModel] | None = Field(  # noqa: N815
+        default=None,
+        description="A document corpus: the document's best passages, best first (absent for row corpora).",
+    )
+
+    @model_serializer(mode="wrap")
+    def _reference_shape(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Row corpora answer exactly the reference's item shape: no matchedChunks key at all.
+        out: dict[str, Any] = handler(self)
+        if out.get("matchedChunks") is None:
+            out.pop("matchedChunks", None)
+        return out
 
 
 class DebugInfo(BaseModel):

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from mmsearch.collection_meta import CollectionMeta
 from services.model_server.client import Embedding
 from services.search.config.checks import CollectionStatus
 
@@ -40,6 +41,15 @@ class QueryModels(Protocol):
 
 
 @dataclass(frozen=True)
+class Grouping:
+    """A search of a document corpus's chunks: the hits cover `limit` distinct documents (every one there is, when
+    fewer match), with at most `per_document` chunks of each, best first; each hit says its document, position and
+    passage."""
+
+    per_document: int
+
+
+@dataclass(frozen=True)
 class AnnSearch:
     collection: str
     vector_field: str
@@ -49,6 +59,7 @@ class AnnSearch:
     metric_type: str | None
     expression: str
     with_vectors: bool
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class TextSearch:
     limit: int
     expression: str
     vector_field: str | None = None  # also return each hit's vector from this field (rankers that need them)
+    grouping: Grouping | None = None
 
 
 @dataclass(frozen=True)
@@ -68,12 +80,20 @@ class AnnHit:
     id: str
     distance: float  # similarity for ANN; a positive BM25 score for full-text search (higher is better)
     vector: np.ndarray | None = None
+    # A chunk of a document corpus (searches with `grouping`): its document's id, position and text.
+    document: str | None = None
+    position: int = 0
+    passage: str = ""
 
 
 class CollectionCatalog(Protocol):
     """What validating a config needs of Milvus: whether a collection exists, and what it records."""
 
     async def describe(self, collection: str) -> CollectionStatus: ...
+
+    async def layout(self, collection: str) -> CollectionMeta | None:
+        """What the collection (or alias) records, as of a few seconds ago: searches read it on every request."""
+        ...
 
 
 class VectorStore(CollectionCatalog, Protocol):

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from mmsearch.settings import Settings
-from services.search.api_models import DebugInfo, SearchItemModel, SearchRequest, SearchResponse
+from services.search.api_models import DebugInfo, MatchedChunkModel, SearchItemModel, SearchRequest, SearchResponse
 from services.search.bucketing import bucket_of
 from services.search.config.manager import ConfigManager, scene_collections
 from services.search.config.sources import ConfigSource
@@ -221,4 +221,9 @@ def item_model(it: Item) -> SearchItemModel:
         finalRankingScore=final_rank,
         score=it.score if it.score is not None else final_rank,
         summary=dict(it.summary) if it.summary is not None else {},
+        matchedChunks=[
+            MatchedChunkModel(position=c.position, text=c.text, score=c.score, matcher=c.matcher) for c in it.chunks
+        ]
+        if it.chunks
+        else None,
     )

@@ -4,6 +4,7 @@ request, so concurrent QA and image queries could search each other's collection
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -40,6 +41,16 @@ class Query:
 
 
 @dataclass(frozen=True)
+class MatchedChunk:
+    """A passage of a document that a matcher found: shown under the hit, read by the cross-encoder."""
+
+    position: int
+    text: str
+    score: float
+    matcher: str  # whose score this is (a cosine and a BM25 score are not comparable)
+
+
+@dataclass(frozen=True)
 class Item:
     id: str
     retrieval_scores: Mapping[str, float]
@@ -50,6 +61,8 @@ class Item:
     summary: Mapping[str, Any] | None = None
     raw_score: float = 0.0  # the matcher's raw similarity (before the score rule), for rankers that need it
     vector: np.ndarray | None = field(default=None, compare=False, repr=False)
+    # A document corpus: the document's best passages per matcher, best first (merged by fusion).
+    chunks: tuple[MatchedChunk, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -70,3 +83,15 @@ class State:
     documents_collection: str = ""
     # What a stage could not do and did instead, by layer (a reranker past its time-out): shown in the debug block.
     fallbacks: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+
+
+def merge_chunks(first: tuple[MatchedChunk, ...], second: tuple[MatchedChunk, ...]) -> tuple[MatchedChunk, ...]:
+    """Two matchers' passages of one document: interleaved by rank (each matcher's best first), a position once."""
+    out: list[MatchedChunk] = []
+    seen: set[int] = set()
+    for pair in itertools.zip_longest(first, second):
+        for c in pair:
+            if c is not None and c.position not in seen:
+                seen.add(c.position)
+                out.append(c)
+    return tuple(out)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from mmsearch.collection_meta import CollectionMeta
 from services.model_server.client import Embedding
 from services.search.config.checks import CollectionStatus
 from services.search.config.manager import parse_config
@@ -92,6 +93,9 @@ class Vectors:
 
     async def describe(self, collection: str) -> CollectionStatus:
         return CollectionStatus(collection in self.docs)
+
+    async def layout(self, collection: str) -> CollectionMeta | None:
+        return None  # row corpora (document corpora are tested against Milvus: test_search_documents.py)
 
     async def ping(self) -> None:
         return None

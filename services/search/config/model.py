@@ -147,6 +147,16 @@ class MatchArgs(_Args):
     min_similarity: float | None = Field(default=None, alias="minSimilarity")
     # Reuse a cached embedding of the same text (search.query_cache_size); false: always tokenize and embed.
     query_cache: bool = Field(default=True, alias="queryCache")
+    # A document corpus (ingested with `mmsearch ingest text`): how a document's chunk scores make its score, per
+    # matcher: "max" (its best chunk) or "topSum(k)" (the sum of its k best); and how many of its best passages a
+    # hit shows (matchedChunks). Ignored for row corpora.
+    chunk_aggregation: str = Field(default="max", alias="chunkAggregation", pattern=r"^(max|topSum\([1-9][0-9]?\))$")
+    matched_chunks: int = Field(default=3, alias="matchedChunks", ge=1, le=20)
+
+    @property
+    def chunks_summed(self) -> int:
+        """k of topSum(k); 1 for max."""
+        return 1 if self.chunk_aggregation == "max" else int(self.chunk_aggregation[len("topSum(") : -1])
 
     @field_validator("filter_fields", mode="before")
     @classmethod

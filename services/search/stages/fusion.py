@@ -12,7 +12,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 
 from services.search.config.model import FusionArgs
-from services.search.state import Item
+from services.search.state import Item, merge_chunks
 
 LEVEL = 3.0  # the reference's algorithm level of a matcher, added to its normalised score
 
@@ -46,6 +46,7 @@ def merge(lists: Iterable[list[Item]], max_reservation: int) -> tuple[Item, ...]
                 winner,
                 retrieval_scores=scores,
                 vector=winner.vector if winner.vector is not None else (have.vector if winner is it else it.vector),
+                chunks=merge_chunks(have.chunks, it.chunks),
             )
     ordered = sorted(best.values(), key=lambda i: (-i.final_retrieval_score, i.id))
     return tuple(ordered[:max_reservation])
@@ -75,6 +76,7 @@ def fuse(lists: Sequence[tuple[str, list[Item]]], fusion: FusionArgs, keep: int)
                     have,
                     retrieval_scores={**have.retrieval_scores, **it.retrieval_scores},
                     vector=have.vector if have.vector is not None else it.vector,
+                    chunks=merge_chunks(have.chunks, it.chunks),
                 )
             )
     top = max(total.values(), default=0.0)

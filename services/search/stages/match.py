@@ -18,6 +18,7 @@ from services.search.errors import InvalidQueryError
 from services.search.filters import build_expression
 from services.search.ports import AnnHit, AnnSearch, Deps, TextSearch
 from services.search.query_vector import query_vector
+from services.search.stages.chunks import collapse, grouping
 from services.search.stages.fusion import fuse
 from services.search.stages.rank import RANKERS
 from services.search.state import Item, State
@@ -52,6 +53,8 @@ class AnnMatcher:
         if "ef" in params:
             # HNSW explores ef candidates; fewer than the hits asked for is an error (Milvus) or a short list.
             params["ef"] = max(int(params["ef"]), limit)
+        layout = await deps.vectors.layout(ma.collection_name)
+        grouped = grouping(args) if layout is not None and layout.documents else None
         hits = await deps.vectors.search(
             AnnSearch(
                 collection=ma.collection_name,
@@ -62,10 +65,13 @@ class AnnMatcher:
                 metric_type=ma.metric_type,
                 expression=build_expression(state.query.filters, args.filter_fields),
                 with_vectors=_rank_needs_vectors(state),
+                grouping=grouped,
             )
         )
         if args.min_similarity is not None:
             hits = [h for h in hits if h.distance >= args.min_similarity]
+        if grouped is not None:
+            return collapse(self.key, hits, summed=args.chunks_summed, limit=limit)
         return _items(self.key, hits)
 
 
@@ -76,6 +82,8 @@ class Bm25Matcher:
         if state.query.text is None or args.lexical_field is None:
             return []  # an image query has no words (the config refuses BM25Matcher in image scenes)
         ma = args.milvus_args
+        layout = await deps.vectors.layout(ma.collection_name)
+        grouped = grouping(args) if layout is not None and layout.documents else None
         hits = await deps.vectors.text_search(
             TextSearch(
                 collection=ma.collection_name,
@@ -84,8 +92,11 @@ class Bm25Matcher:
                 limit=limit,
                 expression=build_expression(state.query.filters, args.filter_fields),
                 vector_field=ma.vector_field if _rank_needs_vectors(state) else None,
+                grouping=grouped,
             )
         )
+        if grouped is not None:
+            return collapse(self.key, hits, summed=args.chunks_summed, limit=limit)
         return _items(self.key, hits)
 
 
@@ -107,6 +118,8 @@ class MatchStage:
         keep = state.query.keep(args.max_reservation)
         lists = await asyncio.gather(*(MATCHERS[name].match(state, args, deps, keep) for name in args.matcher_names))
         items = fuse(list(zip(args.matcher_names, lists, strict=True)), args.fusion, keep)
+        if any(it.chunks for it in items):  # a document corpus: each hit shows its best passages
+            items = tuple(dataclasses.replace(it, chunks=it.chunks[: args.matched_chunks]) for it in items)
         if args.min_score is not None:
             items = tuple(it for it in items if it.final_retrieval_score >= args.min_score)
         return dataclasses.replace(state, items=items, matchers_full=any(len(hits) >= keep for hits in lists))

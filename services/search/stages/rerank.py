@@ -47,7 +47,9 @@ class CrossEncoderRanker:
             return self._fallback(state, args, layer, keep, "no query text (an image query): recall order kept")
         top = items[: args.rerank_top_n]
         collection, docs = await self._documents(state, args, deps, [it.id for it in top])
-        texts = [_text(docs.get(it.id, {}).get(args.document_field)) for it in top]
+        # A document corpus's hit is scored on its best passage (the model reads one window, and the passage is what
+        # matched); a row corpus's on its documentField.
+        texts = [it.chunks[0].text if it.chunks else _text(docs.get(it.id, {}).get(args.document_field)) for it in top]
         try:
             async with asyncio.timeout(args.timeout_ms / 1000):
                 scores = await deps.models.score_pairs(args.model_name, text, texts)
