@@ -82,13 +82,13 @@ def _choose(
     "--qrels",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help='Judged queries: jsonl {"query", "relevant": {"<id>": grade}}, or TREC qrels with --topics.',
+    help='Judged queries: jsonl {"query", "relevant": {"<id>": grade}}, or TREC or BEIR qrels with --topics.',
 )
 @click.option(
     "--topics",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="With TREC qrels: a '<qid><TAB><query>' file.",
+    help="With TREC or BEIR qrels: a '<qid><TAB><query>' file, or a BEIR queries.jsonl (its unjudged queries are left out).",
 )
 @click.option(
     "--layer", default=None, help="The layer whose experiments are compared (default: the scene's match layer)."

@@ -54,11 +54,40 @@ def read_jsonl(path: Path) -> list[Judgement]:
 
 
 def read_trec(qrels: Path, topics: Path) -> list[Judgement]:
-    """TREC qrels plus a `<qid><TAB><query>` topics file; a qid without a topic, or a topic without judgements, is an
-    error (it would silently drop or invent a query)."""
+    """TREC (`<qid> <iteration> <doc id> <grade>`) or BEIR (`query-id corpus-id score`, a header line) qrels, with
+    a topics file: `<qid><TAB><query>` lines, or a BEIR queries.jsonl (`{"_id" or "id", "text"}`).
+
+    A qid without a topic is an error. A tab-separated topic without judgements is too (it would silently drop a
+    query); a BEIR queries.jsonl lists every query of a collection, and the qrels choose which are judged, so its
+    unjudged queries are left out."""
     for path in (qrels, topics):
         if not path.is_file():
             raise QrelsError(f"{path} does not exist")
+    beir = topics.suffix == ".jsonl"
+    texts = _jsonl_topics(topics) if beir else _tsv_topics(topics)
+    grades: dict[str, dict[str, int]] = {}
+    for n, line in enumerate(qrels.read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split()
+        if not parts or (n == 1 and parts[0] == "query-id"):
+            continue
+        if len(parts) == 3:  # BEIR
+            parts = [parts[0], "0", parts[1], parts[2]]
+        if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
+            raise QrelsError(f"{qrels} line {n}: expected '<qid> <iteration> <doc id> <grade>'")
+        qid, _, doc, grade = parts
+        if qid not in texts:
+            raise QrelsError(f"{qrels} line {n}: query {qid!r} has no text in {topics}")
+        grades.setdefault(qid, {})[doc] = int(grade)
+    unjudged = sorted(set(texts) - set(grades))
+    if unjudged and not beir:
+        raise QrelsError(f"{topics}: {len(unjudged)} topics have no judgements in {qrels} (e.g. {unjudged[0]!r})")
+    try:
+        return [Judgement(query=texts[qid], relevant=rel) for qid, rel in grades.items()]
+    except ValidationError as exc:
+        raise QrelsError(f"{qrels}: {_short(exc)}") from exc
+
+
+def _tsv_topics(topics: Path) -> dict[str, str]:
     texts: dict[str, str] = {}
     for n, line in enumerate(topics.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
@@ -67,24 +96,24 @@ def read_trec(qrels: Path, topics: Path) -> list[Judgement]:
         if not sep or not text.strip():
             raise QrelsError(f"{topics} line {n}: expected '<qid><TAB><query text>'")
         texts[qid.strip()] = text.strip()
-    grades: dict[str, dict[str, int]] = {}
-    for n, line in enumerate(qrels.read_text(encoding="utf-8").splitlines(), start=1):
+    return texts
+
+
+def _jsonl_topics(topics: Path) -> dict[str, str]:
+    texts: dict[str, str] = {}
+    for n, line in enumerate(topics.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
-        parts = line.split()
-        if len(parts) != 4 or not parts[3].lstrip("-").isdigit():
-            raise QrelsError(f"{qrels} line {n}: expected '<qid> <iteration> <doc id> <grade>'")
-        qid, _, doc, grade = parts
-        if qid not in texts:
-            raise QrelsError(f"{qrels} line {n}: query {qid!r} has no text in {topics}")
-        grades.setdefault(qid, {})[doc] = int(grade)
-    unjudged = sorted(set(texts) - set(grades))
-    if unjudged:
-        raise QrelsError(f"{topics}: {len(unjudged)} topics have no judgements in {qrels} (e.g. {unjudged[0]!r})")
-    try:
-        return [Judgement(query=texts[qid], relevant=rel) for qid, rel in grades.items()]
-    except ValidationError as exc:
-        raise QrelsError(f"{qrels}: {_short(exc)}") from exc
+        try:
+            row = json.loads(line)
+            qid = row.get("_id", row.get("id"))
+            text = row["text"]
+        except (json.JSONDecodeError, AttributeError, KeyError):
+            raise QrelsError(f'{topics} line {n}: expected a query {{"_id" or "id", "text"}}') from None
+        if qid is None or not isinstance(text, str) or not text.strip():
+            raise QrelsError(f'{topics} line {n}: expected a query {{"_id" or "id", "text"}}')
+        texts[str(qid)] = text.strip()
+    return texts
 
 
 def _short(exc: Exception) -> str:

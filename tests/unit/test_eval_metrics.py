@@ -101,7 +101,7 @@ def test_trec_qrels_with_a_topics_file(tmp_path: Path) -> None:
     qrels.write_text("q1 0 12 2\n")
     with pytest.raises(QrelsError, match="1 topics have no judgements"):
         read_trec(qrels, topics)
-    qrels.write_text("q1 12 2\n")
+    qrels.write_text("q1 12\n")
     with pytest.raises(QrelsError, match="line 1: expected '<qid> <iteration> <doc id> <grade>'"):
         read_trec(qrels, topics)
 
@@ -125,3 +125,18 @@ def test_the_shipped_chatterbot_judgements_are_current() -> None:
     assert len(shipped) == 936
     assert all(15 <= len(q["query"]) <= 200 and q["relevant"] for q in shipped)
     assert len({q["query"] for q in shipped}) == len(shipped)  # every reply judges one utterance
+
+
+def test_beir_queries_and_qrels(tmp_path: Path) -> None:
+    """A BEIR queries.jsonl lists every query; the judged ones (by the qrels) are kept, the others left out."""
+    qrels, topics = tmp_path / "qrels.tsv", tmp_path / "queries.jsonl"
+    topics.write_text(
+        '{"_id": "1", "text": "dewey decimal"}\n{"id": "2", "text": "unjudged"}\n{"_id": "3", "text": "x"}\n'
+    )
+    qrels.write_text("query-id\tcorpus-id\tscore\n1\t28\t1\n3\t5\t2\n")
+    assert [(j.query, j.relevant) for j in read_trec(qrels, topics)] == [("dewey decimal", {"28": 1}), ("x", {"5": 2})]
+    qrels.write_text("1 0 28 1\n")  # TREC qrels with BEIR queries
+    assert [j.query for j in read_trec(qrels, topics)] == ["dewey decimal"]
+    topics.write_text('{"text": "no id"}\n')
+    with pytest.raises(QrelsError, match="line 1: expected a query"):
+        read_trec(qrels, topics)
