@@ -88,7 +88,8 @@ def _choose(
     "--topics",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="With TREC or BEIR qrels: a '<qid><TAB><query>' file, or a BEIR queries.jsonl (its unjudged queries are left out).",
+    help="With TREC or BEIR qrels: a '<qid><TAB><query>' file, or a BEIR queries.jsonl (its unjudged queries are "
+    "left out).",
 )
 @click.option(
     "--layer", default=None, help="The layer whose experiments are compared (default: the scene's match layer)."
