@@ -84,6 +84,7 @@ class SearchItem(BaseModel):
     originalRetrievalScoreMap: dict[str, float | None] = Field(default_factory=dict)  # noqa: N815
     originalRankingScoreMap: dict[str, float | None] = Field(default_factory=dict)  # noqa: N815
     summary: dict[str, Any] | None = None
+    matchedChunks: list[dict[str, Any]] = Field(default_factory=list)  # noqa: N815 - a document corpus's passages
 
 
 class DebugInfo(BaseModel):
@@ -113,6 +114,12 @@ class SearchResponse(BaseModel):
 # --- what the page receives ----------------------------------------------------------------------
 
 
+class PassageView(BaseModel):
+    position: int
+    text: str
+    score: float | None = None
+
+
 class ItemView(BaseModel):
     id: str
     score: float | None
@@ -124,6 +131,9 @@ class ItemView(BaseModel):
     question: str | None = None
     answer: str | None = None
     category: list[str] = Field(default_factory=list)
+    # Document results: the title and the passages that matched, best first
+    title: str | None = None
+    passages: list[PassageView] = Field(default_factory=list)
     # Image results
     name: str | None = None
     url: str | None = None
@@ -171,6 +181,15 @@ def _categories(value: object) -> list[str]:
     return []
 
 
+def _passages(chunks: list[dict[str, Any]]) -> list[PassageView]:
+    out = []
+    for c in chunks:
+        text, position, score = c.get("text"), c.get("position"), c.get("score")
+        if isinstance(text, str) and text and isinstance(position, int):
+            out.append(PassageView(position=position, text=text, score=score if isinstance(score, float) else None))
+    return out
+
+
 def item_view(item: SearchItem) -> ItemView:
     summary = item.summary or {}
     return ItemView(
@@ -181,6 +200,8 @@ def item_view(item: SearchItem) -> ItemView:
         retrievalScores=item.originalRetrievalScoreMap,
         rankingScores=item.originalRankingScoreMap,
         question=_text(summary.get("question")),
+        title=_text(summary.get("title")),
+        passages=_passages(item.matchedChunks),
         answer=_text(summary.get("answer")),
         category=_categories(summary.get("category")),
         name=_text(summary.get("name")),

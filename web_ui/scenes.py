@@ -16,6 +16,8 @@ SCENE_ALIASES = {
     "imagetoimage": "i2i",
     "i2i": "i2i",
     "searchbyimage": "i2i",
+    "documents": "doc",
+    "doc": "doc",
 }
 
 

@@ -21,10 +21,17 @@ from web_ui.models import SearchResponse, UiFeedback, UiSearchRequest
 log = logging.getLogger(__name__)
 
 # The scenes of the reference's HTTP API, by the short name the UI uses in its own routes.
-TEXT_SCENES = {"qa": "questionAnswer", "t2i": "textToImage"}
+TEXT_SCENES = {"qa": "questionAnswer", "t2i": "textToImage", "doc": "documents"}
+# The search service's route of each: its own for the reference's scenes, /scene/<name> for the others.
+_ROUTES = {"qa": "/qa", "t2i": "/t2i", "doc": "/scene/documents"}
 IMAGE_SCENE = "i2i"
 _SUFFIX = {"image/jpeg": ".jpg", "image/png": ".png", "image/gif": ".gif", "image/webp": ".webp"}
-SCENE_TITLES = {"qa": "question answering", "t2i": "text-to-image", "i2i": "search by image"}
+SCENE_TITLES = {
+    "qa": "question answering",
+    "t2i": "text-to-image",
+    "i2i": "search by image",
+    "doc": "document search",
+}
 
 CLIP_HINT = (
     "Text-to-image and search by image need a CLIP model in the model repository: run "
@@ -96,7 +103,7 @@ class SearchClient:
             body["offset"] = request.offset
         if request.category:
             body["filters"] = {"category": request.category}
-        return self._post(scene, f"/{scene}/user/{quote(user_id, safe='')}", json_body=body)
+        return self._post(scene, f"{_ROUTES[scene]}/user/{quote(user_id, safe='')}", json_body=body)
 
     def search_image(
         self,

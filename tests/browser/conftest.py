@@ -29,6 +29,8 @@ from tests.browser.support import (
     CHROMIUM_ARGS,
     DESKTOP,
     HOSTILE_CORPUS,
+    HOSTILE_DOCS,
+    HOSTILE_DOCS_CORPUS,
     HOSTILE_ROWS,
     PHONE,
     ROOT,
@@ -126,18 +128,25 @@ def stack_ui(local_stack: LocalStack) -> str:
 def _ingest_hostile_corpus(stack: LocalStack, work: Path) -> None:
     rows = work / "hostile.jsonl"
     rows.write_text("".join(json.dumps(r) + "\n" for r in HOSTILE_ROWS), encoding="utf-8")
-    cmd = [
-        sys.executable, "-m", "mmsearch.cli.main", "ingest", "qa", "--input", str(rows), "--corpus", HOSTILE_CORPUS,
-        "--model", stack.plan.text_model, "--repo", str(stack.plan.model_repo), "--work-dir", str(work / "ingest"),
-        "--index", "FLAT", "--milvus-uri", stack.plan.milvus_uri, "--mongo-uri", stack.plan.mongo_uri,
-        "--lexical-field", "question",  # the A/B YAML's hybrid experiments search the questions' words
+    docs = work / "hostile-docs.jsonl"
+    docs.write_text("".join(json.dumps(r) + "\n" for r in HOSTILE_DOCS), encoding="utf-8")
+    common = [
+        "--model", stack.plan.text_model, "--repo", str(stack.plan.model_repo), "--index", "FLAT",
+        "--milvus-uri", stack.plan.milvus_uri, "--mongo-uri", stack.plan.mongo_uri,
     ]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"ingesting the {HOSTILE_CORPUS} corpus failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
-        )
+    for kind, corpus, source, extra in (
+        # The A/B YAML's hybrid experiments search the questions' words.
+        ("qa", HOSTILE_CORPUS, rows, ["--lexical-field", "question"]),
+        ("text", HOSTILE_DOCS_CORPUS, docs, []),
+    ):
+        cmd = [
+            sys.executable, "-m", "mmsearch.cli.main", "ingest", kind, "--input", str(source), "--corpus", corpus,
+            "--work-dir", str(work / f"ingest-{kind}"), *common, *extra,
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MMSEARCH_")}
+        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"ingesting the {corpus} corpus failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
 
 
 @pytest.fixture(scope="session")
@@ -148,7 +157,12 @@ def side_search(
     _ingest_hostile_corpus(local_stack, work)
     # The same A/B YAML with its QA scene on the hostile corpus (Milvus alias and MongoDB collection alike),
     # over a model repository without CLIP models.
-    config = AB_CONFIG.read_text(encoding="utf-8").replace("faq_qa", HOSTILE_CORPUS)
+    config = (
+        AB_CONFIG.read_text(encoding="utf-8")
+        .replace("faq_qa", HOSTILE_CORPUS)
+        .replace("collectionName: documents", f"collectionName: {HOSTILE_DOCS_CORPUS}")
+        .replace("mongoCollection: documents", f"mongoCollection: {HOSTILE_DOCS_CORPUS}")
+    )
     consul_kv.put(SIDE_CONSUL_KEY, config)
     repo = work / "models"
     minilm = local_stack.plan.model_repo / local_stack.plan.text_model

@@ -51,6 +51,22 @@ HOSTILE_ROWS = [
         "category": ["Parking"],
     },
 ]
+HOSTILE_DOCS_CORPUS = "web_ui_hostile_docs"
+# Documents (BEIR rows) for the Documents tab: a passage with markup must show as text, the query's words marked.
+HOSTILE_DOCS = [
+    {
+        "_id": 1,
+        "title": "<b>Street lighting</b> maintenance",
+        "text": 'Broken street lights are reported to the city service desk. <img src=x onerror="window.__pwned = 3">'
+        "Repairs take two working days. The lamps are LED since 2019.",
+    },
+    {
+        "_id": 2,
+        "title": "Recycling centre",
+        "text": "The recycling centre opens on weekdays from 8 to 18 and on Saturdays from 10 to 14.",
+    },
+    {"_id": 3, "title": "", "text": "Residential parking permits last one year and are applied for online."},
+]
 HOSTILE_QUESTION = str(HOSTILE_ROWS[0]["question"])
 HOSTILE_ANSWER = str(HOSTILE_ROWS[0]["answer"])
 

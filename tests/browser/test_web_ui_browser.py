@@ -139,6 +139,8 @@ def test_tabs_switch_by_click_and_arrow_keys(stack_ui: str, desktop: WatchedPage
     expect(page.locator("#panel-i2i")).to_be_visible()
     expect(page.locator("#tab-i2i")).to_be_focused()
     page.keyboard.press("ArrowRight")
+    expect(page.locator("#panel-doc")).to_be_visible()
+    page.keyboard.press("ArrowRight")
     expect(page.locator("#panel-qa")).to_be_visible()
     expect(page.locator("#panel-t2i")).to_be_hidden()
 
@@ -396,6 +398,43 @@ def test_injected_html_in_an_answer_is_shown_as_text(side_ui: str, device: str, 
     assert page.locator("#panel-qa [data-role=results] b, #panel-qa [data-role=results] i").count() == 0
     assert pwned(page) is None
     watched.screenshot(f"qa-escaped-html-{device}")
+
+
+@pytest.mark.parametrize("device", ["desktop", "phone"])
+def test_documents_show_the_matched_passage_with_the_query_words_marked(
+    side_ui: str, device: str, request: pytest.FixtureRequest
+) -> None:
+    watched: WatchedPage = request.getfixturevalue(device)
+    page = watched.page
+    page.goto(side_ui + "/")
+    page.click("#tab-doc")
+    search(page, "doc", "broken street lights")
+    wait_done(page, "doc")
+    card = page.locator("#panel-doc .doc-card").first
+    expect(card).to_be_visible()
+    assert card.get_attribute("data-id") == "1"
+    # Title and passage are the document's own text, markup shown literally.
+    assert card.locator(".question").inner_text() == "<b>Street lighting</b> maintenance"
+    passage = card.locator(".passage").first
+    assert passage.inner_text() == (
+        "<b>Street lighting</b> maintenance. Broken street lights are reported to the city service desk. "
+        '<img src=x onerror="window.__pwned = 3">Repairs take two working days. The lamps are LED since 2019.'
+    )
+    marked = [m.lower() for m in passage.locator("mark").all_inner_texts()]
+    assert marked == ["street", "broken", "street", "lights"]
+    assert page.locator("#panel-doc [data-role=results] img, #panel-doc [data-role=results] b").count() == 0
+    assert pwned(page) is None
+    watched.screenshot(f"documents-passage-{device}")
+
+
+def test_documents_not_ingested_says_so(stack_ui: str, desktop: WatchedPage) -> None:
+    """The stack's own config has the documents scene, but no corpus `documents` was ingested."""
+    page = desktop.page
+    page.goto(stack_ui + "/")
+    page.click("#tab-doc")
+    notice = page.locator('#panel-doc [data-role="notice"]')
+    expect(notice).to_be_visible()
+    expect(notice).to_contain_text("documents")
 
 
 # Right edges of the notice's command boxes, of the notice, and the left edge of the Debug panel when it is open.

@@ -248,6 +248,18 @@
     const notice = panel.querySelector('[data-role="notice"]');
     const step = (text, command) => el("li", null, [el("span", { text }), el("pre", null, [el("code", { text: command })])]);
     clear(notice);
+    if (panel.dataset.scene === "doc") {
+      notice.append(
+        el("h3", { text: "Document search is not configured yet" }),
+        el("p", { text: "It searches a corpus of long documents (articles, abstracts, manuals), split into passages." }),
+        el("ol", { class: "steps" }, [
+          step("Ingest your documents (a BEIR corpus.jsonl, or any jsonl with --format jsonl --encode '{title}. {body}'):", "mmsearch ingest text --corpus documents --model minilm --input corpus.jsonl"),
+        ]),
+        message ? el("p", { class: "muted reason", text: `The search service says: ${message}` }) : null,
+      );
+      notice.hidden = false;
+      return;
+    }
     notice.append(
       el("h3", { text: "Image search is not configured yet" }),
       el("p", { text: "Text-to-image and search by image need a CLIP model in the model repository and an indexed photo collection." }),
@@ -370,6 +382,62 @@
     });
   }
 
+  // The query's words (two letters or more), lower-cased: what a passage highlights.
+  function queryWords(query) {
+    return [...new Set((query || "").toLowerCase().match(/[\p{L}\p{N}]{2,}/gu) || [])];
+  }
+
+  // A passage with the query's words marked. Built from text nodes and <mark> elements, never from HTML: a
+  // document's text cannot inject markup.
+  function highlighted(text, words) {
+    const p = el("p", { class: "passage" });
+    if (!words.length) {
+      p.append(document.createTextNode(text));
+      return p;
+    }
+    const escaped = words.map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    const pattern = new RegExp(`(?<![\\p{L}\\p{N}])(${escaped.join("|")})(?![\\p{L}\\p{N}])`, "giu");
+    let last = 0;
+    for (const match of text.matchAll(pattern)) {
+      if (match.index > last) p.append(document.createTextNode(text.slice(last, match.index)));
+      p.append(el("mark", { text: match[0] }));
+      last = match.index + match[0].length;
+    }
+    if (last < text.length) p.append(document.createTextNode(text.slice(last)));
+    return p;
+  }
+
+  function renderDocs(list, items, start, result) {
+    const words = queryWords(result.query);
+    items.forEach((item, index) => {
+      const card = resultCard("li", "qa-card doc-card", item, result);
+      const title = item.title || (item.missingSummary ? `Document ${item.id} (not found in the store)` : `Document ${item.id}`);
+      const passages = (item.passages || []).map((passage) => highlighted(passage.text, words));
+      // The best passage shows; the others (if any) open with the title, which is the result's click.
+      passages.slice(1).forEach((p) => { p.hidden = true; });
+      const open = el("button", { type: "button", class: "open", "aria-expanded": "false", text: title });
+      open.addEventListener("click", () => {
+        const expand = open.getAttribute("aria-expanded") !== "true";
+        open.setAttribute("aria-expanded", String(expand));
+        passages.slice(1).forEach((p) => { p.hidden = !expand; });
+        if (expand) opened(card);
+      });
+      const header = el("div", { class: "qa-head" }, [
+        el("span", { class: "rank", text: String(start + index + 1) }),
+        el("h3", { class: "question" }, [open]),
+        el("span", { class: "score", title: "score", text: formatScore(item.score) }),
+      ]);
+      const parts = [
+        header,
+        ...passages,
+        feedbackButtons(card),
+        debugOn() ? el("p", { class: "score-details", text: `id ${item.id} · ${scoreDetails(item)}` }) : null,
+      ];
+      card.append(...parts.filter(Boolean));
+      list.append(card);
+    });
+  }
+
   const lightbox = document.getElementById("lightbox");
   const lightboxImg = document.getElementById("lightbox-img");
   const lightboxCaption = document.getElementById("lightbox-caption");
@@ -437,6 +505,7 @@
       const end = appending && items.length === 0 ? " (no more)" : "";
       setState(panel, "done", `${shown} ${noun} in ${Math.round(result.uiMs)} ms${end}`);
       if (panel.dataset.scene === "qa") renderQa(list, items, list.children.length, result);
+      else if (panel.dataset.scene === "doc") renderDocs(list, items, list.children.length, result);
       else renderImages(list, items, result);
     }
     showDebug(result);
@@ -630,7 +699,7 @@
       showBanner((result.search && result.search.message) || "The search service cannot be reached.");
       return;
     }
-    for (const scene of ["t2i", "i2i"]) {
+    for (const scene of ["t2i", "i2i", "doc"]) {
       const state = (result.scenes || {})[scene];
       if (state && state.enabled === false) showNotConfigured(panels[scene], state.message);
     }

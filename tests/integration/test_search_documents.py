@@ -1,0 +1,338 @@
+"""Long documents end to end: part of MED (an external judged collection, ../shared/data/ir) ingested as a chunked
+document corpus through the real ingest (MiniLM's tokenizer, ONNX, SecantusDB, Milvus Lite server), searched
+through a real search service: one hit per document, its passages, exact pages, filters per document, topSum;
+the store's grouping search checked against an exhaustive search of every chunk, on Milvus Lite and (over-fetch
+and collapse) on the real Milvus 2.3.5 server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from mmsearch.chunking import DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD
+from mmsearch.cli.main import cli
+from mmsearch.model_repo import ModelRepository
+from mmsearch.settings import MilvusSettings, MongoSettings, Settings
+from offline.ingest.steps import IngestOptions, run_ingest
+from offline.preprocess.chunks import Chunker
+from offline.preprocess.documents import DocumentFormat, DocumentOptions, preprocess_documents
+from services.search.adapters import MilvusVectorStore, groups_by_document
+from services.search.ports import AnnSearch, Grouping
+from services.search.stages.chunks import collapse
+from tests.doubles.consul_kv import ConsulKVDouble
+from tests.fixtures.search import MONGO_DATABASE, RunningSearch, Stores, start_search
+from tests.fixtures.stores import REAL_MILVUS_ENV
+
+pytestmark = pytest.mark.integration
+
+MED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ir" / "med" / "corpus.jsonl"
+CORPUS = "long_docs"
+CONSUL_KEY = "config/test/long-documents"
+TEMPLATE = "{title}. {text}"
+CHUNK_TOKENS = 48
+QUERY = "the effect of drugs on the heart and blood pressure"
+
+CONFIG = f"""
+scene-config:
+  scenes:
+    - name: documents
+      extraSceneArgs: {{modelName: minilm, maxReservation: 60}}
+      layers:
+        - name: qp.doc
+          normalLayerArgs: [{{experimentName: qp.doc.base, ratio: 1.0}}]
+        - name: match.doc
+          normalLayerArgs:
+            - {{experimentName: match.doc.base, ratio: 0.34}}
+            - {{experimentName: match.doc.hybrid, ratio: 0.33}}
+            - {{experimentName: match.doc.topsum, ratio: 0.33}}
+        - name: rank.doc
+          normalLayerArgs: [{{experimentName: rank.doc.dummy, ratio: 1.0}}]
+        - name: summary.doc
+          normalLayerArgs: [{{experimentName: summary.doc.base, ratio: 1.0}}]
+  experiments:
+    - {{layerName: qp.doc, experimentName: qp.doc.base, extraExperimentArgs: {{input: text}}}}
+    - layerName: match.doc
+      experimentName: match.doc.base
+      extraExperimentArgs: &base
+        matcherNames: [ANNMatcher]
+        matchedChunks: 2
+        filterFields: {{section: scalar}}
+        milvusArgs: {{collectionName: {CORPUS}, vectorField: passage_emb, searchParams: '{{"ef": 128}}'}}
+    - layerName: match.doc
+      experimentName: match.doc.hybrid
+      extraExperimentArgs:
+        <<: *base
+        matcherNames: [ANNMatcher, BM25Matcher]
+        lexicalField: passage
+        fusion: {{method: rrf, k: 60}}
+    - layerName: match.doc
+      experimentName: match.doc.topsum
+      extraExperimentArgs:
+        <<: *base
+        chunkAggregation: topSum(2)
+    - {{layerName: rank.doc, experimentName: rank.doc.dummy, extraExperimentArgs: {{rankerName: dummy}}}}
+    - layerName: summary.doc
+      experimentName: summary.doc.base
+      extraExperimentArgs: {{mongoCollection: {CORPUS}, summaryFields: [text, section]}}
+"""
+
+
+def _raw_corpus(path: Path, n: int = 60) -> dict[int, dict[str, Any]]:
+    """The first `n` MED documents, the longest first half of them, with a section to filter on."""
+    if not MED.is_file():
+        pytest.fail(f"the external judged collections are expected at {MED.parent.parent} (see ENVIRONMENT.md)")
+    rows = [json.loads(line) for line in MED.read_text(encoding="utf-8").splitlines()[:n]]
+    docs = {}
+    with path.open("w", encoding="utf-8") as f:
+        for i, row in enumerate(rows):
+            doc = {"_id": row["id"], "title": row["title"], "text": row["text"], "section": "odd" if i % 2 else "even"}
+            f.write(json.dumps(doc) + "\n")
+            docs[int(row["id"])] = doc
+    return docs
+
+
+def _ingest(repo: ModelRepository, raw: Path, work: Path, milvus_uri: str, mongo_uri: str, *, bm25: bool) -> None:
+    opts = DocumentOptions.make(DocumentFormat.BEIR, template=TEMPLATE, filter_fields=["section"])
+    run_ingest(
+        IngestOptions(
+            corpus=CORPUS,
+            model_key="minilm",
+            field=PASSAGE_FIELD,
+            repo=repo,
+            work_dir=work,
+            milvus=MilvusSettings(uri=milvus_uri),
+            mongo=MongoSettings(uri=mongo_uri, database=MONGO_DATABASE),
+            filter_fields=["section"],
+            lexical_fields=[PASSAGE_FIELD] if bm25 else [],
+            providers=["CPUExecutionProvider"],
+            chunker=Chunker.for_model(repo, "minilm", TEMPLATE, tokens=CHUNK_TOKENS, overlap=8),
+        ),
+        lambda out: preprocess_documents(raw, out, opts),
+    )
+
+
+@pytest.fixture(scope="module")
+def documents(
+    model_repo: ModelRepository, search_stores: Stores, tmp_path_factory: pytest.TempPathFactory
+) -> dict[int, dict[str, Any]]:
+    work = tmp_path_factory.mktemp("long-docs")
+    docs = _raw_corpus(work / "raw.jsonl")
+    _ingest(
+        model_repo, work / "raw.jsonl", work / "ingest", search_stores.milvus_uri, search_stores.mongo_uri, bm25=True
+    )
+    return docs
+
+
+@pytest.fixture(scope="module")
+def service(  # noqa: PLR0917 - pytest fixtures are parameters
+    documents: dict[int, dict[str, Any]],
+    model_repo: ModelRepository,
+    tokenizer_target: str,
+    model_server_target: str,
+    search_stores: Stores,
+    consul_kv: ConsulKVDouble,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[RunningSearch]:
+    consul_kv.put(CONSUL_KEY, CONFIG)
+    with start_search(
+        repo=model_repo.root,
+        tokenizer_target=tokenizer_target,
+        model_server_target=model_server_target,
+        milvus_uri=search_stores.milvus_uri,
+        mongo_uri=search_stores.mongo_uri,
+        consul=consul_kv,
+        consul_key=CONSUL_KEY,
+        work_dir=tmp_path_factory.mktemp("long-docs-search"),
+    ) as running:
+        yield running
+
+
+def _search(svc: RunningSearch, match: str, **body: Any) -> list[dict[str, Any]]:
+    status, reply = svc.post(
+        "/scene/documents/user/3",
+        {"query": QUERY, "useDebug": True, "specifiedLayerAndExperiment": {"match.doc": match}, **body},
+    )
+    assert status == 200, reply
+    items: list[dict[str, Any]] = reply["searchItemModels"][0]  # type: ignore[index]
+    return items
+
+
+@pytest.mark.parametrize("match", ["match.doc.base", "match.doc.hybrid", "match.doc.topsum"])
+def test_one_hit_per_document_with_its_best_passages(
+    service: RunningSearch, documents: dict[int, dict[str, Any]], match: str
+) -> None:
+    items = _search(service, match, topK=20)
+    ids = [int(i["id"]) for i in items]
+    assert len(ids) == 20
+    assert len(set(ids)) == 20  # chunks collapsed: a document once
+    assert set(ids) <= set(documents)
+    several = 0
+    for item in items:
+        doc = documents[int(item["id"])]
+        text = f"{doc['title']}. {doc['text']}" if doc["title"] else doc["text"]
+        chunks = item["matchedChunks"]
+        assert 1 <= len(chunks) <= 2
+        several += len(chunks) > 1
+        for c in chunks:
+            assert c["text"]
+            assert c["text"] in text
+            assert c["position"] >= 0
+        assert item["summary"]["text"] == doc["text"]  # MongoDB keeps the document, not its chunks
+        if match == "match.doc.base":
+            ann = [c["score"] for c in chunks]
+            assert ann == sorted(ann, reverse=True)
+            assert item["originalRetrievalScoreMap"]["ann_matcher"] == pytest.approx(ann[0])  # max: the best chunk
+    assert several > 0  # 48-token chunks: most MED abstracts have several
+    if match == "match.doc.hybrid":
+        assert any("bm25_matcher" in i["originalRetrievalScoreMap"] for i in items)
+
+
+def test_top_sum_scores_a_document_by_its_two_best_passages(service: RunningSearch) -> None:
+    items = _search(service, "match.doc.topsum", topK=10)
+    for item in items:
+        chunks = [c["score"] for c in item["matchedChunks"] if c["matcher"] == "ann_matcher"]
+        assert item["originalRetrievalScoreMap"]["ann_matcher"] == pytest.approx(sum(chunks[:2]), abs=1e-6)
+    assert any(len(i["matchedChunks"]) == 2 for i in items)
+    scores = [i["finalRetrievalScore"] for i in items]
+    assert scores == sorted(scores, reverse=True)
+
+
+@pytest.mark.parametrize("match", ["match.doc.base", "match.doc.hybrid"])
+def test_pages_of_documents_are_exact(service: RunningSearch, match: str) -> None:
+    deep = [i["id"] for i in _search(service, match, topK=16)]
+    pages = [i["id"] for off in (0, 8) for i in _search(service, match, topK=8, offset=off)]
+    assert pages == deep
+    assert len(set(pages)) == 16
+
+
+def test_filters_apply_per_document(service: RunningSearch, documents: dict[int, dict[str, Any]]) -> None:
+    odd = {i for i, d in documents.items() if d["section"] == "odd"}
+    items = _search(service, "match.doc.hybrid", topK=50, filters={"section": "odd"})
+    assert {int(i["id"]) for i in items} == odd  # every odd document, each once, no even one
+    assert all(i["summary"]["section"] == "odd" for i in items)
+
+
+def _exhaustive(
+    client: Any, collection: str, vector: np.ndarray, vector_field: str, top: int
+) -> list[tuple[str, float]]:
+    """Every chunk scored against `vector` here, collapsed by its best chunk: the exact answer to compare with."""
+    rows = client.query(
+        collection, filter=f"{DOCUMENT_FIELD} >= 0", output_fields=[DOCUMENT_FIELD, vector_field], limit=16384
+    )
+    best: dict[str, float] = {}
+    for r in rows:
+        score = float(np.dot(vector, np.asarray(r[vector_field], dtype=np.float32)))
+        doc = str(r[DOCUMENT_FIELD])
+        best[doc] = max(best.get(doc, -2.0), score)
+    return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+
+
+def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool | None) -> None:
+    """The adapter's search of documents (grouping or over-fetch, as forced) against the exhaustive answer, for a
+    query vector that is one of the chunks' own (so the best document is known to score 1)."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_uri)
+    try:
+        rows = client.query(collection, filter=f"{POSITION_FIELD} == 1", output_fields=["passage_emb"], limit=1)
+        vector = np.asarray(rows[0]["passage_emb"], dtype=np.float32)
+        expected = _exhaustive(client, collection, vector, "passage_emb", 10)
+    finally:
+        client.close()
+    store = MilvusVectorStore(Settings(milvus=MilvusSettings(uri=milvus_uri)))
+    if group is not None:
+        store._grouping = group
+
+    async def go() -> list[Any]:
+        hits = await store.search(
+            AnnSearch(
+                collection=collection,
+                vector_field="passage_emb",
+                vector=tuple(float(x) for x in vector),
+                limit=10,
+                search_params={"ef": 256},
+                metric_type="IP",
+                expression="",
+                with_vectors=False,
+                grouping=Grouping(per_document=3),
+            )
+        )
+        return collapse("ann_matcher", hits, summed=1, limit=10)
+
+    try:
+        items = asyncio.run(go())
+    finally:
+        store.close()
+    assert [i.id for i in items] == [doc for doc, _ in expected]
+    assert [i.final_retrieval_score for i in items] == pytest.approx([s for _, s in expected], abs=1e-5)
+    assert items[0].final_retrieval_score == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("group", [None, False], ids=["grouping-search", "over-fetch"])
+def test_document_search_equals_exhaustive_search_on_milvus_lite(
+    documents: dict[int, dict[str, Any]], search_stores: Stores, group: bool | None
+) -> None:
+    _grouped_against_exhaustive(search_stores.milvus_uri, CORPUS, group=group)
+
+
+@pytest.mark.milvus_server
+def test_document_search_on_the_real_milvus_2_3_5_over_fetches(
+    model_repo: ModelRepository, mongo_uri: str, tmp_path: Path
+) -> None:
+    """Milvus 2.3.5 predates grouping search (and BM25): its documents come from over-fetch and collapse."""
+    uri = os.environ.get(REAL_MILVUS_ENV)
+    if not uri:
+        pytest.skip(f"the real Milvus 2.3.5 runs only under scripts/with-milvus-netns ({REAL_MILVUS_ENV} unset)")
+    _raw_corpus(tmp_path / "raw.jsonl", n=30)
+    _ingest(model_repo, tmp_path / "raw.jsonl", tmp_path / "ingest", uri, mongo_uri, bm25=False)
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        assert not groups_by_document(str(client.get_server_version()))
+    finally:
+        client.close()
+    _grouped_against_exhaustive(uri, CORPUS, group=None)
+
+
+def test_ingest_text_refuses_bad_input(model_repo: ModelRepository, mongo_uri: str, tmp_path: Path) -> None:
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text(
+        '{"_id": "1", "title": "A", "text": "Some text. More text."}\n'
+        '{"_id": "2", "title": "B"}\n'
+        '{"_id": "3", "title": "", "text": ""}\n',
+        encoding="utf-8",
+    )
+    base = [
+        "ingest", "text", "--corpus", "bad_docs", "--model", "minilm", "--input", str(raw),
+        "--repo", str(model_repo.root), "--milvus-uri", str(tmp_path / "m.db"), "--mongo-uri", mongo_uri,
+        "--work-dir", str(tmp_path / "work"),
+    ]  # fmt: skip
+    runner = CliRunner()
+    too_big = runner.invoke(cli, [*base, "--chunk-tokens", "300"])
+    assert too_big.exit_code != 0
+    assert "do not fit the model's window of 254 tokens" in too_big.output
+    overlap = runner.invoke(cli, [*base, "--chunk-tokens", "64", "--chunk-overlap", "64"])
+    assert overlap.exit_code != 0
+    assert "less than the size (64)" in overlap.output
+    missing = runner.invoke(cli, [*base, "--encode", "{title}. {body}"])
+    assert missing.exit_code != 0  # no row has a body: nothing to ingest
+    rejects = [json.loads(line) for line in (tmp_path / "work" / "documents.rejects.jsonl").read_text().splitlines()]
+    assert [r["where"] for r in rejects] == ["line 1", "line 2", "line 3"]
+    assert "has no field 'body'" in rejects[0]["detail"]
+    ok = runner.invoke(cli, base)
+    assert ok.exit_code == 0, ok.output
+    assert "wrote 1 rows" in ok.output
+    assert "rejected 2" in ok.output
+    changed = runner.invoke(cli, [*base, "--chunk-tokens", "32"])
+    assert changed.exit_code != 0
+    assert "split as documents of '{title}. {text}' in chunks of 254 tokens" in changed.output
+    assert "--allow-model-change" in changed.output
