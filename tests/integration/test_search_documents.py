@@ -336,3 +336,38 @@ def test_ingest_text_refuses_bad_input(model_repo: ModelRepository, mongo_uri: s
     assert changed.exit_code != 0
     assert "split as documents of '{title}. {text}' in chunks of 254 tokens" in changed.output
     assert "--allow-model-change" in changed.output
+
+
+def test_live_writes_to_a_document_corpus_are_refused_and_change_nothing(
+    service: RunningSearch, documents: dict[int, dict[str, Any]]
+) -> None:
+    import urllib.request
+
+    before = [i["id"] for i in _search(service, "match.doc.base", topK=10)]
+    for method, body in (("PUT", {"title": "x", "text": "y"}), ("DELETE", None)):
+        req = urllib.request.Request(  # noqa: S310 - loopback URL of the fixture
+            f"{service.url}/corpora/{CORPUS}/documents/{next(iter(documents))}",
+            data=json.dumps(body).encode() if body else None,
+            headers={"Content-Type": "application/json"},
+            method=method,
+        )
+        status, reply = _call(req)
+        assert status == 422, reply
+        assert reply["error"] == "unsupported_corpus"
+        assert "document corpus" in str(reply["message"])
+    status, described = service.get(f"/corpora/{CORPUS}")
+    assert status == 200, described
+    assert described["kind"] == "documents"
+    assert described["chunking"] == f"documents of '{TEMPLATE}' in chunks of {CHUNK_TOKENS} tokens, overlap 8"
+    assert [i["id"] for i in _search(service, "match.doc.base", topK=10)] == before
+
+
+def _call(req: Any) -> tuple[int, dict[str, Any]]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:  # noqa: S310
+            return int(r.status), json.loads(r.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), json.loads(exc.read() or b"{}")

@@ -80,6 +80,8 @@ class CorpusSchema:
 
     @property
     def kind(self) -> str:
+        if self.meta.documents:
+            return "documents"
         return {"question": "qa", "image": "images"}.get(self.source_field, "other")
 
     def describe(self) -> dict[str, Any]:
@@ -92,6 +94,7 @@ class CorpusSchema:
             "filterFields": [{"name": f.name, "type": f.kind} for f in self.scalars],
             "lexicalFields": list(self.meta.lexical_fields),
             "analyzer": self.meta.analyzer or None,
+            "chunking": self.meta.chunking(),
         }
 
 

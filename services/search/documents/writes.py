@@ -124,6 +124,14 @@ class DocumentsService:
 
     async def write(self, corpus: str, items: Sequence[WriteItem], *, wait: bool) -> list[ItemResult]:
         schema = await self.schema(corpus)
+        if schema.kind == "documents":
+            # Its Milvus rows are passages keyed by document and position: a row write here would put a whole
+            # document where a passage belongs, a delete by id would remove another document's passage.
+            raise UnsupportedCorpusError(
+                f"corpus {corpus!r} is a document corpus ({schema.meta.chunking()}): live writes to document "
+                "corpora are not supported yet; change its documents with `mmsearch ingest text` (an ingest of "
+                "the changed file rebuilds it while it serves)"
+            )
         twice = sorted(i for i, n in Counter(i.doc_id for i in items).items() if n > 1)
         if twice:
             raise InvalidDocumentError(f"id(s) {', '.join(map(str, twice))} appear more than once in one batch")
