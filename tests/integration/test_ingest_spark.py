@@ -343,3 +343,31 @@ def test_index_on_a_standalone_spark_cluster_with_shipped_models(
         ]
         np.testing.assert_array_equal(got[0], base[0])
         np.testing.assert_allclose(got[1], base[1], atol=1e-6)
+
+
+def test_a_document_corpus_on_spark_matches_the_sequential_engine(
+    milvus_lite_server_uri: str, mongo_uri: str, database: str, model_repo: ModelRepository, tmp_path: Path
+) -> None:
+    """`ingest text --engine spark`: the driver chunks, the executors encode the passages, the driver writes the
+    documents; the same passages, vectors and documents as the sequential engine."""
+    med = Path(__file__).resolve().parents[3] / "shared" / "data" / "ir" / "med" / "corpus.jsonl"
+    raw = tmp_path / "med.jsonl"
+    raw.write_text("".join(med.read_text(encoding="utf-8").splitlines(keepends=True)[:40]), encoding="utf-8")
+    env = _env(model_repo, milvus_lite_server_uri, mongo_uri, database)
+    seq, spark = f"dseq_{uuid.uuid4().hex[:8]}", f"dspk_{uuid.uuid4().hex[:8]}"
+    common = ["text", "--input", str(raw), "--model", MINILM_KEY, "--chunk-tokens", "64", "--shard-size", "40"]
+    first = CliRunner().invoke(ingest, [*common, "--corpus", seq, "--work-dir", str(tmp_path / "seq")], env=env)
+    assert first.exit_code == 0, first.output
+    res = CliRunner().invoke(
+        ingest, [*common, *SPARK, "--corpus", spark, "--work-dir", str(tmp_path / "spark")], env=env
+    )
+    assert res.exit_code == 0, res.output
+    assert "40 documents ->" in res.output
+    assert "mongo: " in res.output
+    a, b = (_milvus_rows(milvus_lite_server_uri, alias, "passage_emb") for alias in (seq, spark))
+    assert sorted(a) == sorted(b)
+    assert len(a) > 40  # passages, several of some documents
+    assert max(float(np.abs(a[i] - b[i]).max()) for i in a) <= 1e-6
+    docs = _documents(mongo_uri, database, spark)
+    assert docs == _documents(mongo_uri, database, seq)
+    assert sorted(docs) == sorted(int(json.loads(line)["id"]) for line in raw.read_text().splitlines())
