@@ -91,15 +91,15 @@ class CollectionCatalog(Protocol):
 
     async def describe(self, collection: str) -> CollectionStatus: ...
 
-    async def layout(self, collection: str) -> CollectionMeta | None:
-        """What the collection (or alias) records, as of a few seconds ago: searches read it on every request."""
-        ...
-
 
 class VectorStore(CollectionCatalog, Protocol):
     async def search(self, req: AnnSearch) -> list[AnnHit]: ...
 
     async def text_search(self, req: TextSearch) -> list[AnnHit]: ...
+
+    async def layout(self, collection: str) -> CollectionMeta | None:
+        """What the collection (or alias) records, as of a few seconds ago: searches read it on every request."""
+        ...
 
     async def ping(self) -> None: ...
 
