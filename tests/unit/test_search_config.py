@@ -85,7 +85,7 @@ def test_default_config_parses_with_overlay_and_ab_layer() -> None:
     sargs = summary.experiments[0].args
     assert isinstance(sargs, SummaryArgs)
     assert sargs.summary_fields == ["question", "answer", "category"]
-    assert set(cfg.scenes) == {"questionAnswer", "chitchat", "textToImage", "imageToImage"}
+    assert set(cfg.scenes) == {"questionAnswer", "chitchat", "documents", "textToImage", "imageToImage"}
 
 
 def test_experiment_args_override_layer_and_scene_args() -> None:
