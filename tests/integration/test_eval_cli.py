@@ -103,7 +103,7 @@ def test_judged_ids_the_corpus_lacks_are_counted_and_scored_as_misses(
     [
         (
             ("--scene", "nope"),
-            "unknown scene 'nope'; the service has chitchat, imageToImage, questionAnswer, textToImage",
+            "unknown scene 'nope'; the service has chitchat, documents, imageToImage, questionAnswer, textToImage",
         ),
         (("--layer", "match.zz"), "unknown layer 'match.zz' in scene 'questionAnswer'; it has qp.qa, match.qa"),
         (("--experiments", "match.qa.base,match.qa.v9"), "unknown experiment(s) match.qa.v9 in layer 'match.qa'"),
