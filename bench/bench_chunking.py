@@ -12,9 +12,10 @@ cost per encoded token chunked / whole (target <= 1.15: chunking must not make e
 give it more tokens to read).
 
 Search, on the chunked collection, through the search service's Milvus adapter, concurrency 1, the MED queries'
-own vectors, the same depth (10): a plain search of 10 chunks against a search of 10 documents (grouping search,
-3 chunks a document, as Milvus Lite runs it; and over-fetch and collapse, as the service does on Milvus < 2.5),
-sides alternating by round. Target: p50 with collapse <= 1.3 x without. Writes bench/results/chunking.json.
+own vectors, the same depth (10): a plain search of 10 chunks against a search of 10 documents (grouping search
+with one chunk a document, as the service runs `max` with one passage shown; and over-fetch and collapse with
+three chunks a document, as it runs the default of three passages shown, and everything on Milvus < 2.5), sides
+alternating by round. Target: p50 with collapse <= 1.3 x without. Writes bench/results/chunking.json.
 
     .venv/bin/python -m bench.bench_chunking --rounds 3
 """
@@ -102,8 +103,9 @@ def _query_vectors(repo: Any) -> list[tuple[float, ...]]:
 async def _search_round(store: Any, collection: str, vectors: list[tuple[float, ...]], side: str) -> list[float]:
     from services.search.ports import AnnSearch, Grouping
 
-    store._grouping = side != "over_fetch"  # the path this store would take without being told, or the other one
-    grouping = None if side == "chunks" else Grouping(per_document=3)
+    # grouped: one chunk a document, Milvus' grouping search; over_fetch: three (matchedChunks' default), which the
+    # service gets by over-fetch and collapse (Milvus Lite's grouping answers group_size > 1 with nothing).
+    grouping = {"chunks": None, "grouped": Grouping(per_document=1), "over_fetch": Grouping(per_document=3)}[side]
     times = []
     for vector in vectors:
         req = AnnSearch(

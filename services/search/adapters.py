@@ -337,18 +337,16 @@ class MilvusVectorStore(BlockingStore):
     ) -> list[Any]:
         """The hits of one search; with `grouping`, chunks of at least `limit` documents (or of all there are).
 
-        Milvus Lite and Milvus >= 2.5 group by document themselves (grouping search, one round trip; non-strict
-        groups: a document may bring fewer chunks than asked, never fewer documents). Older servers (the 2.3.5 of
-        the milvus-server tier) cannot: ask for more chunks than documents wanted, and ask again for more while
-        the chunks cover too few documents and the store had more to give."""
+        Milvus groups by document itself (grouping search, one round trip) on Milvus Lite and Milvus >= 2.5, used
+        here for one chunk a document only: Milvus Lite 3.2.2 answers a grouping search of an HNSW index with
+        `group_size` > 1 with no hits at all (found with the CISI collection). Otherwise, and on older servers
+        (the 2.3.5 of the milvus-server tier), over-fetch and collapse: ask for more chunks than documents wanted,
+        and again for more while they cover too few documents and the store had more to give. Exact for a
+        document's best chunk either way: a document whose best chunk beats another's comes first in the list."""
         if grouping is None:
             return list(search(client, limit, {})[0])
-        if self._groups(client):
-            grouped = {
-                "group_by_field": DOCUMENT_FIELD,
-                "group_size": grouping.per_document,
-                "strict_group_size": False,
-            }
+        if grouping.per_document == 1 and self._groups(client):
+            grouped = {"group_by_field": DOCUMENT_FIELD, "group_size": 1}
             return list(search(client, limit, grouped)[0])
         asked = min(MAX_HITS, limit * max(4, 2 * grouping.per_document))
         while True:

@@ -235,7 +235,7 @@ def _exhaustive(
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 
 
-def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool | None) -> None:
+def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool | None, per_document: int) -> None:
     """The adapter's search of documents (grouping or over-fetch, as forced) against the exhaustive answer, for a
     query vector that is one of the chunks' own (so the best document is known to score 1)."""
     from pymilvus import MilvusClient
@@ -262,7 +262,7 @@ def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool
                 metric_type="IP",
                 expression="",
                 with_vectors=False,
-                grouping=Grouping(per_document=3),
+                grouping=Grouping(per_document=per_document),
             )
         )
         return collapse("ann_matcher", hits, summed=1, limit=10)
@@ -276,11 +276,15 @@ def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool
     assert items[0].final_retrieval_score == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("group", [None, False], ids=["grouping-search", "over-fetch"])
+@pytest.mark.parametrize(
+    ("group", "per_document"),
+    [(None, 1), (None, 3), (False, 1)],
+    ids=["grouping-search", "over-fetch-for-3-chunks", "over-fetch-forced"],
+)
 def test_document_search_equals_exhaustive_search_on_milvus_lite(
-    documents: dict[int, dict[str, Any]], search_stores: Stores, group: bool | None
+    documents: dict[int, dict[str, Any]], search_stores: Stores, group: bool | None, per_document: int
 ) -> None:
-    _grouped_against_exhaustive(search_stores.milvus_uri, CORPUS, group=group)
+    _grouped_against_exhaustive(search_stores.milvus_uri, CORPUS, group=group, per_document=per_document)
 
 
 @pytest.mark.milvus_server
@@ -300,7 +304,7 @@ def test_document_search_on_the_real_milvus_2_3_5_over_fetches(
         assert not groups_by_document(str(client.get_server_version()))
     finally:
         client.close()
-    _grouped_against_exhaustive(uri, CORPUS, group=None)
+    _grouped_against_exhaustive(uri, CORPUS, group=None, per_document=1)
 
 
 def test_ingest_text_refuses_bad_input(model_repo: ModelRepository, mongo_uri: str, tmp_path: Path) -> None:
