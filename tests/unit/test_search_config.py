@@ -60,6 +60,7 @@ def _meta(model: str = "minilm", dim: int = 384, field: str = "question_emb") ->
 
 
 CHATTERBOT = CollectionStatus(True, _meta().model_copy(update={"corpus": "chatterbot_qa"}))
+NO_DOCUMENTS = CollectionStatus(False)  # the demo's document corpus is not ingested: its scene is disabled
 
 
 def test_default_config_parses_with_overlay_and_ab_layer() -> None:
@@ -192,7 +193,13 @@ def test_unused_experiment_is_accepted_with_a_warning(caplog: pytest.LogCaptureF
 
 def test_missing_model_or_collection_disables_only_that_scene() -> None:
     cfg = parse_config(DEFAULT.read_text(), "file")
-    status = {"faq_qa": CollectionStatus(True, _meta()), "chatterbot_qa": CHATTERBOT, "photos": CollectionStatus(False)}
+    status = {
+        "faq_qa": CollectionStatus(True, _meta()),
+        "chatterbot_qa": CHATTERBOT,
+        "documents": NO_DOCUMENTS,
+        "documents": NO_DOCUMENTS,
+        "photos": CollectionStatus(False),
+    }
     out = check_environment(
         cfg, models={"minilm": _manifest("minilm")}, model_repo_root="/repo", describe_collection=status.__getitem__
     )
@@ -216,6 +223,7 @@ def test_collection_built_with_another_model_is_refused() -> None:
     status = {
         "faq_qa": CollectionStatus(True, _meta(model="other-sbert", dim=768)),
         "chatterbot_qa": CHATTERBOT,
+        "documents": NO_DOCUMENTS,
         "photos": CollectionStatus(False),
     }
     with pytest.raises(ConfigError) as info:
@@ -241,6 +249,12 @@ def test_query_tower_paired_with_document_tower_is_accepted() -> None:
     status = {
         "faq_qa": CollectionStatus(True, _meta()),
         "chatterbot_qa": CHATTERBOT,
+        "documents": CollectionStatus(
+            True,
+            _meta().model_copy(
+                update={"corpus": "documents", "vector_field": "passage_emb", "encode_template": "{title}. {text}"}
+            ),
+        ),
         "photos": CollectionStatus(True, photos),
     }
     models = {

@@ -133,6 +133,7 @@ def test_a_cross_encoder_experiment_needs_a_document_field_and_a_cross_encoder_m
     status = {
         "faq_qa": CollectionStatus(True),
         "chatterbot_qa": CollectionStatus(True),
+        "documents": CollectionStatus(False),
         "photos": CollectionStatus(False),
     }
     models = {"minilm": manifest.model_copy(update={"key": "minilm"})}
