@@ -197,7 +197,6 @@ def test_missing_model_or_collection_disables_only_that_scene() -> None:
         "faq_qa": CollectionStatus(True, _meta()),
         "chatterbot_qa": CHATTERBOT,
         "documents": NO_DOCUMENTS,
-        "documents": NO_DOCUMENTS,
         "photos": CollectionStatus(False),
     }
     out = check_environment(
@@ -252,7 +251,12 @@ def test_query_tower_paired_with_document_tower_is_accepted() -> None:
         "documents": CollectionStatus(
             True,
             _meta().model_copy(
-                update={"corpus": "documents", "vector_field": "passage_emb", "encode_template": "{title}. {text}"}
+                update={
+                    "corpus": "documents",
+                    "vector_field": "passage_emb",
+                    "encode_template": "{title}. {text}",
+                    "lexical_fields": ("passage",),
+                }
             ),
         ),
         "photos": CollectionStatus(True, photos),
