@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from mmsearch.chunking import CHUNK_FIELDS
 from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties, sparse_field
 from mmsearch.files import atomic_text_writer
 from mmsearch.model_repo import ModelRepository
@@ -23,6 +24,7 @@ from mmsearch.settings import MilvusSettings, MongoSettings, load_settings, mong
 from offline.errors import reported
 from offline.ingest.live_writes import LiveMode
 from offline.ingest.steps import IngestOptions, default_work_dir, run_ingest
+from offline.preprocess.chunks import Chunker
 from offline.preprocess.rejects import PreprocessReport, default_rejects_path, write_rejects
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
@@ -93,7 +95,8 @@ def reindex(  # noqa: PLR0917 - click options
 ) -> None:
     """Rebuild CORPUS's vectors from its MongoDB documents (the source of truth), e.g. after a model change.
 
-    Keeps what the serving collection records (filter and lexical fields, analyzer, index, metric); with --model the
+    Keeps what the serving collection records (filter and lexical fields, analyzer, index, metric, and a document
+    corpus's encode template and passage size); with --model the
     new vectors come from that model (the search configuration must then name it). Writes through the documents
     API are never lost: those applied while it runs are replayed into the new collection before the switch.
     """
@@ -102,11 +105,18 @@ def reindex(  # noqa: PLR0917 - click options
     with reported():
         meta, filters = serving(milvus, corpus)
         model = model_key or meta.model_key
+        models = ModelRepository(repo or load_settings().model_repo)
+        chunker = None
+        if meta.documents:  # a document corpus: its documents are split again as the collection records
+            chunker = Chunker.for_model(
+                models, model, meta.encode_template, tokens=meta.chunk_tokens, overlap=meta.chunk_overlap
+            )
+            filters = [f for f in filters if f not in CHUNK_FIELDS]
         opts = IngestOptions(
             corpus=corpus,
             model_key=model,
             field=meta.vector_field.removesuffix("_emb"),
-            repo=ModelRepository(repo or load_settings().model_repo),
+            repo=models,
             work_dir=work_dir or default_work_dir(f"{corpus}-reindex"),
             milvus=milvus,
             mongo=mongo,
@@ -119,6 +129,7 @@ def reindex(  # noqa: PLR0917 - click options
             allow_model_change=model != meta.model_key,
             live=LiveMode.MERGE,  # MongoDB already holds the live writes: merging them again changes nothing
             documents=load_settings().documents,
+            chunker=chunker,
         )
         log.info("reindexing %s: %s -> %s", corpus, meta.model_key, model)
         report = run_ingest(opts, lambda out: dump_documents(mongo, corpus, out))

@@ -1,14 +1,15 @@
 """Long documents end to end: part of MED (an external judged collection, ../shared/data/ir) ingested as a chunked
 document corpus through the real ingest (MiniLM's tokenizer, ONNX, SecantusDB, Milvus Lite server), searched
 through a real search service: one hit per document, its passages, exact pages, filters per document, topSum;
-the store's grouping search checked against an exhaustive search of every chunk, on Milvus Lite and (over-fetch
-and collapse) on the real Milvus 2.3.5 server."""
+over-fetch and collapse checked against an exhaustive search of every chunk, on Milvus Lite and on the real Milvus
+2.3.5 server."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from mmsearch.settings import MilvusSettings, MongoSettings, Settings
 from offline.ingest.steps import IngestOptions, run_ingest
 from offline.preprocess.chunks import Chunker
 from offline.preprocess.documents import DocumentFormat, DocumentOptions, preprocess_documents
-from services.search.adapters import MilvusVectorStore, groups_by_document
+from services.search.adapters import MilvusVectorStore
 from services.search.ports import AnnSearch, Grouping
 from services.search.stages.chunks import collapse
 from tests.doubles.consul_kv import ConsulKVDouble
@@ -235,21 +236,19 @@ def _exhaustive(
     return sorted(best.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
 
 
-def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool | None, per_document: int) -> None:
-    """The adapter's search of documents (grouping or over-fetch, as forced) against the exhaustive answer, for a
-    query vector that is one of the chunks' own (so the best document is known to score 1)."""
+def _collapsed_against_exhaustive(milvus_uri: str, collection: str, *, per_document: int, limit: int = 10) -> None:
+    """The adapter's search of documents (over-fetch and collapse) against the exhaustive answer, for a query
+    vector that is one of the chunks' own (so the best document is known to score 1)."""
     from pymilvus import MilvusClient
 
     client = MilvusClient(uri=milvus_uri)
     try:
         rows = client.query(collection, filter=f"{POSITION_FIELD} == 1", output_fields=["passage_emb"], limit=1)
         vector = np.asarray(rows[0]["passage_emb"], dtype=np.float32)
-        expected = _exhaustive(client, collection, vector, "passage_emb", 10)
+        expected = _exhaustive(client, collection, vector, "passage_emb", limit)
     finally:
         client.close()
     store = MilvusVectorStore(Settings(milvus=MilvusSettings(uri=milvus_uri)))
-    if group is not None:
-        store._grouping = group
 
     async def go() -> list[Any]:
         hits = await store.search(
@@ -257,7 +256,7 @@ def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool
                 collection=collection,
                 vector_field="passage_emb",
                 vector=tuple(float(x) for x in vector),
-                limit=10,
+                limit=limit,
                 search_params={"ef": 256},
                 metric_type="IP",
                 expression="",
@@ -265,7 +264,7 @@ def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool
                 grouping=Grouping(per_document=per_document),
             )
         )
-        return collapse("ann_matcher", hits, summed=1, limit=10)
+        return collapse("ann_matcher", hits, summed=1, limit=limit)
 
     try:
         items = asyncio.run(go())
@@ -276,35 +275,25 @@ def _grouped_against_exhaustive(milvus_uri: str, collection: str, *, group: bool
     assert items[0].final_retrieval_score == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize(
-    ("group", "per_document"),
-    [(None, 1), (None, 3), (False, 1)],
-    ids=["grouping-search", "over-fetch-for-3-chunks", "over-fetch-forced"],
-)
+@pytest.mark.parametrize(("per_document", "limit"), [(1, 10), (3, 10), (3, 40)])
 def test_document_search_equals_exhaustive_search_on_milvus_lite(
-    documents: dict[int, dict[str, Any]], search_stores: Stores, group: bool | None, per_document: int
+    documents: dict[int, dict[str, Any]], search_stores: Stores, per_document: int, limit: int
 ) -> None:
-    _grouped_against_exhaustive(search_stores.milvus_uri, CORPUS, group=group, per_document=per_document)
+    """(3, 40): deep in a small corpus, where the first ask may cover too few documents and the search asks again."""
+    _collapsed_against_exhaustive(search_stores.milvus_uri, CORPUS, per_document=per_document, limit=limit)
 
 
 @pytest.mark.milvus_server
 def test_document_search_on_the_real_milvus_2_3_5_over_fetches(
     model_repo: ModelRepository, mongo_uri: str, tmp_path: Path
 ) -> None:
-    """Milvus 2.3.5 predates grouping search (and BM25): its documents come from over-fetch and collapse."""
+    """The same over-fetch and collapse on the real Milvus 2.3.5 server (without BM25, which it predates)."""
     uri = os.environ.get(REAL_MILVUS_ENV)
     if not uri:
         pytest.skip(f"the real Milvus 2.3.5 runs only under scripts/with-milvus-netns ({REAL_MILVUS_ENV} unset)")
     _raw_corpus(tmp_path / "raw.jsonl", n=30)
     _ingest(model_repo, tmp_path / "raw.jsonl", tmp_path / "ingest", uri, mongo_uri, bm25=False)
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=uri)
-    try:
-        assert not groups_by_document(str(client.get_server_version()))
-    finally:
-        client.close()
-    _grouped_against_exhaustive(uri, CORPUS, group=None, per_document=1)
+    _collapsed_against_exhaustive(uri, CORPUS, per_document=3)
 
 
 def test_ingest_text_refuses_bad_input(model_repo: ModelRepository, mongo_uri: str, tmp_path: Path) -> None:
@@ -375,3 +364,39 @@ def _call(req: Any) -> tuple[int, dict[str, Any]]:
             return int(r.status), json.loads(r.read() or b"{}")
     except urllib.error.HTTPError as exc:
         return int(exc.code), json.loads(exc.read() or b"{}")
+
+
+def test_reindex_splits_a_document_corpus_as_its_collection_records(
+    service: RunningSearch, search_stores: Stores, model_repo: ModelRepository, tmp_path: Path
+) -> None:
+    """`mmsearch reindex` rebuilds a document corpus from MongoDB: same template and passage size, same passages
+    and vectors (the same model), searched as before once the alias moves."""
+    from pymilvus import MilvusClient
+
+    def passages() -> dict[int, str]:
+        client = MilvusClient(uri=search_stores.milvus_uri)
+        try:
+            rows = client.query(CORPUS, filter="id >= 0", output_fields=["id", PASSAGE_FIELD], limit=16384)
+            return {int(r["id"]): str(r[PASSAGE_FIELD]) for r in rows}
+        finally:
+            client.close()
+
+    before_rows = passages()
+    before = [i["id"] for i in _search(service, "match.doc.base", topK=10)]
+    result = CliRunner().invoke(
+        cli,
+        [
+            *("reindex", "--corpus", CORPUS, "--repo", str(model_repo.root), "--work-dir", str(tmp_path / "w")),
+            *("--milvus-uri", search_stores.milvus_uri, "--mongo-uri", search_stores.mongo_uri),
+            *("--mongo-database", MONGO_DATABASE),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert f"(chunks of at most {CHUNK_TOKENS} tokens, overlap 8)" in result.output
+    # The same documents split the same way by the same model: the serving collection already holds them.
+    assert "already serves these" in result.output
+    assert passages() == before_rows
+    deadline = time.monotonic() + 30
+    while (after := [i["id"] for i in _search(service, "match.doc.base", topK=10)]) != before:
+        assert time.monotonic() < deadline, (before, after)
+        time.sleep(0.5)
