@@ -47,6 +47,7 @@ from mmsearch.change_journal import (
     take_lease,
     unmark_rebuild,
 )
+from mmsearch.chunking import DOCUMENT_FIELD, POSITION_FIELD
 from mmsearch.collection_meta import PRIMARY_KEY
 from mmsearch.files import atomic_text_writer
 from mmsearch.settings import DocumentsSettings, MongoSettings
@@ -95,6 +96,8 @@ class Replayed:
 
 # Encodes a replay's documents exactly as the rebuild encodes the corpus file (offline/encode/pipeline.encode_rows).
 Encode = Callable[[Sequence[CorpusRow]], npt.NDArray[np.float32]]
+# A document corpus's document -> its passages' Milvus rows (offline/preprocess/chunks.py: Chunker + chunk_rows).
+Split = Callable[[CorpusRow], list[dict[str, Any]]]
 FIND_BATCH = 1000  # entries fetched per $in query
 
 
@@ -195,9 +198,10 @@ class LiveRebuild:
 
     # ---- the replay ---------------------------------------------------------------------------------------
 
-    def replay(self, client: Any, spec: FillSpec, encode: Encode) -> None:
+    def replay(self, client: Any, spec: FillSpec, encode: Encode, split: Split | None = None) -> None:
         """Under the lease (held until `close`): carry every entry applied since `start` into the new collection
-        and MongoDB. The last applied write per document decides (last_per_document)."""
+        and MongoDB. The last applied write per document decides (last_per_document). `split`: a document corpus's
+        documents become their passages' rows, as the ingest's (offline/preprocess/chunks.py)."""
         self._take()
         self._check()
         seqs = self._applied_since_start()
@@ -218,7 +222,10 @@ class LiveRebuild:
             rows[doc_id] = CorpusRow(id=doc_id, **d["document"])
         deleted = sorted(doc_id for doc_id, d in last.items() if d["op"] == "delete")
         self._write_mongo(list(rows.values()), deleted)
-        self._write_milvus(client, spec, rows, deleted, encode)
+        if split is None:
+            self._write_milvus(client, spec, rows, deleted, encode)
+        else:
+            self._write_passages(client, spec, rows, deleted, encode, split)
         note_rebuilt(self.leases, self.corpus, spec.collection)
         self._check()
         self.replayed = Replayed(seqs, set(rows), set(deleted))
@@ -237,6 +244,44 @@ class LiveRebuild:
         ops += [DeleteOne({"_id": doc_id}) for doc_id in deleted]
         if ops:
             self.db[self.corpus].bulk_write(ops, ordered=True)
+
+    @staticmethod
+    def _write_passages(  # noqa: PLR0917 - the replay's parts, as _write_milvus
+        client: Any, spec: FillSpec, rows: dict[int, CorpusRow], deleted: list[int], encode: Encode, split: Split
+    ) -> None:
+        """A document corpus: each replayed document's passages upserted, those past its end and every passage
+        of a deleted document removed, then checked at Strong consistency."""
+        passages: dict[int, CorpusRow] = {}
+        counts: dict[int, int] = {}
+        for doc_id, row in rows.items():
+            parts = split(row)
+            counts[doc_id] = len(parts)
+            passages.update({int(p["id"]): CorpusRow(**p) for p in parts})
+        if passages:
+            ids = np.asarray(list(passages), dtype=np.int64)
+            vectors = encode(list(passages.values()))
+            for batch in entity_batches(spec, ids, vectors, passages):
+                client.upsert(spec.collection, batch)
+        tails = [f"({DOCUMENT_FIELD} == {d} and {POSITION_FIELD} >= {n})" for d, n in counts.items()]
+        if deleted:
+            tails.append(f"{DOCUMENT_FIELD} in {deleted}")
+        if not tails:
+            return
+        client.delete(spec.collection, filter=" or ".join(tails))
+        client.flush(spec.collection)
+        found = client.query(
+            spec.collection,
+            filter=f"{DOCUMENT_FIELD} in {[*counts, *deleted]}",
+            output_fields=[DOCUMENT_FIELD, POSITION_FIELD],
+            consistency_level="Strong",
+        )
+        present: dict[int, set[int]] = {}
+        for r in found:
+            present.setdefault(int(r[DOCUMENT_FIELD]), set()).add(int(r[POSITION_FIELD]))
+        if any(present.get(d, set()) != set(range(n)) for d, n in counts.items()) or any(d in present for d in deleted):
+            raise PushError(
+                f"{spec.collection}: the replayed live writes are not all visible; the alias was not switched"
+            )
 
     @staticmethod
     def _write_milvus(

@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mmsearch.change_journal import supersede_applied
-from mmsearch.chunking import DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD
+from mmsearch.chunking import DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD, ChunkingError
 from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import DocumentsSettings, MilvusSettings, MongoSettings, SparkSettings
 from offline.encode.manifest import read_manifest
 from offline.encode.pipeline import check_model, encode_corpus, encode_rows, fresh_manifest
 from offline.ingest.live_writes import LiveMode, LiveRebuild, live_rebuild, merge_live
 from offline.ingest.overlap import ShardFeed
-from offline.preprocess.chunks import Chunker, write_chunks
-from offline.preprocess.records import CorpusError, read_corpus
+from offline.preprocess.chunks import Chunker, chunk_rows, write_chunks
+from offline.preprocess.records import CorpusError, CorpusRow, read_corpus
 from offline.preprocess.rejects import PreprocessReport
 from offline.push.errors import PushError
 from offline.push.lexical import Analyzer
@@ -137,7 +137,8 @@ def _ingest(
             batch_size=opts.batch_size,
             providers=opts.providers,
         )
-        before_switch = functools.partial(rebuild.replay, encode=encode)
+        split = functools.partial(_split, opts.chunker, opts.filter_fields or []) if opts.chunker else None
+        before_switch = functools.partial(rebuild.replay, encode=encode, split=split)
     if opts.chunker is not None:
         _chunk(opts.chunker, opts, documents_file, corpus_file, report)
     vectors = opts.work_dir / f"vectors-{opts.model_key}"
@@ -166,6 +167,15 @@ def _ingest(
         if pending:
             report.add("live", f"{pending} live writes pending: the search service applies them to the new collection")
     return report
+
+
+def _split(chunker: Chunker, filter_fields: list[str], row: CorpusRow) -> list[dict[str, Any]]:
+    """A live document's passage rows, as the file's documents get theirs (a rebuild's replay)."""
+    try:
+        parts = chunker.chunks(row.id, row.fields(), where=f"live document {row.id}")
+    except ChunkingError as exc:
+        raise PushError(f"{exc}: it was accepted under another split; the alias was not switched") from exc
+    return chunk_rows(row.id, row.fields(), parts, filter_fields)
 
 
 def _chunk(

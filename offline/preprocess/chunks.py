@@ -129,6 +129,19 @@ class ChunkReport:
         )
 
 
+def chunk_rows(
+    document_id: int, fields: dict[str, Any], parts: list[tuple[int, str, int]], filter_fields: list[str]
+) -> list[dict[str, Any]]:
+    """The Milvus rows of a document's passages (`Chunker.chunks`): its id, the position, the passage and the
+    document's filter fields. The same for a file's documents and for live ones (a rebuild's replay)."""
+    extra = {f: fields[f] for f in filter_fields if f in fields}
+    return [
+        {"id": chunk_key(document_id, position), DOCUMENT_FIELD: document_id, POSITION_FIELD: position,
+         PASSAGE_FIELD: passage, **extra}
+        for position, passage, _ in parts
+    ]  # fmt: skip
+
+
 def _id(line: str) -> int | None:
     return int(json.loads(line)["id"]) if line.strip() else None
 
@@ -151,18 +164,10 @@ def write_chunks(documents: Path, output: Path, chunker: Chunker, filter_fields:
                     report.rejects.append(Reject(where, "cannot chunk", str(exc)))
                     rejected.add(row.id)
                     continue
-                extra = {f: fields[f] for f in filter_fields if f in fields}
-                for position, passage, tokens in parts:
-                    chunk = {
-                        "id": chunk_key(row.id, position),
-                        DOCUMENT_FIELD: row.id,
-                        POSITION_FIELD: position,
-                        PASSAGE_FIELD: passage,
-                        **extra,
-                    }
+                for chunk in chunk_rows(row.id, fields, parts, filter_fields):
                     out.write(json.dumps(chunk, ensure_ascii=False) + "\n")
-                    report.chunks += 1
-                    report.tokens += tokens
+                report.chunks += len(parts)
+                report.tokens += sum(tokens for _, _, tokens in parts)
                 report.documents += 1
     except CorpusError as exc:
         raise ChunkOptionsError(str(exc)) from exc

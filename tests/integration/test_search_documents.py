@@ -331,28 +331,101 @@ def test_ingest_text_refuses_bad_input(model_repo: ModelRepository, mongo_uri: s
     assert "--allow-model-change" in changed.output
 
 
-def test_live_writes_to_a_document_corpus_are_refused_and_change_nothing(
-    service: RunningSearch, documents: dict[int, dict[str, Any]]
-) -> None:
+def _write(svc: RunningSearch, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
     import urllib.request
 
-    before = [i["id"] for i in _search(service, "match.doc.base", topK=10)]
-    for method, body in (("PUT", {"title": "x", "text": "y"}), ("DELETE", None)):
-        req = urllib.request.Request(  # noqa: S310 - loopback URL of the fixture
-            f"{service.url}/corpora/{CORPUS}/documents/{next(iter(documents))}",
-            data=json.dumps(body).encode() if body else None,
-            headers={"Content-Type": "application/json"},
-            method=method,
+    req = urllib.request.Request(  # noqa: S310 - loopback URL of the fixture
+        f"{svc.url}/corpora/{CORPUS}/documents/{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+        method=method,
+    )
+    return _call(req)
+
+
+def _passages(milvus_uri: str, doc_id: int) -> dict[int, tuple[str, np.ndarray]]:
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=milvus_uri)
+    try:
+        rows = client.query(
+            CORPUS,
+            filter=f"{DOCUMENT_FIELD} == {doc_id}",
+            output_fields=[POSITION_FIELD, PASSAGE_FIELD, "passage_emb"],
+            consistency_level="Strong",
         )
-        status, reply = _call(req)
-        assert status == 422, reply
-        assert reply["error"] == "unsupported_corpus"
-        assert "document corpus" in str(reply["message"])
+        return {
+            int(r[POSITION_FIELD]): (str(r[PASSAGE_FIELD]), np.asarray(r["passage_emb"], dtype=np.float32))
+            for r in rows
+        }
+    finally:
+        client.close()
+
+
+def test_live_writes_split_a_document_as_the_ingest_did_and_replace_its_passages_together(
+    service: RunningSearch, documents: dict[int, dict[str, Any]], search_stores: Stores
+) -> None:
+    doc_id = max(documents)  # an ingested document with several passages
+    ingested = _passages(search_stores.milvus_uri, doc_id)
+    assert len(ingested) > 1
+    fields = {k: v for k, v in documents[doc_id].items() if k != "_id"}
+    # The same document written live: the same passages at the same positions, the same vectors.
+    status, reply = _write(service, "PUT", f"{doc_id}?wait=true", fields)
+    assert status == 200, reply
+    assert reply["state"] == "applied"
+    live = _passages(search_stores.milvus_uri, doc_id)
+    assert sorted(live) == sorted(ingested)
+    for position, (text, vector) in ingested.items():
+        assert live[position][0] == text
+        assert float(np.abs(live[position][1] - vector).max()) <= 1e-5
+    # A shorter version: its one passage, the old ones past it gone (not left to match).
+    status, reply = _write(service, "PUT", f"{doc_id}?wait=true", {**fields, "text": "Aspirin lowers fever."})
+    assert status == 200, reply
+    assert {p: t for p, (t, _) in _passages(search_stores.milvus_uri, doc_id).items()} == {0: "Aspirin lowers fever."}
     status, described = service.get(f"/corpora/{CORPUS}")
     assert status == 200, described
     assert described["kind"] == "documents"
     assert described["chunking"] == f"documents of '{TEMPLATE}' in chunks of {CHUNK_TOKENS} tokens, overlap 8"
-    assert [i["id"] for i in _search(service, "match.doc.base", topK=10)] == before
+    assert [f["name"] for f in described["filterFields"]] == ["section"]  # type: ignore[attr-defined]
+    # A new document: found by its words, shown by its passage; then deleted: gone with every passage.
+    new_id = 990_001
+    text = "Zebrafish fins regrow after amputation. Regeneration depends on blastema cells. " * 6
+    status, reply = _write(
+        service, "PUT", f"{new_id}?wait=true", {"title": "Fin regeneration", "text": text, "section": "odd"}
+    )
+    assert status == 200, reply
+    assert len(_passages(search_stores.milvus_uri, new_id)) > 1
+    status, found = service.post(
+        "/scene/documents/user/3",
+        {"query": "zebrafish fin regeneration blastema", "useDebug": True,
+         "specifiedLayerAndExperiment": {"match.doc": "match.doc.hybrid"}, "topK": 3},
+    )  # fmt: skip
+    assert status == 200, found
+    top = found["searchItemModels"][0][0]  # type: ignore[index]
+    assert top["id"] == str(new_id)
+    assert "Zebrafish" in top["matchedChunks"][0]["text"]
+    status, reply = _write(service, "DELETE", f"{new_id}?wait=true")
+    assert status == 200, reply
+    assert _passages(search_stores.milvus_uri, new_id) == {}
+    status, _ = service.get(f"/corpora/{CORPUS}/documents/{new_id}")
+    assert status == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"title": "x"}, "has no field 'text'"),
+        ({"title": "x", "text": "y", "passage": "mine"}, "'passage' is mmsearch's own"),
+        ({"title": "", "text": ""}, "makes no text"),
+        ({"title": "x", "text": "y", "section": 3}, "field 'section' must be varchar"),
+    ],
+)
+def test_live_documents_that_cannot_be_split_are_refused(
+    service: RunningSearch, documents: dict[int, dict[str, Any]], body: dict[str, Any], says: str
+) -> None:
+    status, reply = _write(service, "PUT", "990002", body)
+    assert status == 422, reply
+    assert says in str(reply["message"])
 
 
 def _call(req: Any) -> tuple[int, dict[str, Any]]:

@@ -23,6 +23,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from mmsearch.change_journal import rebuild_running
 from mmsearch.settings import DocumentsSettings
@@ -203,9 +204,13 @@ class Applier:
             await self._fail(corpus, dict.fromkeys((e.seq for e in entries), reason))
             return True
         refused = misfits(entries, schema)
-        vectors, unreadable = await self._vectors(
-            schema, [e for e in entries if e.op == "upsert" and e.seq not in refused]
-        )
+        upserts = [e for e in entries if e.op == "upsert" and e.seq not in refused]
+        passages: dict[int, list[tuple[int, str]]] = {}  # a document corpus: each upsert's (position, passage)
+        if schema.kind == "documents":
+            passages, unsplit = await self._split(schema, upserts)
+            refused.update(unsplit)
+            upserts = [e for e in upserts if e.seq not in unsplit]
+        vectors, unreadable = await self._vectors(schema, upserts, passages)
         refused.update(unreadable)
         if refused:
             await self._fail(corpus, refused)
@@ -214,11 +219,18 @@ class Applier:
                 return True
         versioned = sorted({e.doc_id for e in entries if e.version is not None})
         plan = plan_batch(entries, await self.journal.applied_versions(corpus, versioned) if versioned else {})
-        entities = [LiveDocument(e.doc_id, e.document or {}).entity(schema, vectors[e.seq]) for e in plan.upserts]
+        entities = self._entities(schema, plan.upserts, vectors, passages)
         await self.journal.write_documents(corpus, plan.upserts, [])
         await self.milvus.upsert(corpus, entities)
-        await self.milvus.delete(corpus, plan.deletes)
-        await self._until_visible(corpus, [e.doc_id for e in plan.upserts], plan.deletes)
+        if schema.kind == "documents":
+            # A document's passages are upserted together, then those past its new end deleted: at every moment
+            # the document is found (for an instant also by a passage its new version no longer has).
+            counts = {e.doc_id: len(passages[e.seq]) for e in plan.upserts}
+            await self.milvus.delete_passages(corpus, counts, plan.deletes)
+            await self._until_passages_visible(corpus, counts, plan.deletes)
+        else:
+            await self.milvus.delete(corpus, plan.deletes)
+            await self._until_visible(corpus, [e.doc_id for e in plan.upserts], plan.deletes)
         await self.journal.write_documents(corpus, [], plan.deletes)
         lease = await self.journal.lease(corpus, self.owner, self.settings.lease_seconds)
         if lease is None:
@@ -233,7 +245,7 @@ class Applier:
         self._tell([(seq, "applied", "") for seq in plan.applied] + [(seq, "stale", r) for seq, r in plan.stale])
         # While a rebuild runs, the documents stay in the journal: it replays them into its new collection.
         await self.journal.mark(plan.applied, "applied", keep_document=rebuild_running(lease))
-        self._applied_rows(corpus, len(plan.upserts) + len(plan.deletes))
+        self._applied_rows(corpus, len(entities) + len(plan.deletes))
         for seq, reason in plan.stale:
             await self.journal.mark([seq], "stale", reason)
         self.metrics.documents_applied.labels(corpus, "applied").inc(len(plan.applied))
@@ -248,16 +260,54 @@ class Applier:
         )
         return True
 
-    async def _vectors(
+    @staticmethod
+    def _entities(
+        schema: CorpusSchema,
+        upserts: list[Entry],
+        vectors: dict[int, list[float]],
+        passages: dict[int, list[tuple[int, str]]],
+    ) -> list[dict[str, Any]]:
+        """The Milvus rows of a batch's upserts: one per document, or one per passage of a document corpus's (its
+        vector is its passages' vectors end to end)."""
+        if schema.kind != "documents":
+            return [LiveDocument(e.doc_id, e.document or {}).entity(schema, vectors[e.seq]) for e in upserts]
+        dim = schema.meta.dim
+        out: list[dict[str, Any]] = []
+        for e in upserts:
+            flat = vectors[e.seq]
+            split = [flat[i * dim : (i + 1) * dim] for i in range(len(passages[e.seq]))]
+            out += LiveDocument(e.doc_id, e.document or {}).passage_entities(schema, passages[e.seq], split)
+        return out
+
+    async def _split(
         self, schema: CorpusSchema, upserts: list[Entry]
+    ) -> tuple[dict[int, list[tuple[int, str]]], dict[int, str]]:
+        """A document corpus's upserts split into passages as the corpus records (by seq), and those that cannot be
+        (seq -> why: more passages than a document may have under a split a rebuild changed)."""
+        passages: dict[int, list[tuple[int, str]]] = {}
+        failed: dict[int, str] = {}
+        for e in upserts:
+            try:
+                passages[e.seq] = await asyncio.to_thread(
+                    self.encoder.passages, schema, LiveDocument(e.doc_id, e.document or {})
+                )
+            except InvalidDocumentError as exc:
+                failed[e.seq] = exc.message
+        return passages, failed
+
+    async def _vectors(
+        self, schema: CorpusSchema, upserts: list[Entry], passages: dict[int, list[tuple[int, str]]]
     ) -> tuple[dict[int, list[float]], dict[int, str]]:
-        """Each upsert's vector (by seq), and the upserts that cannot have one (seq -> why). A vector made for
-        another encoding of the corpus (accepted before a rebuild changed its model, and pending through the
-        switch) is made again with the corpus's own; a photo whose file is gone by then cannot be."""
+        """Each upsert's vector (by seq; a document corpus's: its passages' end to end), and the upserts that cannot
+        have one (seq -> why). A vector made for another encoding of the corpus (accepted before a rebuild changed
+        its model or split, and pending through the switch) is made again with the corpus's own; a photo whose
+        file is gone by then cannot be."""
         vectors = {e.seq: e.vector or [] for e in upserts}
-        again = [
-            e for e in upserts if len(vectors[e.seq]) != schema.meta.dim or e.encoded_with not in ("", schema.encoding)
-        ]
+
+        def size(e: Entry) -> int:
+            return schema.meta.dim * (len(passages[e.seq]) if schema.kind == "documents" else 1)
+
+        again = [e for e in upserts if len(vectors[e.seq]) != size(e) or e.encoded_with not in ("", schema.encoding)]
         failed: dict[int, str] = {}
         if not again:
             return vectors, failed
@@ -307,6 +357,24 @@ class Applier:
         while True:
             present = await self.milvus.present(corpus, [*upserted, *deleted])
             if set(upserted) <= present and not present & set(deleted):
+                return
+            if loop.time() > deadline:
+                raise DependencyUnavailableError("milvus", f"writes to {corpus} not visible after {wait:g}s")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.5)
+
+    async def _until_passages_visible(self, corpus: str, counts: dict[int, int], deleted: list[int]) -> None:
+        """A document corpus's batch is visible when each upserted document has exactly its new passages and each
+        deleted one none (at the searches' consistency level, as `_until_visible`)."""
+        loop = asyncio.get_running_loop()
+        wait = self.settings.lease_seconds / 2
+        deadline = loop.time() + wait
+        delay = 0.01
+        while True:
+            present = await self.milvus.passages_present(corpus, [*counts, *deleted])
+            if all(present.get(d, set()) == set(range(n)) for d, n in counts.items()) and not any(
+                present.get(d) for d in deleted
+            ):
                 return
             if loop.time() > deadline:
                 raise DependencyUnavailableError("milvus", f"writes to {corpus} not visible after {wait:g}s")

@@ -13,9 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmsearch.chunking import ChunkingError
 from mmsearch.model_repo import ModelRepoError, ModelRepository
 from mmsearch.runtime.text import TextPreprocessor
-from services.search.documents.errors import WriteFailedError
+from offline.preprocess.chunks import Chunker, ChunkOptionsError
+from services.search.documents.errors import InvalidDocumentError, WriteFailedError
 from services.search.documents.schema import CorpusSchema, LiveDocument
 from services.search.errors import DependencyUnavailableError
 from services.search.ports import QueryModels
@@ -32,7 +34,51 @@ class DocumentEncoder:
         self.repo = repo
         self.models = models
         self._preps: dict[str, TextPreprocessor] = {}
+        self._chunkers: dict[tuple[str, str, int, int], Chunker] = {}
         self._lock = threading.Lock()
+
+    def _chunker(self, schema: CorpusSchema) -> Chunker:
+        meta = schema.meta
+        key = (meta.model_key, meta.encode_template, meta.chunk_tokens, meta.chunk_overlap)
+        with self._lock:
+            chunker = self._chunkers.get(key)
+            if chunker is None:
+                chunker = self._chunkers[key] = Chunker.for_model(
+                    self.repo,
+                    meta.model_key,
+                    meta.encode_template,
+                    tokens=meta.chunk_tokens,
+                    overlap=meta.chunk_overlap,
+                )
+            return chunker
+
+    def passages(self, schema: CorpusSchema, document: LiveDocument) -> list[tuple[int, str]]:
+        """A document corpus's document split as the ingest splits it (offline/preprocess/chunks.py): its
+        (position, passage) pairs; InvalidDocumentError when it cannot be (more passages than a document may have)."""
+        try:
+            chunker = self._chunker(schema)
+            parts = chunker.chunks(document.id, document.fields, where=f"document {document.id}")
+        except ModelRepoError as exc:
+            raise DependencyUnavailableError("model server", f"model {schema.meta.model_key!r}: {exc}") from exc
+        except (ChunkingError, ChunkOptionsError) as exc:
+            raise InvalidDocumentError(str(exc)) from exc
+        if not parts:
+            raise InvalidDocumentError(f"document {document.id} has no words to encode")
+        return [(position, text) for position, text, _ in parts]
+
+    async def encode_passages(self, schema: CorpusSchema, documents: Sequence[LiveDocument]) -> Encoded:
+        """A document corpus's documents: each split into passages, every passage encoded (one model call for
+        all), a document's vector the concatenation of its passages' in their order."""
+        split = [await asyncio.to_thread(self.passages, schema, d) for d in documents]
+        encoded = await self.encode(schema.meta.model_key, [text for parts in split for _, text in parts])
+        vectors: list[list[float]] = []
+        cut: list[bool] = []  # passages fit the window by construction; a whole document (chunk_tokens 0) may not
+        at = 0
+        for parts in split:
+            vectors.append([x for v in encoded.vectors[at : at + len(parts)] for x in v])
+            cut.append(any(encoded.truncated[at : at + len(parts)]))
+            at += len(parts)
+        return Encoded(vectors, cut)
 
     def _prep(self, model_key: str) -> TextPreprocessor:
         with self._lock:
@@ -57,6 +103,8 @@ class DocumentEncoder:
     ) -> Encoded:
         """The vectors of `documents` for `schema`'s corpus: its text field, or its photos (`images`, the uploaded
         bytes in the documents' order; without them, the files the documents' `image` paths name)."""
+        if schema.kind == "documents":
+            return await self.encode_passages(schema, documents)
         if schema.kind != "images":
             return await self.encode(schema.meta.model_key, [d.text(schema) for d in documents])
         if images is None:

@@ -9,10 +9,21 @@ what the journal accepted.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from mmsearch.chunking import (
+    CHUNK_FIELDS,
+    DOCUMENT_FIELD,
+    MAX_DOCUMENT_ID,
+    PASSAGE_FIELD,
+    POSITION_FIELD,
+    ChunkingError,
+    chunk_key,
+    render,
+)
 from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties, sparse_field
 from offline.preprocess.qa import QAOptions, normalise, parse_id
 from offline.preprocess.rejects import Reject
@@ -75,8 +86,16 @@ class CorpusSchema:
     @property
     def encoding(self) -> str:
         """What a vector of this corpus is made with: a vector made for another (a write accepted before a rebuild
-        changed the model) is made again before it is applied."""
-        return f"{self.meta.model_key}/{self.meta.vector_field}/{self.meta.dim}"
+        changed the model, or a document corpus's split) is made again before it is applied."""
+        made = f"{self.meta.model_key}/{self.meta.vector_field}/{self.meta.dim}"
+        if self.meta.documents:
+            made += f"/{self.meta.encode_template}/{self.meta.chunk_tokens}/{self.meta.chunk_overlap}"
+        return made
+
+    @property
+    def filters(self) -> tuple[FieldSpec, ...]:
+        """The filter fields a document brings (a document corpus's rows also hold its id, position and passage)."""
+        return tuple(f for f in self.scalars if not (self.meta.documents and f.name in CHUNK_FIELDS))
 
     @property
     def kind(self) -> str:
@@ -91,7 +110,7 @@ class CorpusSchema:
             "model": self.meta.model_key,
             "dim": self.meta.dim,
             "encodedField": self.source_field,
-            "filterFields": [{"name": f.name, "type": f.kind} for f in self.scalars],
+            "filterFields": [{"name": f.name, "type": f.kind} for f in self.filters],
             "lexicalFields": list(self.meta.lexical_fields),
             "analyzer": self.meta.analyzer or None,
             "chunking": self.meta.chunking(),
@@ -127,9 +146,36 @@ class LiveDocument:
 
     def check_fits(self, schema: CorpusSchema) -> None:
         """InvalidDocumentError naming the field when the corpus's collection cannot hold this document: a filter
-        field's type or size, a lexical field's length."""
+        field's type or size, a lexical field's length (a document corpus's passages are checked when split)."""
+        if schema.meta.documents:
+            for f in schema.filters:
+                f.check(self.fields.get(f.name))
+            try:
+                render(schema.meta.encode_template, self.fields, where=f"document {self.id}")
+            except ChunkingError as exc:
+                raise InvalidDocumentError(str(exc)) from exc
+            return
         for f in (*schema.scalars, *schema.lexical):
             f.check(self.fields.get(f.name))
+
+    def passage_entities(
+        self, schema: CorpusSchema, passages: Sequence[tuple[int, str]], vectors: Sequence[list[float]]
+    ) -> list[dict[str, Any]]:
+        """A document corpus's Milvus rows of this document: one per passage (position, text), as the ingest's
+        chunk rows (offline/preprocess/chunks.py) make them."""
+        out = []
+        for (position, text), vector in zip(passages, vectors, strict=True):
+            entity: dict[str, Any] = {
+                PRIMARY_KEY: chunk_key(self.id, position),
+                schema.meta.vector_field: vector,
+                DOCUMENT_FIELD: self.id,
+                POSITION_FIELD: position,
+                PASSAGE_FIELD: text,
+            }
+            for f in schema.filters:
+                entity[f.name] = f.check(self.fields.get(f.name))
+            out.append(entity)
+        return out
 
     def entity(self, schema: CorpusSchema, vector: list[float]) -> dict[str, Any]:
         """The Milvus row, as offline/push/milvus_push.entity_batches makes it."""
@@ -183,6 +229,8 @@ def photo_document(
 
 def check_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: int) -> LiveDocument:
     """The document as it will be stored, or the reason it cannot be (422 naming the field, 413 over the limit)."""
+    if schema.kind == "documents":
+        return _check_long_document(schema, doc_id, body, max_bytes=max_bytes)
     if schema.kind != "qa":
         raise UnsupportedCorpusError(
             f"corpus {schema.name!r} is an image corpus ({schema.meta.model_key}): upload each photo with a "
@@ -205,4 +253,26 @@ def check_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: i
         )
     live = LiveDocument(doc_id, fields)
     live.check_fits(schema)
+    return live
+
+
+def _check_long_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: int) -> LiveDocument:
+    """A document corpus's document: any fields, kept as sent (as `ingest text` keeps a row's), of which the
+    encode template's must make text and the filter fields must fit; none may be one mmsearch keeps itself."""
+    if not isinstance(body, dict):
+        raise InvalidDocumentError(f"a document is a JSON object of its fields, not {type(body).__name__}")
+    size = len(json.dumps(body, ensure_ascii=False).encode())
+    if size > max_bytes:
+        raise DocumentTooLargeError(f"document {doc_id} is {size} bytes; the limit is {max_bytes}")
+    if doc_id > MAX_DOCUMENT_ID:
+        raise InvalidDocumentError(f"id {doc_id} is above {MAX_DOCUMENT_ID}, the largest of a document corpus")
+    taken = sorted({"id", "_id", "queryid", *CHUNK_FIELDS} & set(body))
+    if taken:
+        raise InvalidDocumentError(f"field {taken[0]!r} is mmsearch's own in a document corpus: rename it")
+    live = LiveDocument(doc_id, dict(body))
+    live.check_fits(schema)
+    if not render(schema.meta.encode_template, live.fields):
+        raise InvalidDocumentError(
+            f"document {doc_id}: the corpus's encode template {schema.meta.encode_template!r} makes no text of it"
+        )
     return live

@@ -124,14 +124,6 @@ class DocumentsService:
 
     async def write(self, corpus: str, items: Sequence[WriteItem], *, wait: bool) -> list[ItemResult]:
         schema = await self.schema(corpus)
-        if schema.kind == "documents":
-            # Its Milvus rows are passages keyed by document and position: a row write here would put a whole
-            # document where a passage belongs, a delete by id would remove another document's passage.
-            raise UnsupportedCorpusError(
-                f"corpus {corpus!r} is a document corpus ({schema.meta.chunking()}): live writes to document "
-                "corpora are not supported yet; change its documents with `mmsearch ingest text` (an ingest of "
-                "the changed file rebuilds it while it serves)"
-            )
         twice = sorted(i for i, n in Counter(i.doc_id for i in items).items() if n > 1)
         if twice:
             raise InvalidDocumentError(f"id(s) {', '.join(map(str, twice))} appear more than once in one batch")
@@ -142,6 +134,8 @@ class DocumentsService:
                     self._check(schema, p)
                 except SearchError as exc:
                     p.result.refuse(exc)
+        if schema.kind == "documents":
+            await self._check_passages(schema, [p for p in work if p.document is not None and p.result.error is None])
         await self._check_versions(corpus, [p for p in work if p.result.error is None])
         todo = [p for p in work if p.result.error is None and p.seq is None]
         await self._encode(schema, [p for p in todo if p.document is not None])
@@ -163,6 +157,16 @@ class DocumentsService:
                 p.result.state = p.result.state or "pending"
                 p.result.status = 200 if p.result.state == "applied" else 202
         return [p.result for p in work]
+
+    async def _check_passages(self, schema: CorpusSchema, work: list[_Pending]) -> None:
+        """A document corpus's documents split as the ingest splits them: one that cannot be (more passages than a
+        document may have) is refused here, alone, with the reason."""
+        for p in work:
+            assert p.document is not None
+            try:
+                await asyncio.to_thread(self.encoder.passages, schema, p.document)
+            except SearchError as exc:
+                p.result.refuse(exc)
 
     async def _check_versions(self, corpus: str, work: list[_Pending]) -> None:
         """A version older than one accepted: 409, nothing written. The same version again: the answer of the
