@@ -265,7 +265,7 @@ class MilvusVectorStore(BlockingStore):
         if req.metric_type:
             params["metric_type"] = req.metric_type
 
-        def search(client: Any, limit: int, grouped: dict[str, Any]) -> Any:
+        def search(client: Any, limit: int) -> Any:
             asked = params
             if "ef" in params["params"]:  # HNSW must explore at least the hits asked for
                 asked = {**params, "params": {**params["params"], "ef": max(int(params["params"]["ef"]), limit)}}
@@ -278,7 +278,6 @@ class MilvusVectorStore(BlockingStore):
                 output_fields=out_fields + (list(CHUNK_FIELDS) if req.grouping else []),
                 search_params=asked,
                 timeout=self.timeout,
-                **grouped,
             )
 
         def hit(h: Any) -> AnnHit:
@@ -294,7 +293,7 @@ class MilvusVectorStore(BlockingStore):
     async def text_search(self, req: TextSearch) -> list[AnnHit]:
         out_fields = _output_fields(req.vector_field) + (list(CHUNK_FIELDS) if req.grouping else [])
 
-        def search(client: Any, limit: int, grouped: dict[str, Any]) -> Any:
+        def search(client: Any, limit: int) -> Any:
             return client.search(
                 req.collection,
                 data=[req.text],
@@ -304,7 +303,6 @@ class MilvusVectorStore(BlockingStore):
                 output_fields=out_fields,
                 search_params={"metric_type": "BM25"},
                 timeout=self.timeout,
-                **grouped,
             )
 
         def go(client: Any) -> list[AnnHit]:
@@ -323,7 +321,7 @@ class MilvusVectorStore(BlockingStore):
         return await self.run(go)
 
     def _search(
-        self, client: Any, search: Callable[[Any, int, dict[str, Any]], Any], limit: int, grouping: Grouping | None
+        self, client: Any, search: Callable[[Any, int], Any], limit: int, grouping: Grouping | None
     ) -> list[Any]:
         """The hits of one search; with `grouping`, chunks of at least `limit` documents (or of all there are).
 
@@ -335,10 +333,10 @@ class MilvusVectorStore(BlockingStore):
         HNSW index and `group_size` > 1, and with `group_size` 1 it took 11-13 ms where 30-60 plain hits took
         7-10 ms (MED, 2431 passages, bench_chunking); the 2.3.5 server of the milvus-server tier predates it."""
         if grouping is None:
-            return list(search(client, limit, {})[0])
+            return list(search(client, limit)[0])
         asked = min(MAX_HITS, limit * max(2, grouping.per_document))
         while True:
-            hits = list(search(client, asked, {})[0])
+            hits = list(search(client, asked)[0])
             documents = {h["entity"][DOCUMENT_FIELD] for h in hits}
             if len(documents) >= limit or len(hits) < asked or asked >= MAX_HITS:
                 return hits

@@ -1,9 +1,9 @@
 """A document corpus's chunk hits collapsed to one item per document, before fusion and ranking.
 
 A document's score is its best chunk's (`max`) or the sum of its k best (`topSum(k)`: a document that matches in
-several places ranks above one that matches once as well). The store returns up to `per_document` chunks of each
-document (Milvus grouping search, or over-fetch and collapse where the store cannot group); the item keeps them as
-its passages, best first.
+several places ranks above one that matches once as well). The store's search brings the chunks of enough
+documents (adapters.MilvusVectorStore._search: over-fetch); the item keeps a document's chunks as its passages,
+best first.
 """
 
 from __future__ import annotations
