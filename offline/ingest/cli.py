@@ -264,7 +264,8 @@ def text_command(
 ) -> None:
     """A document corpus (articles, abstracts, manuals): each document's encode text is split into passages on the
     model's own tokens, every passage a vector in Milvus (field `passage`) with its document's id; MongoDB keeps
-    the documents. Search gives one hit per document with its best passages.
+    the documents. Search gives one hit per document with its best passages. --filter-fields copies those
+    document fields to every passage (none by default here); --lexical-field does not apply (see --bm25).
 
     \b
     Example, a BEIR collection:
