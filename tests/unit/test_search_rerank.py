@@ -150,3 +150,35 @@ def test_a_cross_encoder_experiment_needs_a_document_field_and_a_cross_encoder_m
             model_repo_root="/r",
             describe_collection=status.__getitem__,
         )
+
+
+def test_a_document_corpus_hit_is_scored_on_its_best_passage() -> None:
+    """A long document is more than the model's window: the cross-encoder reads the passage that matched."""
+    from services.search.config.model import RankArgs
+    from services.search.stages.rerank import CrossEncoderRanker
+    from services.search.state import Item, MatchedChunk, State
+
+    _, documents = _stores()
+    items = tuple(
+        Item(
+            id=i,
+            retrieval_scores={"ann_matcher": 1.0 - int(i) / 10},
+            final_retrieval_score=1.0 - int(i) / 10,
+            chunks=(MatchedChunk(4, passage, 0.9, "ann_matcher"), MatchedChunk(0, "unrelated words", 0.5, "ann")),
+        )
+        for i, passage in (("1", "nothing here"), ("2", "the building permit office opens at nine"))
+    )
+    query = Query(scene="questionAnswer", user_id="7", text="building permit office")
+    scorer = Scorer()
+    args = RankArgs.model_validate({**CE, "mongoCollection": "faq_qa"})
+    out = asyncio.run(
+        CrossEncoderRanker().rerank(
+            State(query=query, experiments={}, items=items),
+            args,
+            Deps(models=scorer, vectors=Vectors({}), documents=documents),
+            "rank.qa",
+            2,
+        )
+    )
+    assert scorer.seen == [("building permit office", ["nothing here", "the building permit office opens at nine"])]
+    assert [i.id for i in out.items] == ["2", "1"]
