@@ -64,7 +64,9 @@ class DocumentEncoder:
             raise InvalidDocumentError(str(exc)) from exc
         if not parts:
             raise InvalidDocumentError(f"document {document.id} has no words to encode")
-        return [(position, text) for position, text, _ in parts]
+        passages = [(position, text) for position, text, _ in parts]
+        schema.check_passages(passages)
+        return passages
 
     async def encode_passages(self, schema: CorpusSchema, documents: Sequence[LiveDocument]) -> Encoded:
         """A document corpus's documents: each split into passages, every passage encoded (one model call for

@@ -92,6 +92,15 @@ class CorpusSchema:
             made += f"/{self.meta.encode_template}/{self.meta.chunk_tokens}/{self.meta.chunk_overlap}"
         return made
 
+    def check_passages(self, passages: Sequence[tuple[int, str]]) -> None:
+        """A document corpus: InvalidDocumentError when a passage is longer than the collection's passage field
+        holds (a corpus ingested with --no-bm25 sized it to its longest passage)."""
+        field = next((f for f in (*self.scalars, *self.lexical) if f.name == PASSAGE_FIELD), None)
+        if field is None:
+            return
+        for _, text in passages:
+            field.check(text)
+
     @property
     def filters(self) -> tuple[FieldSpec, ...]:
         """The filter fields a document brings (a document corpus's rows also hold its id, position and passage)."""
