@@ -137,7 +137,7 @@ def search(scene: str) -> tuple[Response, int]:
         elif scene == IMAGE_SCENE:
             view = _search_image()
         else:
-            raise SearchError(404, "unknown_scene", f"Unknown scene {scene!r}: use qa, t2i or i2i.")
+            raise SearchError(404, "unknown_scene", f"Unknown scene {scene!r}: use qa, t2i, i2i or doc.")
     except SearchError as exc:
         return jsonify(exc.to_json()), exc.status
     response = jsonify(view.model_dump())

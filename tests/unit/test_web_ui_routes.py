@@ -166,7 +166,7 @@ def test_page_client_timeout_is_a_little_longer_than_the_server_timeout() -> Non
 def test_unknown_scene_is_404_json(client: FlaskClient) -> None:
     response = client.post("/api/search/nope", json={"query": "x"})
     assert response.status_code == 404
-    assert "use qa, t2i or i2i" in response.get_json()["error"]["message"]
+    assert "use qa, t2i, i2i or doc" in response.get_json()["error"]["message"]
 
 
 def test_unknown_api_path_is_json_not_html(client: FlaskClient) -> None:
