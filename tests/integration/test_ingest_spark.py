@@ -30,6 +30,7 @@ from offline.encode.shards import iter_shards, open_vectors
 from offline.ingest.cli import ingest
 from offline.preprocess.demo import prepare_demo
 from offline.push.milvus_push import count_rows
+from tests.fixtures.ir import ir_collection
 from tests.fixtures.models import MINILM_KEY, TINY_CLIP_IMAGE
 
 pytestmark = pytest.mark.integration
@@ -350,7 +351,7 @@ def test_a_document_corpus_on_spark_matches_the_sequential_engine(
 ) -> None:
     """`ingest text --engine spark`: the driver chunks, the executors encode the passages, the driver writes the
     documents; the same passages, vectors and documents as the sequential engine."""
-    med = Path(__file__).resolve().parents[3] / "shared" / "data" / "ir" / "med" / "corpus.jsonl"
+    med = ir_collection("med") / "corpus.jsonl"
     raw = tmp_path / "med.jsonl"
     raw.write_text("".join(med.read_text(encoding="utf-8").splitlines(keepends=True)[:40]), encoding="utf-8")
     env = _env(model_repo, milvus_lite_server_uri, mongo_uri, database)

@@ -29,12 +29,12 @@ from services.search.adapters import MilvusVectorStore
 from services.search.ports import AnnSearch, Grouping
 from services.search.stages.chunks import collapse
 from tests.doubles.consul_kv import ConsulKVDouble
+from tests.fixtures.ir import ir_collection
 from tests.fixtures.search import MONGO_DATABASE, RunningSearch, Stores, start_search
 from tests.fixtures.stores import REAL_MILVUS_ENV
 
 pytestmark = pytest.mark.integration
 
-MED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ir" / "med" / "corpus.jsonl"
 CORPUS = "long_docs"
 CONSUL_KEY = "config/test/long-documents"
 TEMPLATE = "{title}. {text}"
@@ -88,9 +88,8 @@ scene-config:
 
 def _raw_corpus(path: Path, n: int = 60) -> dict[int, dict[str, Any]]:
     """The first `n` MED documents, the longest first half of them, with a section to filter on."""
-    if not MED.is_file():
-        pytest.fail(f"the external judged collections are expected at {MED.parent.parent} (see ENVIRONMENT.md)")
-    rows = [json.loads(line) for line in MED.read_text(encoding="utf-8").splitlines()[:n]]
+    med = ir_collection("med") / "corpus.jsonl"
+    rows = [json.loads(line) for line in med.read_text(encoding="utf-8").splitlines()[:n]]
     docs = {}
     with path.open("w", encoding="utf-8") as f:
         for i, row in enumerate(rows):
