@@ -299,31 +299,26 @@ def _encode_on_spark(
 
 
 def _push_options(opts: IngestOptions, vectors: Path) -> MilvusPushOptions:
-    chunker = opts.chunker
-    if chunker is None:
-        return MilvusPushOptions(
-            vectors=vectors,
-            corpus=opts.corpus,
-            filter_fields=opts.filter_fields,
-            lexical_fields=opts.lexical_fields,
-            analyzer=opts.analyzer,
-            index_type=opts.index_type,
-            metric=opts.metric,
-            allow_model_change=opts.allow_model_change,
-        )
-    # Chunk rows: the document's id and the chunk's position are scalar fields (grouping, deletes); the passage is
-    # BM25's text when asked (one passage's words score it, as its vector does), else a plain text field that a
-    # hit shows.
-    plain = [] if PASSAGE_FIELD in opts.lexical_fields else [PASSAGE_FIELD]
-    return MilvusPushOptions(
+    rows = MilvusPushOptions(
         vectors=vectors,
         corpus=opts.corpus,
-        filter_fields=[DOCUMENT_FIELD, POSITION_FIELD, *plain, *(opts.filter_fields or [])],
+        filter_fields=opts.filter_fields,
         lexical_fields=opts.lexical_fields,
         analyzer=opts.analyzer,
         index_type=opts.index_type,
         metric=opts.metric,
         allow_model_change=opts.allow_model_change,
+    )
+    chunker = opts.chunker
+    if chunker is None:
+        return rows
+    # Chunk rows: the document's id and the chunk's position are scalar fields (grouping, deletes); the passage is
+    # BM25's text when asked (one passage's words score it, as its vector does), else a plain text field that a
+    # hit shows.
+    plain = [] if PASSAGE_FIELD in opts.lexical_fields else [PASSAGE_FIELD]
+    return dataclasses.replace(
+        rows,
+        filter_fields=[DOCUMENT_FIELD, POSITION_FIELD, *plain, *(opts.filter_fields or [])],
         encode_template=chunker.template,
         chunk_tokens=chunker.options.tokens if chunker.options else 0,
         chunk_overlap=chunker.options.overlap if chunker.options else 0,

@@ -21,7 +21,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -349,33 +349,31 @@ class Applier:
         event.set()  # wakes every write waiting now; later waiters wait on the new event
 
     async def _until_visible(self, corpus: str, upserted: list[int], deleted: list[int]) -> None:
-        loop = asyncio.get_running_loop()
-        # Within half the lease: the batch is done (or given up, to be retried) before the lease could pass on.
-        wait = self.settings.lease_seconds / 2
-        deadline = loop.time() + wait
-        delay = 0.01
-        while True:
+        async def seen() -> bool:
             present = await self.milvus.present(corpus, [*upserted, *deleted])
-            if set(upserted) <= present and not present & set(deleted):
-                return
-            if loop.time() > deadline:
-                raise DependencyUnavailableError("milvus", f"writes to {corpus} not visible after {wait:g}s")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            return set(upserted) <= present and not present & set(deleted)
+
+        await self._until(corpus, seen)
 
     async def _until_passages_visible(self, corpus: str, counts: dict[int, int], deleted: list[int]) -> None:
         """A document corpus's batch is visible when each upserted document has exactly its new passages and each
-        deleted one none (at the searches' consistency level, as `_until_visible`)."""
+        deleted one none."""
+
+        async def seen() -> bool:
+            present = await self.milvus.passages_present(corpus, [*counts, *deleted])
+            exact = all(present.get(d, set()) == set(range(n)) for d, n in counts.items())
+            return exact and not any(present.get(d) for d in deleted)
+
+        await self._until(corpus, seen)
+
+    async def _until(self, corpus: str, seen: Callable[[], Awaitable[bool]]) -> None:
+        """Until a query at the searches' consistency level sees the batch (`seen`), within half the lease: the
+        batch is done (or given up, to be retried) before the lease could pass on."""
         loop = asyncio.get_running_loop()
         wait = self.settings.lease_seconds / 2
         deadline = loop.time() + wait
         delay = 0.01
-        while True:
-            present = await self.milvus.passages_present(corpus, [*counts, *deleted])
-            if all(present.get(d, set()) == set(range(n)) for d, n in counts.items()) and not any(
-                present.get(d) for d in deleted
-            ):
-                return
+        while not await seen():
             if loop.time() > deadline:
                 raise DependencyUnavailableError("milvus", f"writes to {corpus} not visible after {wait:g}s")
             await asyncio.sleep(delay)
