@@ -3,8 +3,9 @@
 # three ways (whole documents, passages of 254 and of 128 word pieces), then `mmsearch eval` through the running
 # search service over every match experiment of bench/eval/long-documents.yaml.
 #
-#   scripts/local-up --no-clip --ab-config bench/eval/long-documents.yaml     # in one terminal
-#   bench/eval_long_documents.sh [IR_DIR]                                        # in another (IR_DIR: ../shared/data/ir)
+#   MMSEARCH_SEARCH__MAX_QUERY_CHARS=2000 scripts/local-up --no-clip --ab-config bench/eval/long-documents.yaml
+#                                              # in one terminal (some CISI queries are whole abstracts)
+#   bench/eval_long_documents.sh [IR_DIR]        # in another (IR_DIR: default ../shared/data/ir)
 #
 # Reports: bench/results/long-documents/<collection>.{json,html}. Ingests are skipped when the stores already hold
 # the same corpus (ingest is idempotent), so a second run only evaluates.
