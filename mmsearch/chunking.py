@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -141,6 +142,30 @@ def chunk_key(document_id: int, position: int) -> int:
     if not 0 <= position < POSITIONS:
         raise ChunkingError(f"chunk position {position} is outside 0..{POSITIONS - 1}")
     return document_id * POSITIONS + position
+
+
+def stale_passages(counts: dict[int, int], deleted: Sequence[int]) -> str:
+    """The Milvus filter of passages to delete after a batch: those past each upserted document's new count (a
+    shorter new version) and every passage of deleted documents; "" when there are none."""
+    parts = [f"({DOCUMENT_FIELD} == {int(d)} and {POSITION_FIELD} >= {int(n)})" for d, n in counts.items()]
+    if deleted:
+        parts.append(f"{DOCUMENT_FIELD} in [{', '.join(str(int(d)) for d in deleted)}]")
+    return " or ".join(parts)
+
+
+def positions_by_document(rows: Iterable[dict[str, Any]]) -> dict[int, set[int]]:
+    """Query rows (`doc_id`, `chunk`) as each document's passage positions."""
+    out: dict[int, set[int]] = {}
+    for r in rows:
+        out.setdefault(int(r[DOCUMENT_FIELD]), set()).add(int(r[POSITION_FIELD]))
+    return out
+
+
+def passages_settled(present: dict[int, set[int]], counts: dict[int, int], deleted: Sequence[int]) -> bool:
+    """Whether a batch's passages are what it wrote: each upserted document exactly its new positions, each
+    deleted one none."""
+    exact = all(present.get(d, set()) == set(range(n)) for d, n in counts.items())
+    return exact and not any(present.get(d) for d in deleted)
 
 
 _FIELD_RE = re.compile(r"\{([^{}]*)\}")

@@ -47,7 +47,13 @@ from mmsearch.change_journal import (
     take_lease,
     unmark_rebuild,
 )
-from mmsearch.chunking import DOCUMENT_FIELD, POSITION_FIELD
+from mmsearch.chunking import (
+    DOCUMENT_FIELD,
+    POSITION_FIELD,
+    passages_settled,
+    positions_by_document,
+    stale_passages,
+)
 from mmsearch.collection_meta import PRIMARY_KEY
 from mmsearch.files import atomic_text_writer
 from mmsearch.settings import DocumentsSettings, MongoSettings
@@ -262,12 +268,10 @@ class LiveRebuild:
             vectors = encode(list(passages.values()))
             for batch in entity_batches(spec, ids, vectors, passages):
                 client.upsert(spec.collection, batch)
-        tails = [f"({DOCUMENT_FIELD} == {d} and {POSITION_FIELD} >= {n})" for d, n in counts.items()]
-        if deleted:
-            tails.append(f"{DOCUMENT_FIELD} in {deleted}")
-        if not tails:
+        stale = stale_passages(counts, deleted)
+        if not stale:
             return
-        client.delete(spec.collection, filter=" or ".join(tails))
+        client.delete(spec.collection, filter=stale)
         client.flush(spec.collection)
         found = client.query(
             spec.collection,
@@ -275,10 +279,7 @@ class LiveRebuild:
             output_fields=[DOCUMENT_FIELD, POSITION_FIELD],
             consistency_level="Strong",
         )
-        present: dict[int, set[int]] = {}
-        for r in found:
-            present.setdefault(int(r[DOCUMENT_FIELD]), set()).add(int(r[POSITION_FIELD]))
-        if any(present.get(d, set()) != set(range(n)) for d, n in counts.items()) or any(d in present for d in deleted):
+        if not passages_settled(positions_by_document(found), counts, deleted):
             raise PushError(
                 f"{spec.collection}: the replayed live writes are not all visible; the alias was not switched"
             )

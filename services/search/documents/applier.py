@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmsearch.change_journal import rebuild_running
+from mmsearch.chunking import passages_settled
 from mmsearch.settings import DocumentsSettings
 from services.search.documents.encode import DocumentEncoder
 from services.search.documents.errors import InvalidDocumentError, WriteFailedError
@@ -360,9 +361,7 @@ class Applier:
         deleted one none."""
 
         async def seen() -> bool:
-            present = await self.milvus.passages_present(corpus, [*counts, *deleted])
-            exact = all(present.get(d, set()) == set(range(n)) for d, n in counts.items())
-            return exact and not any(present.get(d) for d in deleted)
+            return passages_settled(await self.milvus.passages_present(corpus, [*counts, *deleted]), counts, deleted)
 
         await self._until(corpus, seen)
 

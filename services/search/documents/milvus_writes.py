@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from mmsearch.chunking import DOCUMENT_FIELD, POSITION_FIELD
+from mmsearch.chunking import DOCUMENT_FIELD, POSITION_FIELD, positions_by_document, stale_passages
 from mmsearch.collection_meta import PRIMARY_KEY
 from mmsearch.settings import Settings
 from services.search.adapters import MilvusVectorStore
@@ -65,11 +65,8 @@ class MilvusWrites(MilvusVectorStore):
     async def delete_passages(self, corpus: str, counts: dict[int, int], deleted: Sequence[int]) -> None:
         """A document corpus: the passages of upserted documents past their new count (a shorter new version), and
         every passage of deleted documents, in one request."""
-        parts = [f"({DOCUMENT_FIELD} == {int(d)} and {POSITION_FIELD} >= {int(n)})" for d, n in counts.items()]
-        if deleted:
-            parts.append(f"{DOCUMENT_FIELD} in [{', '.join(str(int(d)) for d in deleted)}]")
-        if parts:
-            expr = " or ".join(parts)
+        expr = stale_passages(counts, deleted)
+        if expr:
             await self.run(lambda client: client.delete(corpus, filter=expr, timeout=self.timeout))
 
     async def passages_present(self, corpus: str, documents: Sequence[int]) -> dict[int, set[int]]:
@@ -86,10 +83,7 @@ class MilvusWrites(MilvusVectorStore):
                     corpus, filter=expr, output_fields=[DOCUMENT_FIELD, POSITION_FIELD], timeout=self.timeout
                 ),
             )
-            out: dict[int, set[int]] = {}
-            for r in rows:
-                out.setdefault(int(r[DOCUMENT_FIELD]), set()).add(int(r[POSITION_FIELD]))
-            return out
+            return positions_by_document(rows)
 
         return await self.run(go)
 
