@@ -317,13 +317,19 @@ class Applier:
         )
         try:
             encoded = await self.encoder.encode_documents(
-                schema, [LiveDocument(e.doc_id, e.document or {}) for e in again]
+                schema,
+                [LiveDocument(e.doc_id, e.document or {}) for e in again],
+                passages=[passages[e.seq] for e in again] if passages else None,
             )
             vectors.update({e.seq: v for e, v in zip(again, encoded.vectors, strict=True)})
         except WriteFailedError:
             for e in again:  # one at a time: only the unreadable ones fail
                 try:
-                    one = await self.encoder.encode_documents(schema, [LiveDocument(e.doc_id, e.document or {})])
+                    one = await self.encoder.encode_documents(
+                        schema,
+                        [LiveDocument(e.doc_id, e.document or {})],
+                        passages=[passages[e.seq]] if passages else None,
+                    )
                     vectors[e.seq] = one.vectors[0]
                 except WriteFailedError as exc:
                     failed[e.seq] = exc.message

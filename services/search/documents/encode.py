@@ -68,11 +68,10 @@ class DocumentEncoder:
         schema.check_passages(passages)
         return passages
 
-    async def encode_passages(self, schema: CorpusSchema, documents: Sequence[LiveDocument]) -> Encoded:
-        """A document corpus's documents: each split into passages, every passage encoded (one model call for
-        all), a document's vector the concatenation of its passages' in their order."""
-        split = [await asyncio.to_thread(self.passages, schema, d) for d in documents]
-        encoded = await self.encode(schema.meta.model_key, [text for parts in split for _, text in parts])
+    async def encode_passages(self, model_key: str, split: Sequence[Sequence[tuple[int, str]]]) -> Encoded:
+        """A document corpus's documents, given as their passages (`passages`): every passage encoded (one model
+        call for all), a document's vector the concatenation of its passages' in their order."""
+        encoded = await self.encode(model_key, [text for parts in split for _, text in parts])
         vectors: list[list[float]] = []
         cut: list[bool] = []  # passages fit the window by construction; a whole document (chunk_tokens 0) may not
         at = 0
@@ -101,12 +100,20 @@ class DocumentEncoder:
         return Encoded([v.tolist() for v in embedding.vectors], [False] * len(images))
 
     async def encode_documents(
-        self, schema: CorpusSchema, documents: Sequence[LiveDocument], *, images: Sequence[bytes] | None = None
+        self,
+        schema: CorpusSchema,
+        documents: Sequence[LiveDocument],
+        *,
+        images: Sequence[bytes] | None = None,
+        passages: Sequence[Sequence[tuple[int, str]]] | None = None,
     ) -> Encoded:
-        """The vectors of `documents` for `schema`'s corpus: its text field, or its photos (`images`, the uploaded
-        bytes in the documents' order; without them, the files the documents' `image` paths name)."""
+        """The vectors of `documents` for `schema`'s corpus: its text field, its photos (`images`, the uploaded
+        bytes in the documents' order; without them, the files the documents' `image` paths name), or a document
+        corpus's passages (`passages`, the documents' split when the caller has it already)."""
         if schema.kind == "documents":
-            return await self.encode_passages(schema, documents)
+            if passages is None:
+                passages = [await asyncio.to_thread(self.passages, schema, d) for d in documents]
+            return await self.encode_passages(schema.meta.model_key, passages)
         if schema.kind != "images":
             return await self.encode(schema.meta.model_key, [d.text(schema) for d in documents])
         if images is None:

@@ -20,9 +20,7 @@ from mmsearch.chunking import (
     MAX_DOCUMENT_ID,
     PASSAGE_FIELD,
     POSITION_FIELD,
-    ChunkingError,
     chunk_key,
-    render,
 )
 from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties, sparse_field
 from offline.preprocess.qa import QAOptions, normalise, parse_id
@@ -155,14 +153,11 @@ class LiveDocument:
 
     def check_fits(self, schema: CorpusSchema) -> None:
         """InvalidDocumentError naming the field when the corpus's collection cannot hold this document: a filter
-        field's type or size, a lexical field's length (a document corpus's passages are checked when split)."""
+        field's type or size, a lexical field's length. A document corpus's template fields and passages are checked
+        when it is split (DocumentEncoder.passages, which both the write and the applier run next)."""
         if schema.meta.documents:
             for f in schema.filters:
                 f.check(self.fields.get(f.name))
-            try:
-                render(schema.meta.encode_template, self.fields, where=f"document {self.id}")
-            except ChunkingError as exc:
-                raise InvalidDocumentError(str(exc)) from exc
             return
         for f in (*schema.scalars, *schema.lexical):
             f.check(self.fields.get(f.name))
@@ -266,8 +261,9 @@ def check_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: i
 
 
 def _check_long_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_bytes: int) -> LiveDocument:
-    """A document corpus's document: any fields, kept as sent (as `ingest text` keeps a row's), of which the
-    encode template's must make text and the filter fields must fit; none may be one mmsearch keeps itself."""
+    """A document corpus's document: any fields, kept as sent (as `ingest text` keeps a row's), whose filter fields
+    must fit and none of which may be one mmsearch keeps itself. Its template's text is checked when it is split
+    (writes.DocumentsService._check_passages)."""
     if not isinstance(body, dict):
         raise InvalidDocumentError(f"a document is a JSON object of its fields, not {type(body).__name__}")
     size = len(json.dumps(body, ensure_ascii=False).encode())
@@ -280,8 +276,4 @@ def _check_long_document(schema: CorpusSchema, doc_id: int, body: Any, *, max_by
         raise InvalidDocumentError(f"field {taken[0]!r} is mmsearch's own in a document corpus: rename it")
     live = LiveDocument(doc_id, dict(body))
     live.check_fits(schema)
-    if not render(schema.meta.encode_template, live.fields):
-        raise InvalidDocumentError(
-            f"document {doc_id}: the corpus's encode template {schema.meta.encode_template!r} makes no text of it"
-        )
     return live

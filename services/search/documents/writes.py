@@ -85,6 +85,7 @@ class _Pending:
     document: LiveDocument | None = None
     seq: int | None = None  # the journal entry this item waits for (new, or the one a replay repeats)
     vector: list[float] | None = None
+    passages: list[tuple[int, str]] | None = None  # a document corpus's document, split (checked before encoding)
     encoded_with: str = ""  # the corpus's encoding the vector was made with
     photo_file: Path | None = None  # where an uploaded photo is kept
 
@@ -164,7 +165,7 @@ class DocumentsService:
         for p in work:
             assert p.document is not None
             try:
-                await asyncio.to_thread(self.encoder.passages, schema, p.document)
+                p.passages = await asyncio.to_thread(self.encoder.passages, schema, p.document)
             except SearchError as exc:
                 p.result.refuse(exc)
 
@@ -213,7 +214,10 @@ class DocumentsService:
         if not work:
             return
         documents = [p.document for p in work if p.document is not None]
-        encoded = await self.encoder.encode_documents(schema, documents, images=[p.item.image or b"" for p in work])
+        split = [p.passages or [] for p in work] if schema.kind == "documents" else None
+        encoded = await self.encoder.encode_documents(
+            schema, documents, images=[p.item.image or b"" for p in work], passages=split
+        )
         for p, vector, cut in zip(work, encoded.vectors, encoded.truncated, strict=True):
             p.vector = vector
             p.encoded_with = schema.encoding
