@@ -16,7 +16,7 @@ from mmsearch.collection_meta import sparse_field
 from services.search.config.model import MatchArgs, RankArgs, StageArgs
 from services.search.errors import InvalidQueryError
 from services.search.filters import build_expression
-from services.search.ports import AnnHit, AnnSearch, Deps, TextSearch
+from services.search.ports import AnnHit, AnnSearch, Deps, Grouping, TextSearch
 from services.search.query_vector import query_vector
 from services.search.stages.chunks import collapse, grouping
 from services.search.stages.fusion import fuse
@@ -53,8 +53,7 @@ class AnnMatcher:
         if "ef" in params:
             # HNSW explores ef candidates; fewer than the hits asked for is an error (Milvus) or a short list.
             params["ef"] = max(int(params["ef"]), limit)
-        layout = await deps.vectors.layout(ma.collection_name)
-        grouped = grouping(args) if layout is not None and layout.documents else None
+        grouped = await _documents(args, deps)
         hits = await deps.vectors.search(
             AnnSearch(
                 collection=ma.collection_name,
@@ -82,8 +81,7 @@ class Bm25Matcher:
         if state.query.text is None or args.lexical_field is None:
             return []  # an image query has no words (the config refuses BM25Matcher in image scenes)
         ma = args.milvus_args
-        layout = await deps.vectors.layout(ma.collection_name)
-        grouped = grouping(args) if layout is not None and layout.documents else None
+        grouped = await _documents(args, deps)
         hits = await deps.vectors.text_search(
             TextSearch(
                 collection=ma.collection_name,
@@ -101,6 +99,12 @@ class Bm25Matcher:
 
 
 MATCHERS: dict[str, Matcher] = {"ANNMatcher": AnnMatcher(), "BM25Matcher": Bm25Matcher()}
+
+
+async def _documents(args: MatchArgs, deps: Deps) -> Grouping | None:
+    """How to search a document corpus's passages (collapsed to documents after); None for a row corpus."""
+    layout = await deps.vectors.layout(args.milvus_args.collection_name)
+    return grouping(args) if layout is not None and layout.documents else None
 
 
 def _rank_needs_vectors(state: State) -> bool:
