@@ -350,6 +350,23 @@
     });
   }
 
+  // A text result's head: its rank, its title as the button that opens it (the result's click), its score.
+  // `toggle(expand)` shows or hides what opening reveals.
+  function textHead(card, item, rank, title, toggle) {
+    const open = el("button", { type: "button", class: "open", "aria-expanded": "false", text: title });
+    open.addEventListener("click", () => {
+      const expand = open.getAttribute("aria-expanded") !== "true";
+      open.setAttribute("aria-expanded", String(expand));
+      toggle(expand);
+      if (expand) opened(card);
+    });
+    return el("div", { class: "qa-head" }, [
+      el("span", { class: "rank", text: String(rank) }),
+      el("h3", { class: "question" }, [open]),
+      el("span", { class: "score", title: "score", text: formatScore(item.score) }),
+    ]);
+  }
+
   function renderQa(list, items, start, result) {
     items.forEach((item, index) => {
       const chips = el("ul", { class: "chips", "aria-label": "Categories" });
@@ -358,18 +375,7 @@
       const answer = el("p", { class: "answer clamped", text: item.answer || "" });
       const title = item.question || (item.missingSummary ? `Document ${item.id} (not found in the store)` : "(no question)");
       // Answers show their first lines; opening one (the question is its button) is the result's click.
-      const open = el("button", { type: "button", class: "open", "aria-expanded": "false", text: title });
-      open.addEventListener("click", () => {
-        const expand = open.getAttribute("aria-expanded") !== "true";
-        open.setAttribute("aria-expanded", String(expand));
-        answer.classList.toggle("clamped", !expand);
-        if (expand) opened(card);
-      });
-      const header = el("div", { class: "qa-head" }, [
-        el("span", { class: "rank", text: String(start + index + 1) }),
-        el("h3", { class: "question" }, [open]),
-        el("span", { class: "score", title: "score", text: formatScore(item.score) }),
-      ]);
+      const header = textHead(card, item, start + index + 1, title, (expand) => answer.classList.toggle("clamped", !expand));
       const parts = [
         header,
         answer,
@@ -415,18 +421,9 @@
       const passages = (item.passages || []).map((passage) => highlighted(passage.text, words));
       // The best passage shows; the others (if any) open with the title, which is the result's click.
       passages.slice(1).forEach((p) => { p.hidden = true; });
-      const open = el("button", { type: "button", class: "open", "aria-expanded": "false", text: title });
-      open.addEventListener("click", () => {
-        const expand = open.getAttribute("aria-expanded") !== "true";
-        open.setAttribute("aria-expanded", String(expand));
+      const header = textHead(card, item, start + index + 1, title, (expand) => {
         passages.slice(1).forEach((p) => { p.hidden = !expand; });
-        if (expand) opened(card);
       });
-      const header = el("div", { class: "qa-head" }, [
-        el("span", { class: "rank", text: String(start + index + 1) }),
-        el("h3", { class: "question" }, [open]),
-        el("span", { class: "score", title: "score", text: formatScore(item.score) }),
-      ]);
       const parts = [
         header,
         ...passages,
