@@ -210,6 +210,7 @@ def setup_command(var_dir: Path) -> None:
         report = run_setup(plan)
     except SetupError as exc:
         raise click.ClickException(str(exc)) from exc
-    (plan.run_dir / READY_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    # The banner first: whoever waits on the ready file (scripts, tests) then finds it said.
     click.echo(banner(plan, report))
+    (plan.run_dir / READY_FILE).write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     wait_for_stop()

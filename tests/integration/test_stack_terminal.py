@@ -78,7 +78,12 @@ def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
     )
     run_dir = var_dir / "local"
     wait_until((run_dir / READY_FILE).is_file, what="local stack in tmux", timeout=600)
-    assert "mmsearch is up" in tee_log.read_text(encoding="utf-8", errors="replace")
+    # The banner reaches the tee'd file through honcho's relay and the pipe, a moment after setup wrote it.
+    wait_until(
+        lambda: "mmsearch is up" in tee_log.read_text(encoding="utf-8", errors="replace"),
+        what="the banner in the tee'd output",
+        timeout=30,
+    )
     children = recorded_children(run_dir)
     assert set(children) == PROCESSES
     supervisor_pid = int((run_dir / "up.pid").read_text())
