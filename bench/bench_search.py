@@ -238,7 +238,7 @@ async def service_run(
 class Ceiling:
     """The same steps as direct library calls in this process."""
 
-    def __init__(self, repo: Any, milvus_uri: str, mongo_uri: str) -> None:
+    def __init__(self, repo: Any, milvus_uri: str, mongo_uri: str, corpus: str = CORPUS) -> None:
         from pymongo import MongoClient
 
         from mmsearch.runtime.encoder import OnnxEncoder
@@ -249,7 +249,20 @@ class Ceiling:
         self.encoder = OnnxEncoder.from_repo(repo, MINILM, providers=["CPUExecutionProvider"], intra_op_threads=1)
         self.milvus = stores.milvus_client(MilvusSettings(uri=milvus_uri))
         self.mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
-        self.lock = threading.Lock()
+        self.corpus = corpus
+
+    def match(self, query: str, vec: np.ndarray) -> list[Any]:
+        """The match stage's store work: one vector search for the hits the service asks for."""
+        return list(
+            self.milvus.search(
+                self.corpus,
+                data=[vec.tolist()],
+                anns_field="question_emb",
+                limit=MAX_RESERVATION,
+                search_params=SEARCH_PARAMS,
+                output_fields=["id"],  # as the service asks (Milvus Lite returns every field for none)
+            )[0]
+        )
 
     def one(self, query: str) -> dict[str, float]:
         t = {}
@@ -261,14 +274,7 @@ class Ceiling:
         vec = vec / np.linalg.norm(vec)
         t["embed"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        hits = self.milvus.search(
-            CORPUS,
-            data=[vec.tolist()],
-            anns_field="question_emb",
-            limit=MAX_RESERVATION,
-            search_params=SEARCH_PARAMS,
-            output_fields=["id"],  # as the service asks (Milvus Lite returns every field for none)
-        )[0]
+        hits = self.match(query, vec)
         t["milvus"] = time.perf_counter() - t2
         raw = [h["distance"] for h in hits]
         top = max(raw) + 0.001
@@ -276,11 +282,15 @@ class Ceiling:
         t3 = time.perf_counter()
         ids = [i for _, i in ranked]
         fields = {"question": 1, "answer": 1, "category": 1, "queryid": 1, "_id": 0}  # the summaryFields
-        docs = {d["queryid"]: d for d in self.mongo["mmsearch"][CORPUS].find({"queryid": {"$in": ids}}, fields)}
+        docs = {d["queryid"]: d for d in self.mongo["mmsearch"][self.corpus].find({"queryid": {"$in": ids}}, fields)}
         assert len(docs) == len(ids)
         t["mongo"] = time.perf_counter() - t3
         t["total"] = time.perf_counter() - t0
         return t
+
+    def close(self) -> None:
+        self.milvus.close()
+        self.mongo.close()
 
     def run(self, queries: list[str], concurrency: int, seconds: float) -> dict[str, Any]:
         latencies: list[float] = []
@@ -357,6 +367,7 @@ class ModelServices:
     tokenizer_target: str
     model_server_target: str
     consul: Any
+    pids: dict[str, int]  # "tokenizer", "model": their processes (a benchmark reads their memory)
 
 
 def start_model_services(stack: ExitStack, repo: Any, work: Path, config: str) -> ModelServices:
@@ -373,7 +384,7 @@ def start_model_services(stack: ExitStack, repo: Any, work: Path, config: str) -
     consul = ConsulKVDouble().start()
     stack.callback(consul.stop)
     consul.put(CONSUL_KEY, config)
-    return ModelServices(tok.target, model.target, consul)
+    return ModelServices(tok.target, model.target, consul, {"tokenizer": tok.proc.pid, "model": model.proc.pid})
 
 
 def start_search_on(
@@ -386,9 +397,22 @@ def start_search_on(
     extra_env: dict[str, str] | None = None,
 ) -> str:
     """A search service process over `services` and `stores`; returns its URL. `extra_env` adds settings."""
+    return str(start_search_process(stack, repo, work, stores, services, extra_env=extra_env).url)
+
+
+def start_search_process(
+    stack: ExitStack,
+    repo: Any,
+    work: Path,
+    stores: Any,
+    services: ModelServices,
+    *,
+    extra_env: dict[str, str] | None = None,
+) -> Any:
+    """start_search_on's process itself (its URL and Popen), stopped when `stack` closes."""
     from tests.fixtures.search import CONSUL_KEY, start_search
 
-    search = stack.enter_context(
+    return stack.enter_context(
         start_search(
             repo=repo.root,
             tokenizer_target=services.tokenizer_target,
@@ -401,7 +425,6 @@ def start_search_on(
             extra_env=BENCH_SEARCH_ENV | (extra_env or {}),
         )
     )
-    return str(search.url)
 
 
 def start_search_service(
