@@ -551,6 +551,7 @@ def main() -> None:
     results: dict[str, Any] = {}
     if "server" in args.stores:
         drop_corpus(os.environ[_server_env()])  # what a killed earlier run may have left
+    started = datetime.now(UTC).isoformat(timespec="seconds")
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(tmp)
         services = start_model_services(stack, repo, work, scale_config(hybrid=False))
@@ -561,18 +562,30 @@ def main() -> None:
             except Exception as exc:  # e.g. the corpus or the MongoDB load of this size failed
                 log.exception("size %d failed", n)
                 results[str(n)] = {"error": f"{type(exc).__name__}: {exc}"}
+            # After every size: a run stopped during a long size keeps what the sizes before it measured.
+            write_results(args, results, started=started, load_before=load_before, complete=False)
+    write_results(args, results, started=started, load_before=load_before, complete=True)
+
+
+def write_results(
+    args: argparse.Namespace, results: dict[str, Any], *, started: str, load_before: float, complete: bool
+) -> None:
     when = datetime.now(UTC).isoformat(timespec="seconds")
     out = {
         "benchmark": "scale",
+        "started": started,
         "when": when,
+        "complete": complete,
         "setup": {
             "sizes": sorted(args.sizes),
             "stores": {
                 "lite": "milvus-lite 3.2 server process (Python), fresh per size, BM25 on the question",
-                "server": "Milvus 2.3.5 standalone (real server, private network namespace; predates BM25)",
+                "server": "Milvus 2.3.5 standalone (real server, private network namespace; predates BM25); one "
+                "server for every size, each size's collection dropped after it",
             },
             "corpus": f"real MiniLM embeddings of 3,751 FAQ/chatterbot texts + Gaussian noise (sigma {NOISE})",
-            "load": "offline.push (push mongo, push milvus: HNSW M 16 efConstruction 200)",
+            "load": "offline.push (push mongo into a fresh SecantusDB per size, push milvus: HNSW M 16 "
+            "efConstruction 200)",
             "search": "POST /qa/user/{id}, dummy ranker pinned, maxReservation 50, ef 128; direct = bench_search's "
             "ceiling (tokenize + ORT + pymilvus + pymongo in one process)",
             "seconds_per_point": args.seconds,
@@ -587,9 +600,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     svg = args.out.with_suffix(".svg")
-    svg.write_text(picture(results, args.stores, when[:16]), encoding="utf-8")
-    print(json.dumps({"growth_exponents": out["growth_exponents"]}, indent=2))
-    log.info("wrote %s and %s", args.out, svg)
+    svg.write_text(picture(results, args.stores, started[:16]), encoding="utf-8")
+    if complete:
+        print(json.dumps({"growth_exponents": out["growth_exponents"]}, indent=2))
+    log.info("wrote %s and %s%s", args.out, svg, "" if complete else " (so far)")
 
 
 if __name__ == "__main__":

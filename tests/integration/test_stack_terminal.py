@@ -77,7 +77,14 @@ def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
         local_up_env(repo_dir),
     )
     run_dir = var_dir / "local"
-    wait_until((run_dir / READY_FILE).is_file, what="local stack in tmux", timeout=600)
+    ended = tmp_path / "ended"
+
+    def ready() -> bool:
+        if ended.is_file():  # the stack refused to start or died: say why now, not after the time-out
+            pytest.fail(f"`mmsearch local up` ended before it was ready:\n{tee_log.read_text(errors='replace')}")
+        return (run_dir / READY_FILE).is_file()
+
+    wait_until(ready, what="local stack in tmux", timeout=600)
     # The banner reaches the tee'd file through honcho's relay and the pipe, a moment after setup wrote it.
     wait_until(
         lambda: "mmsearch is up" in tee_log.read_text(encoding="utf-8", errors="replace"),
