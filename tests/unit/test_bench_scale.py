@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 import xml.dom.minidom  # our own render's output, not untrusted input
 
 import pytest
@@ -56,6 +57,9 @@ def test_refuses_a_busy_machine_unless_told(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(os, "getloadavg", lambda: (3.5, 3.0, 2.0))
+    monkeypatch.setattr(time, "sleep", lambda _: None)
+    clock = iter(range(0, 10_000, 10))  # every look at the clock 10 s later: the wait runs out
+    monkeypatch.setattr(time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(sys, "argv", ["bench_scale", "--sizes", "10000"])
     with pytest.raises(SystemExit) as exc:
         bench_scale.main()
