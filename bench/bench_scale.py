@@ -543,6 +543,12 @@ def main() -> None:
     )
     ap.add_argument("--out", type=Path, default=Path("bench/results/scale.json"), help="The JSON; the SVG beside it.")
     ap.add_argument("--contended", action="store_true", help="Run although the machine is busy (the JSON says so).")
+    ap.add_argument(
+        "--add-to",
+        action="store_true",
+        help="Keep --out's earlier results and put this run's sizes and stores in them (a size measured again, "
+        "e.g. after a failure); the JSON lists every run.",
+    )
     args = ap.parse_args()
     if any(n < 1000 for n in args.sizes):
         ap.error("--sizes: every size must be at least 1000 documents")
@@ -561,33 +567,48 @@ def main() -> None:
     repo = build_repo(args.repo)
     base = base_texts(repo)
     results: dict[str, Any] = {}
+    runs: list[dict[str, Any]] = []
+    if args.add_to and args.out.is_file():
+        earlier = json.loads(args.out.read_text(encoding="utf-8"))
+        first = {
+            "started": earlier["started"],
+            "sizes": earlier["setup"]["sizes"],
+            "stores": list(earlier["growth_exponents"]),
+            "load_before": earlier["load_average_before"],
+        }
+        results, runs = earlier["results"], earlier.get("runs") or [first]
     if "server" in args.stores:
         drop_corpus(os.environ[_server_env()])  # what a killed earlier run may have left
     started = datetime.now(UTC).isoformat(timespec="seconds")
+    runs.append({"started": started, "sizes": sorted(args.sizes), "stores": args.stores, "load_before": load_before})
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         work = Path(tmp)
         services = start_model_services(stack, repo, work, scale_config(hybrid=False))
         for n in sorted(args.sizes):
             log.info("size %d", n)
             try:
-                results[str(n)] = one_size(Run(args, repo, services, base), n, work)
+                got = one_size(Run(args, repo, services, base), n, work)
             except Exception as exc:  # e.g. the corpus or the MongoDB load of this size failed
                 log.exception("size %d failed", n)
-                results[str(n)] = {"error": f"{type(exc).__name__}: {exc}"}
+                got = {"error": f"{type(exc).__name__}: {exc}"}
+            got["run"] = started
+            results[str(n)] = {**results.get(str(n), {}), **got} if "error" not in got else got
             # After every size: a run stopped during a long size keeps what the sizes before it measured.
-            write_results(args, results, started=started, load_before=load_before, complete=False)
-    write_results(args, results, started=started, load_before=load_before, complete=True)
+            write_results(args, results, runs, load_before=load_before, complete=False)
+    write_results(args, results, runs, load_before=load_before, complete=True)
 
 
 def write_results(
-    args: argparse.Namespace, results: dict[str, Any], *, started: str, load_before: float, complete: bool
+    args: argparse.Namespace, results: dict[str, Any], runs: list[dict[str, Any]], *, load_before: float, complete: bool
 ) -> None:
+    started = runs[0]["started"]
     when = datetime.now(UTC).isoformat(timespec="seconds")
     out = {
         "benchmark": "scale",
         "started": started,
         "when": when,
         "complete": complete,
+        "runs": runs,  # with --add-to, each size says which run measured it last ("run")
         "setup": {
             "sizes": sorted(args.sizes),
             "stores": {

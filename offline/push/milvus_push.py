@@ -361,12 +361,10 @@ def _build(
         fill(spec, rows)
         upsert_seconds = time.perf_counter() - t0
         client.flush(name)  # index building and counting see only flushed segments
-        params = client.prepare_index_params()
-        index_spec = index_params(opts.index_type, opts.metric, manifest.total)
-        params.add_index(manifest.vector_field, index_name=manifest.vector_field, **index_spec)
-        for lf in lexical:
-            params.add_index(sparse_field(lf.name), index_name=sparse_field(lf.name), **BM25_INDEX)
-        client.create_index(name, params)
+        indexes = {manifest.vector_field: index_params(opts.index_type, opts.metric, manifest.total)}
+        indexes |= {sparse_field(lf.name): BM25_INDEX for lf in lexical}
+        for field_name, index_spec in indexes.items():
+            create_index(client, name, field_name, index_spec)
         client.load_collection(name)
         _verify(client, name, open_vectors(spec.vectors), spec.vectors, lexical=lexical, rows=rows)
     except BaseException as exc:
@@ -379,6 +377,42 @@ def _build(
             raise PushError(f"Milvus refused the load into {name}: {getattr(exc, 'message', exc)}") from exc
         raise
     return upsert_seconds
+
+
+def create_index(client: Any, collection: str, field_name: str, spec: dict[str, Any]) -> None:
+    """Build one index (named as its field), idempotently.
+
+    An HNSW build of a million vectors keeps Milvus Lite's server on one create_index call for minutes; its gRPC
+    server then answers the client's keep-alive pings with GOAWAY ("too_many_pings"), pymilvus retries the call,
+    and the retry finds the index the first call made: "index already exists" (code 35; measured by bench_scale at
+    1M rows). That index is the one asked for when its type and metric match: take it. Any other is an error."""
+    from pymilvus.exceptions import MilvusException
+
+    params = client.prepare_index_params()
+    params.add_index(field_name, index_name=field_name, **spec)
+    try:
+        client.create_index(collection, params)
+    except MilvusException as exc:
+        found = _existing_index(client, collection, field_name)
+        if found is None:  # not a retry's answer: Milvus refused the index itself
+            raise
+        wanted = (str(spec["index_type"]), str(spec["metric_type"]))
+        if (str(found.get("index_type")), str(found.get("metric_type"))) != wanted:
+            raise PushError(
+                f"{collection}.{field_name} already has an index {found.get('index_type')}/"
+                f"{found.get('metric_type')}, not the {wanted[0]}/{wanted[1]} asked for"
+            ) from exc
+        log.warning("%s.%s: a retried create_index found the index the first call built", collection, field_name)
+
+
+def _existing_index(client: Any, collection: str, field_name: str) -> dict[str, Any] | None:
+    from pymilvus.exceptions import MilvusException
+
+    try:
+        found = client.describe_index(collection, index_name=field_name)
+    except MilvusException:
+        return None
+    return dict(found) if found else None
 
 
 def _upsert_all(client: Any, spec: FillSpec, rows: Mapping[int, CorpusRow], *, progress: bool | None) -> None:

@@ -269,3 +269,31 @@ def test_a_collection_named_like_the_corpus_is_not_replaced(
             client.create_collection(name, schema=schema)
     with pytest.raises(PushError, match="is a collection, not an alias"):
         push_milvus(MilvusSettings(uri=milvus_lite_server_uri), _opts(vectors, name))
+
+
+def test_an_index_asked_for_again_is_taken_when_it_matches(milvus_uri: str, corpus_name: str) -> None:
+    """What a create_index retried by pymilvus finds (the first call built it): the same index is taken, another
+    type is refused. Milvus Lite answers even an identical second create_index with "index already exists"."""
+    from pymilvus import DataType
+
+    from offline.push.milvus_push import create_index
+    from offline.push.schema import index_params
+
+    name = f"{corpus_name}__retry"
+    hnsw = index_params(IndexType.HNSW, Metric.IP, 100)
+    with client_for(milvus_uri) as client:
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("v", DataType.FLOAT_VECTOR, dim=8)
+        client.create_collection(name, schema=schema)
+        try:
+            rng = np.random.default_rng(0)
+            client.insert(name, [{"id": i, "v": rng.random(8).tolist()} for i in range(100)])
+            client.flush(name)
+            create_index(client, name, "v", hnsw)
+            create_index(client, name, "v", hnsw)  # the retry: no error
+            assert client.describe_index(name, index_name="v")["index_type"] == "HNSW"
+            with pytest.raises(PushError, match="already has an index HNSW/IP, not the FLAT/IP"):
+                create_index(client, name, "v", index_params(IndexType.FLAT, Metric.IP, 100))
+        finally:
+            client.drop_collection(name)
