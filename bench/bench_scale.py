@@ -277,11 +277,56 @@ def scale_config(*, hybrid: bool) -> str:
 
 
 def measure_point(
-    url: str, direct: Ceiling, queries: list[str], *, c: int, seconds: float, pins: dict[str, str]
+    url: str,
+    direct: Ceiling,
+    queries: list[str],
+    *,
+    c: int,
+    seconds: float,
+    pins: dict[str, str],
+    pids: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """Both sides at one concurrency; with `pids`, each side's CPU milliseconds per query in every process (the
+    bench's own process is the direct side's work and the service side's load generator)."""
+    watched = {**(pids or {}), BENCH: os.getpid()}
+    before = cpu_seconds(watched)
     side_direct = direct.run(queries, c, seconds)
+    between = cpu_seconds(watched)
     side_service = asyncio.run(service_run(url, queries, c, seconds, pins))
+    after = cpu_seconds(watched)
+    if pids is not None:
+        side_direct["cpu_ms_per_query"] = _per_query(before, between, side_direct["requests"])
+        side_service["cpu_ms_per_query"] = _per_query(between, after, side_service["requests"])
     return {"service": side_service, "direct": side_direct}
+
+
+BENCH = "bench"  # this process alone: the servers it started are its children, counted under their own names
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds so far of each process and its descendants (of the bench's own process, itself)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    tree = _children()
+    out: dict[str, float] = {}
+    for name, pid in pids.items():
+        total, todo = 0, [pid]
+        while todo:
+            p = todo.pop()
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            if name != BENCH:
+                todo += tree.get(p, [])
+        out[name] = total / tick
+    return out
+
+
+def _per_query(before: dict[str, float], after: dict[str, float], requests: int) -> dict[str, float]:
+    per = {k: round(1000 * (after[k] - before[k]) / max(1, requests), 2) for k in after}
+    per["total"] = round(sum(per.values()), 2)
+    return per
 
 
 def push_store(uri: str, corpus: Path, vectors: Path, *, bm25: bool) -> dict[str, float]:
@@ -360,13 +405,17 @@ def one_store(
         asyncio.run(service_run(url, queries, 1, 2.0, VECTOR_PINS))  # warm both sides' caches alike
         direct.run(queries, 1, 2.0)
         out["memory_mb"] = {"idle": rss_all(pids)}
-        out["vector"] = {"c1": measure_point(url, direct, queries, c=1, seconds=args.seconds, pins=VECTOR_PINS)}
+        out["vector"] = {
+            "c1": measure_point(url, direct, queries, c=1, seconds=args.seconds, pins=VECTOR_PINS, pids=pids)
+        }
         if bm25:
             hybrid = HybridDirect(repo, uri, stores.mongo_uri, CORPUS)
             stack.callback(hybrid.close)
             out["hybrid"] = {"c1": measure_point(url, hybrid, queries, c=1, seconds=args.seconds, pins=HYBRID_PINS)}
         with peak_rss(pids) as peaks:
-            out["vector"]["c32"] = measure_point(url, direct, queries, c=32, seconds=args.seconds, pins=VECTOR_PINS)
+            out["vector"]["c32"] = measure_point(
+                url, direct, queries, c=32, seconds=args.seconds, pins=VECTOR_PINS, pids=pids
+            )
         out["memory_mb"]["under_load_peak"] = dict(peaks)
     v1, v32 = out["vector"]["c1"], out["vector"]["c32"]
     out["ratios"] = {
@@ -602,6 +651,8 @@ def write_results(
     args: argparse.Namespace, results: dict[str, Any], runs: list[dict[str, Any]], *, load_before: float, complete: bool
 ) -> None:
     started = runs[0]["started"]
+    # Every store any run measured (with --add-to, this run's stores may be fewer).
+    measured = [s for s in STORES if any(s in by_store for by_store in results.values())]
     when = datetime.now(UTC).isoformat(timespec="seconds")
     out = {
         "benchmark": "scale",
@@ -626,14 +677,14 @@ def write_results(
             "query_cache": "off",
         },
         "results": results,
-        "growth_exponents": growth(results, args.stores),
+        "growth_exponents": growth(results, measured),
         "machine": machine_info(contended=args.contended or load_before > 1.0),
         "load_average_before": round(load_before, 2),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     svg = args.out.with_suffix(".svg")
-    svg.write_text(picture(results, args.stores, started[:16]), encoding="utf-8")
+    svg.write_text(picture(results, measured, started[:16]), encoding="utf-8")
     if complete:
         print(json.dumps({"growth_exponents": out["growth_exponents"]}, indent=2))
     log.info("wrote %s and %s%s", args.out, svg, "" if complete else " (so far)")

@@ -102,9 +102,11 @@ def test_interrupted_index_process_resumes(model_repo: ModelRepository, tmp_path
     """A real `mmsearch index` process stopped with SIGINT mid-way; the same command then finishes the job."""
     full = tmp_path / "chatterbot.jsonl"
     prepare_demo("chatterbot", full)
-    corpus = tmp_path / "part.jsonl"  # 600 rows in shards of 50: long enough to stop mid-way, short for CI
-    corpus.write_text("".join(full.read_text(encoding="utf-8").splitlines(keepends=True)[:600]), encoding="utf-8")
-    total = 600
+    # 2400 rows in shards of 50: a quiet machine encoded 600 in the moment between the first shard and the SIGINT
+    # (the run ended 0); 47 shards after the first leave a couple of seconds to stop it mid-way.
+    corpus = tmp_path / "part.jsonl"
+    corpus.write_text("".join(full.read_text(encoding="utf-8").splitlines(keepends=True)[:2400]), encoding="utf-8")
+    total = 2400
     out = tmp_path / "vec"
     cmd = [
         str(Path(sys.executable).parent / "mmsearch"),

@@ -75,3 +75,14 @@ def test_refuses_the_real_server_outside_its_namespace(
     with pytest.raises(SystemExit):
         bench_scale.main()
     assert "scripts/with-milvus-netns" in capsys.readouterr().err
+
+
+def test_cpu_per_query_of_this_process_counts_its_own_work() -> None:
+    before = bench_scale.cpu_seconds({"me": os.getpid()})
+    deadline = time.process_time() + 0.2
+    while time.process_time() < deadline:  # burn 0.2 s of CPU
+        pass
+    after = bench_scale.cpu_seconds({"me": os.getpid()})
+    per = bench_scale._per_query(before, after, requests=10)
+    assert 15 <= per["me"] <= 40  # ~20 ms of CPU per "query", at clock-tick resolution
+    assert per["total"] == per["me"]
