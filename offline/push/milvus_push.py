@@ -384,8 +384,9 @@ def create_index(client: Any, collection: str, field_name: str, spec: dict[str, 
 
     An HNSW build of a million vectors keeps Milvus Lite's server on one create_index call for minutes; its gRPC
     server then answers the client's keep-alive pings with GOAWAY ("too_many_pings"), pymilvus retries the call,
-    and the retry finds the index the first call made: "index already exists" (code 35; measured by bench_scale at
-    1M rows). That index is the one asked for when its type and metric match: take it. Any other is an error."""
+    and the retry finds the index the first call made: "index already exists" (measured by bench_scale at 1M rows;
+    Milvus Lite answers so even an identical request). An index the field already has is taken when its type and
+    metric are the ones asked for; any other is an error naming both."""
     from pymilvus.exceptions import MilvusException
 
     params = client.prepare_index_params()
