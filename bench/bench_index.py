@@ -36,6 +36,13 @@ EF = 128
 
 def real_embeddings(repo: Any) -> np.ndarray:
     from mmsearch.runtime.encoder import OnnxEncoder
+
+    encoder = OnnxEncoder.from_repo(repo, "minilm", providers=["CPUExecutionProvider"])
+    return encoder.encode_texts(real_texts(), batch_size=64)
+
+
+def real_texts() -> list[str]:
+    """The distinct FAQ and chatterbot questions and answers, sorted (3,751): the texts the vectors come from."""
     from offline.datasets.faq import load_faq
     from offline.preprocess.demo import prepare_demo
 
@@ -46,9 +53,7 @@ def real_embeddings(repo: Any) -> np.ndarray:
         for line in chat.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             texts += [row["question"], row["answer"]]
-    texts = sorted(set(texts))
-    encoder = OnnxEncoder.from_repo(repo, "minilm", providers=["CPUExecutionProvider"])
-    return encoder.encode_texts(texts, batch_size=64)
+    return sorted(set(texts))
 
 
 def noisy(base: np.ndarray, n: int, sigma: float, rng: np.random.Generator) -> np.ndarray:

@@ -48,6 +48,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.bench_index import real_texts
 from bench.bench_search import (
     MAX_RESERVATION,
     MINILM,
@@ -89,17 +90,8 @@ class BaseTexts:
 def base_texts(repo: Any) -> BaseTexts:
     """The 3,751 distinct FAQ and chatterbot texts and their real MiniLM embeddings (bench_index's vectors)."""
     from mmsearch.runtime.encoder import OnnxEncoder
-    from offline.datasets.faq import load_faq
-    from offline.preprocess.demo import prepare_demo
 
-    texts = [t for e in load_faq() for t in (e.q, e.a)]
-    with tempfile.TemporaryDirectory() as tmp:
-        chat = Path(tmp) / "chat.jsonl"
-        prepare_demo("chatterbot", chat)
-        for line in chat.read_text(encoding="utf-8").splitlines():
-            row = json.loads(line)
-            texts += [row["question"], row["answer"]]
-    texts = sorted(set(texts))
+    texts = real_texts()
     encoder = OnnxEncoder.from_repo(repo, MINILM, providers=["CPUExecutionProvider"])
     return BaseTexts(texts, encoder.encode_texts(texts, batch_size=64))
 
