@@ -165,7 +165,7 @@ def _ingest(
     if rebuild is not None:
         pending = rebuild.journal.count_documents({"corpus": opts.corpus, "state": "pending"})
         if pending:
-            report.add("live", f"{pending} live writes pending: the search service applies them to the new collection")
+            report.add("live", f"{pending} live writes pending: the search service applies them to what serves")
     return report
 
 

@@ -472,19 +472,46 @@ def test_reindex_splits_a_document_corpus_as_its_collection_records(
         time.sleep(0.5)
 
 
-def test_a_rebuild_replays_documents_written_live_during_it_as_passages(
+def test_a_rebuild_replays_documents_written_live_during_it_as_passages(  # noqa: PLR0917 - pytest fixtures
     service: RunningSearch,
     documents: dict[int, dict[str, Any]],
     search_stores: Stores,
     model_repo: ModelRepository,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """`ingest text --merge` while a writer streams new documents (wait=true): every one answered 200 during the
     build, and every one has its passages in the collection the corpus switched to."""
     import threading
 
+    from offline.ingest.live_writes import LiveRebuild
+
+    # The file differs from what serves (one document edited), so the rebuild builds a new collection and switches
+    # to it; were it equal, push milvus keeps the serving collection and there is nothing to replay.
+    edited = {k: dict(v) for k, v in documents.items()}
+    first = min(edited)  # never written live here (the live-write tests take the last)
+    edited[first]["text"] = str(edited[first]["text"]) + " Edited for the rebuild."
     raw = tmp_path / "raw.jsonl"
-    raw.write_text("".join(json.dumps(d) + "\n" for d in documents.values()), encoding="utf-8")
+    raw.write_text("".join(json.dumps(d) + "\n" for d in edited.values()), encoding="utf-8")
+    # Timing only, results untouched: the replay waits until a write was sent and acknowledged after the rebuild
+    # started, so a build faster than the first write (a warm model, a quiet machine) still has writes to replay.
+    written: list[int] = []
+    acked_at_start: list[int] = []
+    original_start, original_replay = LiveRebuild.start, LiveRebuild.replay
+
+    def start(self: LiveRebuild) -> None:
+        original_start(self)
+        acked_at_start.append(len(written))
+
+    def replay(self: LiveRebuild, *args: Any, **kwargs: Any) -> None:
+        deadline = time.monotonic() + 60
+        while len(written) < acked_at_start[0] + 2:  # the write in flight at the start may predate it: one more
+            assert time.monotonic() < deadline, "no live write was acknowledged during the rebuild"
+            time.sleep(0.05)
+        original_replay(self, *args, **kwargs)
+
+    monkeypatch.setattr(LiveRebuild, "start", start)
+    monkeypatch.setattr(LiveRebuild, "replay", replay)
     args = [
         *("ingest", "text", "--corpus", CORPUS, "--model", "minilm", "--input", str(raw), "--merge"),
         *("--chunk-tokens", str(CHUNK_TOKENS), "--chunk-overlap", "8", "--filter-fields", "section"),
@@ -499,7 +526,6 @@ def test_a_rebuild_replays_documents_written_live_during_it_as_passages(
 
     thread = threading.Thread(target=rebuild)
     thread.start()
-    written: list[int] = []
     text = "Insulin resistance rises with age. Exercise improves glucose uptake in muscle. " * 4
     while thread.is_alive() or len(written) < 3:
         doc_id = 990_100 + len(written)
