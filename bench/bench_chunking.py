@@ -123,7 +123,7 @@ async def _search_round(store: Any, collection: str, vectors: list[tuple[float, 
         )
         started = time.perf_counter()
         if side == "lite_grouping":
-            await store.run(
+            await store.arun(  # the asyncio client, as store.search uses
                 lambda client, v=vector: client.search(
                     collection,
                     data=[list(v)],
@@ -169,18 +169,18 @@ def main() -> None:
         per_round: dict[str, list[float]] = {s: [] for s in SEARCHES}
 
         async def measure() -> None:
-            await _search_round(store, "med_chunked", vectors[:30], "chunks")  # warm: load, first searches
-            for r in range(args.rounds):
-                order = SEARCHES if r % 2 == 0 else tuple(reversed(SEARCHES))
-                for side in order:
-                    t = await _search_round(store, "med_chunked", vectors, side)
-                    times[side] += t
-                    per_round[side].append(round(statistics.median(t), 3))
+            try:
+                await _search_round(store, "med_chunked", vectors[:30], "chunks")  # warm: load, first searches
+                for r in range(args.rounds):
+                    order = SEARCHES if r % 2 == 0 else tuple(reversed(SEARCHES))
+                    for side in order:
+                        t = await _search_round(store, "med_chunked", vectors, side)
+                        times[side] += t
+                        per_round[side].append(round(statistics.median(t), 3))
+            finally:
+                await store.aclose()
 
-        try:
-            asyncio.run(measure())
-        finally:
-            store.close()
+        asyncio.run(measure())
     p50 = {s: round(statistics.median(t), 3) for s, t in times.items()}
     p99 = {s: round(float(np.percentile(t, 99)), 3) for s, t in times.items()}
     cost = ratio(ingest["chunked"]["ms_per_1k_tokens"], ingest["whole"]["ms_per_1k_tokens"])

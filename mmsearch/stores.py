@@ -20,6 +20,18 @@ def milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = N
     """
     from pymilvus import MilvusClient
 
+    return MilvusClient(**_milvus_kwargs(settings, timeout_seconds))
+
+
+def async_milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = None) -> Any:
+    """pymilvus' asyncio client (AsyncMilvusClient) with milvus_client's connection, options and credentials. It
+    connects on its first call, in the event loop of that call, and serves only that loop."""
+    from pymilvus import AsyncMilvusClient
+
+    return AsyncMilvusClient(**_milvus_kwargs(settings, timeout_seconds))
+
+
+def _milvus_kwargs(settings: MilvusSettings, timeout_seconds: float | None) -> dict[str, Any]:
     kwargs: dict[str, Any] = {
         "uri": settings.uri,
         "timeout": settings.timeout_seconds if timeout_seconds is None else timeout_seconds,
@@ -32,7 +44,7 @@ def milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = N
     # next call, which every caller already handles.
     kwargs["grpc_options"] = {**dict(RECONNECT_OPTIONS), "grpc.keepalive_permit_without_calls": 0}
     kwargs.update(milvus_auth_kwargs(settings))
-    return MilvusClient(**kwargs)
+    return kwargs
 
 
 def milvus_auth_kwargs(settings: MilvusSettings) -> dict[str, Any]:
@@ -64,16 +76,29 @@ def mongo_client(
     """
     from pymongo import MongoClient
 
+    return MongoClient(settings.uri, **_mongo_kwargs(settings, timeout_ms, bound_operations, appname))
+
+
+def async_mongo_client(settings: MongoSettings, *, appname: str = "mmsearch") -> Any:
+    """pymongo's asyncio client (AsyncMongoClient) with mongo_client's options, every operation bounded. It
+    connects on its first operation and serves the event loop of that operation only."""
+    from pymongo import AsyncMongoClient
+
+    return AsyncMongoClient(settings.uri, **_mongo_kwargs(settings, None, True, appname))
+
+
+def _mongo_kwargs(
+    settings: MongoSettings, timeout_ms: int | None, bound_operations: bool, appname: str
+) -> dict[str, Any]:
     ms = settings.timeout_ms if timeout_ms is None else timeout_ms
-    return MongoClient(
-        settings.uri,
-        serverSelectionTimeoutMS=ms,
-        connectTimeoutMS=ms,
-        socketTimeoutMS=ms if bound_operations else None,
-        tz_aware=True,
-        appname=appname,
+    return {
+        "serverSelectionTimeoutMS": ms,
+        "connectTimeoutMS": ms,
+        "socketTimeoutMS": ms if bound_operations else None,
+        "tz_aware": True,
+        "appname": appname,
         **mongo_auth_kwargs(settings),
-    )
+    }
 
 
 def mongo_auth_kwargs(settings: MongoSettings) -> dict[str, Any]:

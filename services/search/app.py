@@ -131,7 +131,7 @@ async def _close_deps(deps: Deps, outcomes: MongoOutcomeStore) -> None:
     processes together) waits up to its timeout to end its sessions, and two such waits in a row would add up."""
 
     async def close(part: object) -> None:
-        fn = getattr(part, "close", None)
+        fn = getattr(part, "aclose", None) or getattr(part, "close", None)
         if fn is None:
             return
         if asyncio.iscoroutinefunction(fn):

@@ -45,10 +45,14 @@ def chatterbot_zh(model_repo: ModelRepository, tmp_path_factory: pytest.TempPath
 
 def _text_search(uri: str, corpus: str, field: str, text: str, limit: int = 10) -> list[AnnHit]:
     store = MilvusVectorStore(Settings(milvus=MilvusSettings(uri=uri)))
-    try:
-        return asyncio.run(store.text_search(TextSearch(corpus, sparse_field(field), text, limit, "")))
-    finally:
-        store.close()
+
+    async def go() -> list[AnnHit]:
+        try:
+            return await store.text_search(TextSearch(corpus, sparse_field(field), text, limit, ""))
+        finally:
+            await store.aclose()
+
+    return asyncio.run(go())
 
 
 def test_lexical_field_is_searchable_by_bm25_or_refused_by_an_old_server(

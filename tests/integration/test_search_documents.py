@@ -250,25 +250,25 @@ def _collapsed_against_exhaustive(milvus_uri: str, collection: str, *, per_docum
     store = MilvusVectorStore(Settings(milvus=MilvusSettings(uri=milvus_uri)))
 
     async def go() -> list[Any]:
-        hits = await store.search(
-            AnnSearch(
-                collection=collection,
-                vector_field="passage_emb",
-                vector=tuple(float(x) for x in vector),
-                limit=limit,
-                search_params={"ef": 256},
-                metric_type="IP",
-                expression="",
-                with_vectors=False,
-                grouping=Grouping(per_document=per_document),
+        try:
+            hits = await store.search(
+                AnnSearch(
+                    collection=collection,
+                    vector_field="passage_emb",
+                    vector=tuple(float(x) for x in vector),
+                    limit=limit,
+                    search_params={"ef": 256},
+                    metric_type="IP",
+                    expression="",
+                    with_vectors=False,
+                    grouping=Grouping(per_document=per_document),
+                )
             )
-        )
+        finally:
+            await store.aclose()
         return collapse("ann_matcher", hits, summed=1, limit=limit)
 
-    try:
-        items = asyncio.run(go())
-    finally:
-        store.close()
+    items = asyncio.run(go())
     assert [i.id for i in items] == [doc for doc, _ in expected]
     assert [i.final_retrieval_score for i in items] == pytest.approx([s for _, s in expected], abs=1e-5)
     assert items[0].final_retrieval_score == pytest.approx(1.0, abs=1e-5)

@@ -148,8 +148,8 @@ def test_hybrid_on_milvus_lite_embedded(
             return out
         finally:
             await models.close()
-            vectors.close()
-            documents.close()
+            await vectors.aclose()
+            await documents.aclose()
 
     for ids in asyncio.run(go()):
         assert qid in ids
@@ -216,8 +216,8 @@ def test_hybrid_in_chinese_on_every_lite_form(  # noqa: PLR0917 - pytest fixture
             return list(res.state.items)
         finally:
             await models.close()
-            vectors.close()
-            documents.close()
+            await vectors.aclose()
+            await documents.aclose()
 
     items = asyncio.run(go())
     by_bm25 = [it for it in items if "bm25_matcher" in it.retrieval_scores]

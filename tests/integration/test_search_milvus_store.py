@@ -32,8 +32,8 @@ class RecordingClient:
         self.client = client
         self.hit_fields: list[set[str]] = []
 
-    def search(self, *args: Any, **kwargs: Any) -> Any:
-        res = self.client.search(*args, **kwargs)
+    async def search(self, *args: Any, **kwargs: Any) -> Any:
+        res = await self.client.search(*args, **kwargs)
         self.hit_fields.extend(set(h["entity"]) for h in res[0])
         return res
 
@@ -46,8 +46,8 @@ class RecordingStore(MilvusVectorStore):
         super().__init__(Settings(milvus=MilvusSettings(uri=uri)))
         self.recording: RecordingClient | None = None
 
-    def _connect(self) -> Any:
-        self.recording = RecordingClient(super()._connect())
+    def _aconnect(self) -> Any:  # searches go through the asyncio client
+        self.recording = RecordingClient(super()._aconnect())
         return self.recording
 
     def fields_seen(self) -> set[str]:
@@ -77,12 +77,12 @@ def _ann(corpus: str, vector: np.ndarray, *, with_vectors: bool) -> AnnSearch:
 
 def _search(store: RecordingStore, req: AnnSearch | TextSearch) -> list[AnnHit]:
     async def go() -> list[AnnHit]:
-        return await (store.search(req) if isinstance(req, AnnSearch) else store.text_search(req))
+        try:
+            return await (store.search(req) if isinstance(req, AnnSearch) else store.text_search(req))
+        finally:
+            await store.aclose()
 
-    try:
-        return asyncio.run(go())
-    finally:
-        store.close()
+    return asyncio.run(go())
 
 
 def _permit_query(model_repo: ModelRepository) -> np.ndarray:

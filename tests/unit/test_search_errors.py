@@ -70,8 +70,8 @@ def test_closed_and_silent_dependencies_are_named_503s(tmp_path: Path, silent_pe
                 await call
             errors.append(info.value)
         await models.close()
-        vectors.close()
-        docs.close()
+        await vectors.aclose()
+        await docs.aclose()
         return errors
 
     errors = asyncio.run(go())
