@@ -173,3 +173,117 @@ def test_a_much_longer_request_gets_its_own_call(executor: ThreadPoolExecutor, s
     np.testing.assert_allclose(results[-1]["pooled"], [[20.5]])
     assert results[-1]["tokens"].shape == (1, 40, 1)
     assert results[1]["tokens"].shape == (1, 2, 1)
+
+
+class ShapeRecordingModel(MaskedMeanModel):
+    """Also keeps the sequence length of every call: what the model actually computed."""
+
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        super().__init__(gate)
+        self.widths: list[int] = []
+
+    def __call__(self, inputs: Arrays, outputs: list[str]) -> Arrays:
+        self.widths.append(int(inputs["input_ids"].shape[1]))
+        return super().__call__(inputs, outputs)
+
+
+def padded(rows: list[list[int]], *, left: bool = False) -> dict[str, npt.NDArray[np.int64]]:
+    """One request of several rows padded to its longest with 0, as a tokenizer pads a batch (right by default)."""
+    width = max(len(r) for r in rows)
+    ids = np.zeros((len(rows), width), dtype=np.int64)
+    mask = np.zeros_like(ids)
+    for i, r in enumerate(rows):
+        cols = slice(width - len(r), width) if left else slice(0, len(r))
+        ids[i, cols], mask[i, cols] = r, 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_a_request_of_several_rows_is_batched_row_by_row_without_its_padding(executor: ThreadPoolExecutor) -> None:
+    """A reranker's pairs arrive padded to the longest pair: each row runs at its own length, grouped with rows of
+    the same length (here of another request), and the request gets its rows back in order at its own width."""
+    gate = threading.Event()
+    model = ShapeRecordingModel(gate)
+    mixed = padded([[1] * 30, [2, 2], [3] * 30, [4, 4, 4]])
+    other = padded([[5, 5], [6, 6, 6]])
+
+    async def go() -> list[Arrays]:
+        batcher = make(model, executor, split_padding_tokens=48)  # the model server's default
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(request([9]), ["pooled"], 1))
+        await asyncio.sleep(0.05)  # the worker holds the first call at the gate; the rest queue up
+        tasks = [
+            asyncio.ensure_future(batcher.submit(r, ["pooled", "tokens"], 2 + 2 * (r is mixed))) for r in (mixed, other)
+        ]
+        await asyncio.sleep(0.05)
+        gate.set()
+        out = list(await asyncio.gather(first, *tasks))
+        await batcher.stop()
+        return out
+
+    _, got_mixed, got_other = asyncio.run(go())
+    # Computed: the 4 short rows together at width 3 and the 2 long ones at 30 (72 tokens), where the requests
+    # whole cost 4 rows at 30 and 2 at 3 (126).
+    assert sorted(zip(model.calls[1:], model.widths[1:], strict=True)) == [(2, 30), (4, 3)]
+    np.testing.assert_allclose(got_mixed["pooled"], [[1.0], [2.0], [3.0], [4.0]])
+    np.testing.assert_allclose(got_other["pooled"], [[5.0], [6.0]])
+    # Sequence outputs: each row's own tokens, zeros where the request had padding.
+    assert got_mixed["tokens"].shape == (4, 30, 1)
+    np.testing.assert_array_equal(got_mixed["tokens"][1, :, 0], [20, 20] + [0] * 28)
+    np.testing.assert_array_equal(got_mixed["tokens"][2, :, 0], [30] * 30)
+    assert got_other["tokens"].shape == (2, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "req",
+    [
+        padded([[1, 2, 3], [4]], left=True),  # left padding: cutting at the mask's sum would cut the tokens
+        padded([[1, 2], [3, 4]]),  # one width: nothing to cut
+    ],
+)
+def test_requests_that_cannot_or_need_not_be_cut_run_whole(executor: ThreadPoolExecutor, req: Arrays) -> None:
+    model = ShapeRecordingModel()
+
+    async def go() -> Arrays:
+        batcher = make(model, executor)
+        batcher.start()
+        out = await batcher.submit(req, ["pooled", "tokens"], 2)
+        await batcher.stop()
+        return out
+
+    out = asyncio.run(go())
+    assert (model.calls, model.widths) == ([2], [req["input_ids"].shape[1]])
+    assert out["tokens"].shape == (2, req["input_ids"].shape[1], 1)
+
+
+def test_the_queue_bound_counts_the_rows_a_request_brings(executor: ThreadPoolExecutor) -> None:
+    async def go() -> BaseException | Arrays:
+        batcher = make(MaskedMeanModel(), executor, max_queue_size=3)
+        # Not started: nothing leaves the queue. Four rows of different lengths do not fit three places.
+        return (
+            await asyncio.gather(batcher.submit(padded([[1], [2, 2], [3], [4]]), ["pooled"], 4), return_exceptions=True)
+        )[0]
+
+    assert isinstance(asyncio.run(go()), QueueFullError)
+
+
+def test_one_bad_row_fails_its_request_and_not_the_other_rows_batched_with_it(executor: ThreadPoolExecutor) -> None:
+    gate = threading.Event()
+    model = MaskedMeanModel(gate)
+
+    async def go() -> list[BaseException | Arrays]:
+        batcher = make(model, executor)
+        batcher.start()
+        first = asyncio.ensure_future(batcher.submit(request([9]), ["pooled"], 1))
+        await asyncio.sleep(0.05)
+        bad = asyncio.ensure_future(batcher.submit(padded([[1, 2], [-1], [-2, -2, -2]]), ["pooled"], 3))
+        good = asyncio.ensure_future(batcher.submit(request([7, 7]), ["pooled"], 1))
+        await asyncio.sleep(0.05)
+        gate.set()
+        out = list(await asyncio.gather(first, bad, good, return_exceptions=True))
+        await batcher.stop()
+        return out
+
+    _, bad, good = asyncio.run(go())
+    assert isinstance(bad, ValueError)
+    assert isinstance(good, dict)
+    np.testing.assert_allclose(good["pooled"], [[7.0]])
