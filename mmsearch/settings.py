@@ -62,7 +62,7 @@ class ModelServerSettings(BaseModel):
     max_batch_size: int = 32
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 512
-    max_embed_texts: int = 256  # texts per Embed call (the tokenizer service's max_batch)
+    max_embed_texts: int = 256  # texts per Embed call, documents per ScorePairs call (the tokenizer's max_batch)
     # Batches of one model that may run at once (each is one ORT call); >1 overlaps ORT with the event loop.
     batch_concurrency: int = 1
     # Cut a batch where padding its rows to the next (longer) request would waste more than this many tokens

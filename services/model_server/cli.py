@@ -39,7 +39,12 @@ from mmsearch.settings import ModelServerSettings, load_settings
     default=None,
     help="Requests that may wait per model; more fail fast with RESOURCE_EXHAUSTED (default 512).",
 )
-@click.option("--max-embed-texts", type=int, default=None, help="Most texts in one Embed call (default 256).")
+@click.option(
+    "--max-embed-texts",
+    type=int,
+    default=None,
+    help="Most texts per Embed, documents per ScorePairs call (default 256).",
+)
 @click.option("--batch-concurrency", type=int, default=None, help="Batches of one model running at once (default 1).")
 @click.option(
     "--split-padding-tokens",

@@ -160,6 +160,16 @@ class ModelServerClient:
         reply = await call(SERVICE, "Embed", lambda: stub.Embed(request, timeout=timeout or self.timeout))
         return Embedding(_unit_rows(from_proto(reply.embeddings, "embeddings")), reply.model_version)
 
+    async def score_pairs(
+        self, model: str, query: str, documents: Sequence[str], *, timeout: float | None = None
+    ) -> npt.NDArray[np.float32]:
+        """A cross-encoder's relevance score for each (query, document) pair, [len(documents)], in one call: the
+        server tokenizes the pairs and applies the model's score rule."""
+        stub = self._get_stub()
+        request = model_server_pb2.ScorePairsRequest(model_name=model, query=query, documents=list(documents))
+        reply = await call(SERVICE, "ScorePairs", lambda: stub.ScorePairs(request, timeout=timeout or self.timeout))
+        return np.asarray(reply.scores, dtype=np.float32)
+
     async def list_models(self, *, timeout: float | None = None) -> list[ModelStatus]:
         stub = self._get_stub()
         reply = await call(

@@ -7,6 +7,7 @@ full) or run them alone in the thread pool, and encode the outputs.
 
 Embed is Predict for query texts: the model's own text preprocessor (loaded with the session, so both are one
 version) makes the token tensors in-process, which saves the client the round trip through the tokenizer service.
+ScorePairs is the same for a cross-encoder's (query, document) pairs, with the manifest's score rule applied.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
 from mmsearch.api.v1 import model_server_pb2, model_server_pb2_grpc, tensor_pb2
 from mmsearch.grpc_common.errors import RpcRunner, RpcStatusError, invalid_argument, not_found
 from mmsearch.model_repo import ModelKind, ModelRepoError, TensorSpec, validate_key
+from mmsearch.runtime.pair_scores import pair_scores
 from mmsearch.tensors import TensorDecodeError, map_from_proto, map_to_proto, to_proto
 from services.model_server.batcher import Arrays, BatcherStoppedError, QueueFullError
 from services.model_server.metrics import ServingMetrics
@@ -55,6 +57,13 @@ class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
         self, request: model_server_pb2.EmbedRequest, context: Context
     ) -> model_server_pb2.EmbedResponse:
         return await self.rpc.run("Embed", self._label(request.model_name), context, lambda: self._embed(request))
+
+    async def ScorePairs(  # noqa: N802
+        self, request: model_server_pb2.ScorePairsRequest, context: Context
+    ) -> model_server_pb2.ScorePairsResponse:
+        return await self.rpc.run(
+            "ScorePairs", self._label(request.model_name), context, lambda: self._score_pairs(request)
+        )
 
     async def ListModels(  # noqa: N802
         self, request: model_server_pb2.ListModelsRequest, context: Context
@@ -113,7 +122,7 @@ class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
         if manifest.kind not in EMBED_KINDS or text is None:
             hint = {
                 ModelKind.CLIP_IMAGE: "send its images to Tokenizer.PreprocessImages, then Predict",
-                ModelKind.CROSS_ENCODER: "it scores (query, document) pairs: Tokenizer.TokenizePairs, then Predict",
+                ModelKind.CROSS_ENCODER: "it scores (query, document) pairs: ScorePairs",
             }.get(manifest.kind, "it has no tokenizer")
             raise invalid_argument(
                 f"model {manifest.key!r} is a {manifest.kind} model and does not embed texts: {hint}"
@@ -140,6 +149,39 @@ class ModelServerServicer(model_server_pb2_grpc.ModelServerServicer):
         result = await self._run(entry, runner, dict(batch.tensors), [output], len(texts))
         return model_server_pb2.EmbedResponse(
             embeddings=to_proto(result[output]), truncated=batch.truncated, model_version=version
+        )
+
+    async def _score_pairs(self, request: model_server_pb2.ScorePairsRequest) -> model_server_pb2.ScorePairsResponse:
+        entry = self._serving_entry(request.model_name)
+        runner, version = entry.runner, entry.version_tag
+        assert runner is not None
+        manifest, text = runner.manifest, runner.text
+        if manifest.kind is not ModelKind.CROSS_ENCODER or text is None:
+            raise invalid_argument(
+                f"model {manifest.key!r} is a {manifest.kind} model and does not score (query, document) pairs; "
+                "ScorePairs takes a cross-encoder"
+            )
+        documents = list(request.documents)
+        if not documents:
+            raise invalid_argument("documents is empty: send at least one")
+        if not request.query.strip():
+            raise invalid_argument("query is empty: send the text the documents are scored against")
+        limit = self.registry.settings.max_embed_texts
+        if len(documents) > limit:
+            raise invalid_argument(f"{len(documents)} documents in one request; the limit is {limit}")
+        pairs = [(request.query, d) for d in documents]
+        if len(pairs) <= INLINE_TOKENIZE_TEXTS:
+            batch = text.prep_pairs(pairs)
+        else:
+            batch = await asyncio.get_running_loop().run_in_executor(self.executor, partial(text.prep_pairs, pairs))
+        output = manifest.embedding_output
+        result = await self._run(entry, runner, dict(batch.tensors), [output], len(pairs))
+        try:
+            scores = pair_scores(result[output], manifest)
+        except ModelRepoError as exc:
+            raise invalid_argument(str(exc)) from exc
+        return model_server_pb2.ScorePairsResponse(
+            scores=scores.tolist(), truncated=batch.truncated, model_version=version
         )
 
     async def _run(self, entry: ModelEntry, runner: Runner, inputs: Arrays, outputs: list[str], rows: int) -> Arrays:

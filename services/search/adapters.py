@@ -21,8 +21,7 @@ import numpy as np
 from mmsearch.chunking import CHUNK_FIELDS, DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD
 from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties
 from mmsearch.grpc_common.client import ClientTls, ServiceCallError
-from mmsearch.model_repo import ModelRepoError, ModelRepository
-from mmsearch.runtime.pair_scores import pair_scores
+from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import Settings
 from mmsearch.stores import async_milvus_client, async_mongo_client, milvus_client, mongo_client
 from services.model_server.client import Embedding, ModelServerClient
@@ -39,7 +38,6 @@ MAX_HITS = 16_384  # Milvus' largest search limit
 # A search reads the collection's layout (a document corpus? see stages/chunks.py) from a cache this old at most:
 # a corpus re-ingested as documents is searched as documents within seconds, without a describe per request.
 LAYOUT_SECONDS = 5.0
-PAIR_CHUNK = 8  # (query, document) pairs per tokenizer + model server call of a cross-encoder
 
 
 async def _bounded(dep: Dependency, make: Awaitable[T], timeout: float, metrics: SearchMetrics | None) -> T:
@@ -85,30 +83,11 @@ class GrpcQueryModels:
         return await self._call("model server", self.models.embed_texts(model, texts, output=output))
 
     async def score_pairs(self, model: str, query: str, documents: Sequence[str]) -> np.ndarray:
-        # The manifest is read per call (a small file): a re-exported model's score rule applies at once.
-        try:
-            manifest = await asyncio.to_thread(self.repo.manifest, model)
-        except ModelRepoError as exc:
-            raise DependencyUnavailableError("model server", f"cross-encoder {model!r}: {exc}") from exc
-        output = manifest.embedding_output
         if not documents:
             return np.zeros(0, dtype=np.float32)
-
-        async def chunk_logits(docs: list[str]) -> np.ndarray:
-            pairs = await self._call("tokenizer", self.tokenizer.tokenize_pairs(model, query, docs))
-            out = await self._call("model server", self.models.predict(model, pairs.tensors, [output]))
-            return np.asarray(out[output], dtype=np.float32)
-
-        # A request's pairs are padded to its longest pair, and the model server batches by request: sent as one,
-        # 20 documents of mixed length compute a third of their tokens as padding. Sorted by length and sent as
-        # small concurrent chunks, the server's batcher groups them by length and pads each group to its own.
-        order = sorted(range(len(documents)), key=lambda i: len(documents[i]))
-        chunks = [order[i : i + PAIR_CHUNK] for i in range(0, len(order), PAIR_CHUNK)]
-        parts = await asyncio.gather(*(chunk_logits([documents[i] for i in c]) for c in chunks))
-        logits = np.empty((len(documents), parts[0].shape[1]), dtype=np.float32)
-        for c, part in zip(chunks, parts, strict=True):
-            logits[c] = part
-        return pair_scores(logits, manifest)
+        # One call: the model server tokenizes the pairs, batches each at its own length (not padded to the
+        # longest of the request) and applies the model's score rule, of the version that computed them.
+        return await self._call("model server", self.models.score_pairs(model, query, documents))
 
     async def ping_tokenizer(self) -> None:
         if not await self._call("tokenizer", self.tokenizer.health()):

@@ -24,7 +24,7 @@ from tests.fixtures.stack import model_repo_with_minilm
 pytestmark = pytest.mark.integration
 
 CE = "tiny-ce"
-TOP_N = 12  # two chunks of pairs (services/search/adapters.py PAIR_CHUNK = 8)
+TOP_N = 12  # pairs of mixed length in one ScorePairs call
 QUERY = "how long does a building permit take?"
 
 

@@ -1,6 +1,7 @@
 """A cross-encoder through the real tokenizer service and model server (gRPC over loopback): TokenizePairs gives
 the model's own tokenisation of (query, document) pairs, and Predict on those tensors, batched on the server
-with other callers' pairs, gives PyTorch's logits (exact order, within 1e-4)."""
+with other callers' pairs, gives PyTorch's logits (exact order, within 1e-4); ScorePairs does both in one call
+and gives PyTorch's scores."""
 
 from __future__ import annotations
 
@@ -122,3 +123,54 @@ def test_pairs_without_documents_or_query_are_refused(services: tuple[str, str])
             _pairs(services[0], CE, query, docs)
         assert info.value.code.name == "INVALID_ARGUMENT"
         assert says in info.value.details
+
+
+def _score(target: str, model: str, query: str, docs: list[str]) -> np.ndarray:
+    async def go() -> np.ndarray:
+        client = ModelServerClient(target, timeout=60)
+        try:
+            return await client.score_pairs(model, query, docs)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+def test_score_pairs_gives_pytorchs_scores_in_one_call_under_concurrent_batching(
+    services: tuple[str, str], ce_source: Path, ce_repo: ModelRepository
+) -> None:
+    """ScorePairs: the model server tokenizes the pairs itself, batches each pair at its own length with other
+    callers' pairs, and applies the manifest's score rule: PyTorch's logits through that rule, in the request's
+    order, for pairs of very different lengths (one document is cut to the model's window)."""
+    from mmsearch.runtime.pair_scores import pair_scores
+
+    manifest = ce_repo.manifest(CE)
+    queries = [QUERY, "cats", "如何申请建筑许可证？", "opening hours"]
+
+    async def score_all() -> list[np.ndarray]:
+        model = ModelServerClient(services[1], timeout=60)
+        try:
+            return list(await asyncio.gather(*(model.score_pairs(CE, q, DOCS) for q in queries)))
+        finally:
+            await model.close()
+
+    for query, served in zip(queries, asyncio.run(score_all()), strict=True):
+        reference = pair_scores(torch_pair_logits(ce_source, query, DOCS), manifest)
+        assert served.shape == (len(DOCS),)
+        np.testing.assert_allclose(served, reference, atol=1e-4, err_msg=query)
+        assert list(np.argsort(-served)) == list(np.argsort(-reference)), query
+
+
+def test_score_pairs_refuses_what_it_cannot_score(services: tuple[str, str], model_server_target: str) -> None:
+    cases = [
+        (model_server_target, "minilm", QUERY, DOCS, "does not score (query, document) pairs"),
+        (services[1], CE, QUERY, [], "documents is empty"),
+        (services[1], CE, "  ", DOCS, "query is empty"),
+        (services[1], CE, QUERY, ["d"] * 257, "257 documents in one request; the limit is 256"),
+        (services[1], "no-such-model", QUERY, DOCS, "no-such-model"),
+    ]
+    for target, model, query, docs, says in cases:
+        with pytest.raises(ServiceCallError) as info:
+            _score(target, model, query, docs)
+        assert info.value.code.name in {"INVALID_ARGUMENT", "NOT_FOUND"}, (model, says)
+        assert says in info.value.details, info.value.details

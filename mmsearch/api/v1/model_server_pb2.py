@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from mmsearch.api.v1 import tensor_pb2 as mmsearch_dot_api_dot_v1_dot_tensor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mmsearch/api/v1/model_server.proto\x12\x0fmmsearch.api.v1\x1a\x1cmmsearch/api/v1/tensor.proto\"\xbf\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12;\n\x06inputs\x18\x02 \x03(\x0b\x32+.mmsearch.api.v1.PredictRequest.InputsEntry\x12\x14\n\x0coutput_names\x18\x03 \x03(\t\x1a\x46\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"\xb1\x01\n\x0fPredictResponse\x12>\n\x07outputs\x18\x01 \x03(\x0b\x32-.mmsearch.api.v1.PredictResponse.OutputsEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x1aG\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"F\n\x0c\x45mbedRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x13\n\x0boutput_name\x18\x03 \x01(\t\"f\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xc7\x01\n\tModelInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x06inputs\x18\x03 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12,\n\x07outputs\x18\x04 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12\r\n\x05state\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\">\n\x11LoadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse2\xa8\x03\n\x0bModelServer\x12L\n\x07Predict\x12\x1f.mmsearch.api.v1.PredictRequest\x1a .mmsearch.api.v1.PredictResponse\x12\x46\n\x05\x45mbed\x12\x1d.mmsearch.api.v1.EmbedRequest\x1a\x1e.mmsearch.api.v1.EmbedResponse\x12U\n\nListModels\x12\".mmsearch.api.v1.ListModelsRequest\x1a#.mmsearch.api.v1.ListModelsResponse\x12R\n\tLoadModel\x12!.mmsearch.api.v1.LoadModelRequest\x1a\".mmsearch.api.v1.LoadModelResponse\x12X\n\x0bUnloadModel\x12#.mmsearch.api.v1.UnloadModelRequest\x1a$.mmsearch.api.v1.UnloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"mmsearch/api/v1/model_server.proto\x12\x0fmmsearch.api.v1\x1a\x1cmmsearch/api/v1/tensor.proto\"\xbf\x01\n\x0ePredictRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12;\n\x06inputs\x18\x02 \x03(\x0b\x32+.mmsearch.api.v1.PredictRequest.InputsEntry\x12\x14\n\x0coutput_names\x18\x03 \x03(\t\x1a\x46\n\x0bInputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"\xb1\x01\n\x0fPredictResponse\x12>\n\x07outputs\x18\x01 \x03(\x0b\x32-.mmsearch.api.v1.PredictResponse.OutputsEntry\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x1aG\n\x0cOutputsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12&\n\x05value\x18\x02 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor:\x02\x38\x01\"F\n\x0c\x45mbedRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05texts\x18\x02 \x03(\t\x12\x13\n\x0boutput_name\x18\x03 \x01(\t\"f\n\rEmbedResponse\x12+\n\nembeddings\x18\x01 \x01(\x0b\x32\x17.mmsearch.api.v1.Tensor\x12\x11\n\ttruncated\x18\x02 \x03(\x08\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"I\n\x11ScorePairsRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\r\n\x05query\x18\x02 \x01(\t\x12\x11\n\tdocuments\x18\x03 \x03(\t\"N\n\x12ScorePairsResponse\x12\x0e\n\x06scores\x18\x01 \x03(\x02\x12\x11\n\ttruncated\x18\x02 \x03(\x08\x12\x15\n\rmodel_version\x18\x03 \x01(\t\"\xc7\x01\n\tModelInfo\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12+\n\x06inputs\x18\x03 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12,\n\x07outputs\x18\x04 \x03(\x0b\x32\x1b.mmsearch.api.v1.TensorSpec\x12\r\n\x05state\x18\x05 \x01(\t\x12\r\n\x05\x65rror\x18\x06 \x01(\t\x12\x15\n\rembedding_dim\x18\x07 \x01(\x05\x12\x0f\n\x07version\x18\x08 \x01(\t\"\x13\n\x11ListModelsRequest\"@\n\x12ListModelsResponse\x12*\n\x06models\x18\x01 \x03(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"&\n\x10LoadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\">\n\x11LoadModelResponse\x12)\n\x05model\x18\x01 \x01(\x0b\x32\x1a.mmsearch.api.v1.ModelInfo\"(\n\x12UnloadModelRequest\x12\x12\n\nmodel_name\x18\x01 \x01(\t\"\x15\n\x13UnloadModelResponse2\xff\x03\n\x0bModelServer\x12L\n\x07Predict\x12\x1f.mmsearch.api.v1.PredictRequest\x1a .mmsearch.api.v1.PredictResponse\x12\x46\n\x05\x45mbed\x12\x1d.mmsearch.api.v1.EmbedRequest\x1a\x1e.mmsearch.api.v1.EmbedResponse\x12U\n\nScorePairs\x12\".mmsearch.api.v1.ScorePairsRequest\x1a#.mmsearch.api.v1.ScorePairsResponse\x12U\n\nListModels\x12\".mmsearch.api.v1.ListModelsRequest\x1a#.mmsearch.api.v1.ListModelsResponse\x12R\n\tLoadModel\x12!.mmsearch.api.v1.LoadModelRequest\x1a\".mmsearch.api.v1.LoadModelResponse\x12X\n\x0bUnloadModel\x12#.mmsearch.api.v1.UnloadModelRequest\x1a$.mmsearch.api.v1.UnloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,20 +48,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EMBEDREQUEST']._serialized_end=529
   _globals['_EMBEDRESPONSE']._serialized_start=531
   _globals['_EMBEDRESPONSE']._serialized_end=633
-  _globals['_MODELINFO']._serialized_start=636
-  _globals['_MODELINFO']._serialized_end=835
-  _globals['_LISTMODELSREQUEST']._serialized_start=837
-  _globals['_LISTMODELSREQUEST']._serialized_end=856
-  _globals['_LISTMODELSRESPONSE']._serialized_start=858
-  _globals['_LISTMODELSRESPONSE']._serialized_end=922
-  _globals['_LOADMODELREQUEST']._serialized_start=924
-  _globals['_LOADMODELREQUEST']._serialized_end=962
-  _globals['_LOADMODELRESPONSE']._serialized_start=964
-  _globals['_LOADMODELRESPONSE']._serialized_end=1026
-  _globals['_UNLOADMODELREQUEST']._serialized_start=1028
-  _globals['_UNLOADMODELREQUEST']._serialized_end=1068
-  _globals['_UNLOADMODELRESPONSE']._serialized_start=1070
-  _globals['_UNLOADMODELRESPONSE']._serialized_end=1091
-  _globals['_MODELSERVER']._serialized_start=1094
-  _globals['_MODELSERVER']._serialized_end=1518
+  _globals['_SCOREPAIRSREQUEST']._serialized_start=635
+  _globals['_SCOREPAIRSREQUEST']._serialized_end=708
+  _globals['_SCOREPAIRSRESPONSE']._serialized_start=710
+  _globals['_SCOREPAIRSRESPONSE']._serialized_end=788
+  _globals['_MODELINFO']._serialized_start=791
+  _globals['_MODELINFO']._serialized_end=990
+  _globals['_LISTMODELSREQUEST']._serialized_start=992
+  _globals['_LISTMODELSREQUEST']._serialized_end=1011
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1013
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1077
+  _globals['_LOADMODELREQUEST']._serialized_start=1079
+  _globals['_LOADMODELREQUEST']._serialized_end=1117
+  _globals['_LOADMODELRESPONSE']._serialized_start=1119
+  _globals['_LOADMODELRESPONSE']._serialized_end=1181
+  _globals['_UNLOADMODELREQUEST']._serialized_start=1183
+  _globals['_UNLOADMODELREQUEST']._serialized_end=1223
+  _globals['_UNLOADMODELRESPONSE']._serialized_start=1225
+  _globals['_UNLOADMODELRESPONSE']._serialized_end=1246
+  _globals['_MODELSERVER']._serialized_start=1249
+  _globals['_MODELSERVER']._serialized_end=1760
 # @@protoc_insertion_point(module_scope)

@@ -45,6 +45,11 @@ class ModelServerStub:
                 request_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedRequest.SerializeToString,
                 response_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedResponse.FromString,
                 _registered_method=True)
+        self.ScorePairs = channel.unary_unary(
+                '/mmsearch.api.v1.ModelServer/ScorePairs',
+                request_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.ScorePairsRequest.SerializeToString,
+                response_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.ScorePairsResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/mmsearch.api.v1.ModelServer/ListModels',
                 request_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.ListModelsRequest.SerializeToString,
@@ -82,6 +87,15 @@ class ModelServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ScorePairs(self, request, context):
+        """(query, document) pairs to relevance scores in one call, for cross-encoders: the server tokenizes the pairs with
+        the model's own tokenizer (as Tokenizer.TokenizePairs does), runs the model (each pair batched at its own length
+        with concurrent calls) and applies the manifest's score rule (activation and score label).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Every model of the repository with its signature and load state.
         """
@@ -114,6 +128,11 @@ def add_ModelServerServicer_to_server(servicer, server):
                     servicer.Embed,
                     request_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedRequest.FromString,
                     response_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedResponse.SerializeToString,
+            ),
+            'ScorePairs': grpc.unary_unary_rpc_method_handler(
+                    servicer.ScorePairs,
+                    request_deserializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.ScorePairsRequest.FromString,
+                    response_serializer=mmsearch_dot_api_dot_v1_dot_model__server__pb2.ScorePairsResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -186,6 +205,33 @@ class ModelServer:
             '/mmsearch.api.v1.ModelServer/Embed',
             mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedRequest.SerializeToString,
             mmsearch_dot_api_dot_v1_dot_model__server__pb2.EmbedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ScorePairs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mmsearch.api.v1.ModelServer/ScorePairs',
+            mmsearch_dot_api_dot_v1_dot_model__server__pb2.ScorePairsRequest.SerializeToString,
+            mmsearch_dot_api_dot_v1_dot_model__server__pb2.ScorePairsResponse.FromString,
             options,
             channel_credentials,
             insecure,

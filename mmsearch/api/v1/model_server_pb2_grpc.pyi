@@ -40,6 +40,11 @@ class ModelServerStub:
     Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
     embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
     """
+    ScorePairs: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.ScorePairsRequest, _model_server_pb2.ScorePairsResponse]
+    """(query, document) pairs to relevance scores in one call, for cross-encoders: the server tokenizes the pairs with
+    the model's own tokenizer (as Tokenizer.TokenizePairs does), runs the model (each pair batched at its own length
+    with concurrent calls) and applies the manifest's score rule (activation and score label).
+    """
     ListModels: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.ListModelsRequest, _model_server_pb2.ListModelsResponse]
     """Every model of the repository with its signature and load state."""
     LoadModel: _grpc.UnaryUnaryMultiCallable[_model_server_pb2.LoadModelRequest, _model_server_pb2.LoadModelResponse]
@@ -57,6 +62,11 @@ class ModelServerAsyncStub(ModelServerStub):
     """Query texts to embeddings in one call: the server tokenizes with the model's own tokenizer files (as
     Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
     embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
+    """
+    ScorePairs: _aio.UnaryUnaryMultiCallable[_model_server_pb2.ScorePairsRequest, _model_server_pb2.ScorePairsResponse]  # type: ignore[assignment]
+    """(query, document) pairs to relevance scores in one call, for cross-encoders: the server tokenizes the pairs with
+    the model's own tokenizer (as Tokenizer.TokenizePairs does), runs the model (each pair batched at its own length
+    with concurrent calls) and applies the manifest's score rule (activation and score label).
     """
     ListModels: _aio.UnaryUnaryMultiCallable[_model_server_pb2.ListModelsRequest, _model_server_pb2.ListModelsResponse]  # type: ignore[assignment]
     """Every model of the repository with its signature and load state."""
@@ -84,6 +94,17 @@ class ModelServerServicer(metaclass=_abc_1.ABCMeta):
         """Query texts to embeddings in one call: the server tokenizes with the model's own tokenizer files (as
         Tokenizer.Tokenize does, query prompt included) and runs the model, batched with concurrent calls. For text
         embedding and CLIP text models; clients that want the token tensors still use the Tokenizer service.
+        """
+
+    @_abc_1.abstractmethod
+    def ScorePairs(
+        self,
+        request: _model_server_pb2.ScorePairsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_model_server_pb2.ScorePairsResponse, _abc.Awaitable[_model_server_pb2.ScorePairsResponse]]:
+        """(query, document) pairs to relevance scores in one call, for cross-encoders: the server tokenizes the pairs with
+        the model's own tokenizer (as Tokenizer.TokenizePairs does), runs the model (each pair batched at its own length
+        with concurrent calls) and applies the manifest's score rule (activation and score label).
         """
 
     @_abc_1.abstractmethod

@@ -1,12 +1,12 @@
 """The cross_encoder ranker: a model scores (query, document) pairs for the first `rerankTopN` items of recall.
 
 Path: the first N items' documents are fetched from MongoDB once, with the summary stage's fields (the summary
-reuses them), `documentField` is paired with the query text, the tokenizer service and the model server score the
-pairs (the model's manifest turns logits into scores), and the N items are reordered by that score. Items past N
+reuses them), `documentField` is paired with the query text, the model server scores the pairs in one ScorePairs
+call (the model's manifest turns logits into scores), and the N items are reordered by that score. Items past N
 keep their incoming order below them: their scores are shifted under the lowest reranked score, as Vespa's global
 phase does, so sorting by score gives the served order.
 
-Past `timeoutMs`, or when the tokenizer or model server cannot answer, the incoming order is kept, scored as the
+Past `timeoutMs`, or when the model server cannot answer, the incoming order is kept, scored as the
 dummy ranker scores it, and the fallback is named in the state (the debug block and
 mmsearch_search_rank_fallbacks_total say so).
 """
