@@ -59,6 +59,9 @@ class ModelServerSettings(BaseModel):
     inter_op_threads: int = 0
     batching: bool = True
     no_batching_models: list[str] = Field(default_factory=list)
+    # Serve a model from another precision of its export, {key: "int8"} (the manifest's `variants`; `mmsearch
+    # export ... --int8`); the others run their fp32 graph.
+    variants: dict[str, str] = Field(default_factory=dict)
     max_batch_size: int = 32
     max_queue_delay_ms: float = 2.0
     max_queue_size: int = 512

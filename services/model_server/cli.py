@@ -29,6 +29,13 @@ from mmsearch.settings import ModelServerSettings, load_settings
 @click.option(
     "--no-batching-model", "no_batching_models", multiple=True, help="Model key to serve unbatched; repeatable."
 )
+@click.option(
+    "--variant",
+    "variants",
+    multiple=True,
+    metavar="KEY=NAME",
+    help="Serve model KEY from its NAME precision (e.g. reranker=int8, exported with --int8); repeatable.",
+)
 @click.option("--max-batch-size", type=int, default=None, help="Most rows in one batched ORT call (default 32).")
 @click.option(
     "--max-queue-delay-ms", type=float, default=None, help="Longest wait for a burst to fill a batch (default 2)."
@@ -62,7 +69,11 @@ from mmsearch.settings import ModelServerSettings, load_settings
 @click.option("--max-message-mb", type=int, default=None, help="Largest gRPC message either way (default 64).")
 @click.option("--grace-seconds", type=float, default=None, help="Time in-flight calls get on SIGTERM (default 5).")
 def command(
-    model_repo: Path | None, providers: tuple[str, ...], no_batching_models: tuple[str, ...], **flags: Any
+    model_repo: Path | None,
+    providers: tuple[str, ...],
+    no_batching_models: tuple[str, ...],
+    variants: tuple[str, ...],
+    **flags: Any,
 ) -> None:
     """Serve every model of the repository over gRPC with ONNX Runtime: Predict, Embed (query texts, tokenized
     in-process with the model's own tokenizer), ListModels, LoadModel, UnloadModel. Models are loaded and warmed
@@ -84,8 +95,20 @@ def command(
         update["providers"] = list(providers)
     if no_batching_models:
         update["no_batching_models"] = list(no_batching_models)
+    if variants:
+        update["variants"] = _variants(variants)
     section = settings.model_server.model_copy(update=update)
     try:
         run(section, model_repo or settings.model_repo)
     except (*START_ERRORS, ProviderError) as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _variants(given: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in given:
+        key, sep, name = item.partition("=")
+        if not sep or not key.strip() or not name.strip():
+            raise click.BadParameter(f"{item!r}: expected KEY=NAME, e.g. reranker=int8", param_hint="--variant")
+        out[key.strip()] = name.strip()
+    return out

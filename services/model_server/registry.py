@@ -13,6 +13,7 @@ import time
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -207,7 +208,7 @@ class ModelRegistry:
         manifest = self.repo.manifest(key)
         s = self.settings
         session = create_session(
-            self.repo.onnx_path(key),
+            self._onnx_path(key),
             providers=s.providers,
             intra_op_threads=s.intra_op_threads,
             inter_op_threads=s.inter_op_threads,
@@ -258,10 +259,13 @@ class ModelRegistry:
         if self.health is not None:
             await self.health.set_model(key, serving)
 
+    def _onnx_path(self, key: str) -> Path:
+        """The graph this server runs for `key`: fp32, or the variant `settings.variants` names."""
+        return self.repo.onnx_path(key, self.settings.variants.get(key, "fp32"))
+
     def _version(self, key: str) -> tuple[int, ...]:
         folder = self.repo.path(key)
-        manifest = self.repo.manifest(key)
-        return ((folder / MANIFEST_NAME).stat().st_mtime_ns, (folder / manifest.onnx_file).stat().st_mtime_ns)
+        return ((folder / MANIFEST_NAME).stat().st_mtime_ns, self._onnx_path(key).stat().st_mtime_ns)
 
     def _version_or_empty(self, key: str) -> tuple[int, ...]:
         try:

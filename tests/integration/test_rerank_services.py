@@ -174,3 +174,26 @@ def test_score_pairs_refuses_what_it_cannot_score(services: tuple[str, str], mod
             _score(target, model, query, docs)
         assert info.value.code.name in {"INVALID_ARGUMENT", "NOT_FOUND"}, (model, says)
         assert says in info.value.details, info.value.details
+
+
+def test_the_model_server_serves_a_models_int8_variant_when_told(
+    ce_source: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """`--variant KEY=int8` runs the graph `export --int8` wrote beside the fp32 one: the scores are the quantised
+    graph's (not fp32's to the last bit) and keep their order against PyTorch on these pairs."""
+    from mmsearch.runtime.pair_scores import pair_scores
+    from offline.export.variants import VariantRequest
+
+    repo = ModelRepository(tmp_path_factory.mktemp("ce-int8-repo"))
+    manifest = export_cross_encoder(str(ce_source), repo, CE, variants=VariantRequest(int8=True))
+    assert "int8" in manifest.variants
+    logs = tmp_path_factory.mktemp("ce-int8-logs")
+    flags = ("--intra-op-threads", "1", "--variant", f"{CE}=int8")
+    with start_service("model", repo.root, *flags, log_dir=logs, name="ce-int8") as model:
+        served = _score(model.target, CE, QUERY, DOCS)
+    log = "".join(p.read_text(encoding="utf-8") for p in logs.iterdir())
+    assert "loaded model.int8.onnx" in log, log
+    reference = pair_scores(torch_pair_logits(ce_source, QUERY, DOCS), manifest)
+    assert np.abs(served - reference).max() > 1e-6  # the quantised graph ran, not the fp32 one
+    np.testing.assert_allclose(served, reference, atol=0.05)
+    assert list(np.argsort(-served)) == list(np.argsort(-reference))
