@@ -76,8 +76,9 @@ def command(
     **flags: Any,
 ) -> None:
     """Serve every model of the repository over gRPC with ONNX Runtime: Predict, Embed (query texts, tokenized
-    in-process with the model's own tokenizer), ListModels, LoadModel, UnloadModel. Models are loaded and warmed
-    up at start; concurrent Predict and Embed calls are batched per model.
+    in-process with the model's own tokenizer), ScorePairs (a cross-encoder's query against documents, likewise),
+    ListModels, LoadModel, UnloadModel. Models are loaded and warmed up at start; concurrent calls are batched per
+    model, a request of several rows row by row.
 
     Health (grpc.health.v1) has an entry per model ("model/<key>"), SERVING only when it is loaded; reflection
     is on; SIGTERM finishes in-flight calls before exiting.
