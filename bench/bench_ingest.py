@@ -13,6 +13,12 @@
    `insert_one` per document, and its re-run (bulk replace-by-_id upserts) against one `replace_one(upsert)`
    per document. Target: >= 10x.
 
+4. With `--floor-docs N [N ...]` (written to bench/results/ingest-floor.json instead, nothing else measured): the
+   full ingest of N rows into stores that run as their own server processes (a milvus-lite server, SecantusDB),
+   against its floor in the same run: raw encoding of the same texts, plus a plain pymilvus load of those vectors
+   into the same server (inserts of 1000, flush, the same HNSW index, load), plus plain `insert_many` of the same
+   rows into the same MongoDB, one after another. Target: ingest <= 1.15x the floor.
+
 With `--engine spark` (written to bench/results/ingest-spark.json instead): `mmsearch index` on Spark
 `local[2]` against the sequential engine on the same corpus in the same run (docs/s, a ratio; warm runs
 round-robin, plus the first, cold job), Spark's fixed start-up cost, one task's (one core's) encoding rate, and
@@ -20,6 +26,7 @@ from it the executor cores a 100-million-document corpus needs to be encoded in 
 
     .venv/bin/python -m bench.bench_ingest [--repo models] [--docs 2000] [--vectors 100000] [--contended]
     .venv/bin/python -m bench.bench_ingest --engine spark [--docs 3000] [--spark-master local[2]]
+    .venv/bin/python -m bench.bench_ingest --floor-docs 20000 100000
 """
 
 from __future__ import annotations
@@ -143,9 +150,10 @@ def bench_encoding(repo: Any, key: str, corpus: Path, texts: list[str], *, work:
 
 
 def bench_full_ingest(
-    repo: Any, key: str, corpus: Path, *, work: Path, mongo_uri: str, raw_dps: float
+    repo: Any, key: str, corpus: Path, *, work: Path, mongo_uri: str, raw_dps: float, milvus_uri: str | None = None
 ) -> dict[str, Any]:
-    """One full ingest (fresh work dir, fresh stores): preprocess + index + MongoDB + Milvus Lite."""
+    """One full ingest (fresh work dir, fresh database): preprocess + index + MongoDB + Milvus (Milvus Lite embedded
+    in this process unless `milvus_uri` names a server)."""
     from mmsearch.settings import MilvusSettings, MongoSettings
     from offline.ingest.steps import IngestOptions, run_ingest
     from offline.preprocess.qa import QAOptions, preprocess_qa
@@ -156,7 +164,7 @@ def bench_full_ingest(
         field="question",
         repo=repo,
         work_dir=work / "ingest",
-        milvus=MilvusSettings(uri=str(work / "ingest-milvus.db")),
+        milvus=MilvusSettings(uri=milvus_uri or str(work / "ingest-milvus.db")),
         mongo=MongoSettings(uri=mongo_uri, database=f"bench_{uuid.uuid4().hex[:8]}"),
         providers=["CPUExecutionProvider"],
     )
@@ -203,6 +211,88 @@ def bench_ingest_at_scale(
         if ingest_marginal and raw_marginal
         else None,
     }
+
+
+def bench_floor(repo: Any, key: str, docs: int, *, work: Path, mongo_uri: str, milvus_uri: str) -> dict[str, Any]:
+    """The full ingest of `docs` rows against the sum of its parts done plainly, same stores, same run."""
+    from pymongo import MongoClient
+
+    from mmsearch.runtime.encoder import OnnxEncoder
+
+    folder = work / f"floor-{docs}"
+    corpus, texts = _corpus(folder, docs)
+    rows = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    # As the index pipeline runs ORT: no spin-waiting (the stores and the reader share the cores).
+    encoder = OnnxEncoder.from_repo(
+        repo, key, providers=["CPUExecutionProvider"], config_entries={"session.intra_op.allow_spinning": "0"}
+    )
+    encoder.encode_texts(texts[:256], batch_size=32)  # warm-up
+    vectors: list[Any] = []
+    encode_s = _timed(lambda: vectors.append(encoder.encode_texts(texts, batch_size=32)))
+    milvus_s = _timed(lambda: _plain_milvus_load(milvus_uri, f"floor_{docs}", vectors[0]))
+    mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
+    try:
+        coll = mongo[f"floor_{uuid.uuid4().hex[:8]}"]["rows"]
+
+        def plain_mongo() -> None:
+            for s in range(0, len(rows), 1000):
+                coll.insert_many([dict(r) for r in rows[s : s + 1000]], ordered=False)
+
+        mongo_s = _timed(plain_mongo)
+        mongo.drop_database(coll.database.name)
+    finally:
+        mongo.close()
+    floor_s = encode_s + milvus_s + mongo_s
+    full = bench_full_ingest(
+        repo, key, corpus, work=folder, mongo_uri=mongo_uri, raw_dps=_rate(docs, encode_s), milvus_uri=milvus_uri
+    )
+    return {
+        "docs": docs,
+        "raw_encode_s": round(encode_s, 3),
+        "plain_milvus_load_s": round(milvus_s, 3),
+        "plain_mongo_insert_s": round(mongo_s, 3),
+        "floor_s": round(floor_s, 3),
+        "ingest_s": full["seconds"],
+        "ingest_docs_per_s": full["docs_per_s"],
+        "ingest_over_floor": round(float(full["seconds"]) / floor_s, 3),
+        "target_ingest_over_floor": 1.15,
+    }
+
+
+def _plain_milvus_load(uri: str, name: str, vectors: Any) -> None:
+    """What a hand-written loader does: create, insert in batches of 1000, flush, index (push's HNSW), load."""
+    from pymilvus import DataType, MilvusClient
+
+    client = MilvusClient(uri=uri)
+    try:
+        if client.has_collection(name):
+            client.drop_collection(name)
+        schema = client.create_schema(auto_id=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("question_emb", DataType.FLOAT_VECTOR, dim=int(vectors.shape[1]))
+        client.create_collection(name, schema=schema)
+        for s in range(0, len(vectors), 1000):
+            batch = vectors[s : s + 1000]
+            client.insert(name, [{"id": s + i + 1, "question_emb": v.tolist()} for i, v in enumerate(batch)])
+        client.flush(name)
+        index = client.prepare_index_params()
+        index.add_index("question_emb", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
+        client.create_index(name, index)
+        client.load_collection(name)
+    finally:
+        client.close()
+
+
+def start_milvus_lite_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    from tests.fixtures.ports import free_port, wait_until
+    from tests.fixtures.stores import milvus_lite_server_cmd, milvus_reachable
+
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    log_file = (folder / "milvus-lite.log").open("wb")
+    proc = subprocess.Popen(milvus_lite_server_cmd(folder / "milvus", port), stdout=log_file, stderr=subprocess.STDOUT)
+    wait_until(lambda: milvus_reachable(uri), what="milvus-lite server", timeout=120, proc=proc)
+    return proc, uri
 
 
 def bench_spark(
@@ -451,10 +541,18 @@ def main() -> None:
     parser.add_argument("--engine", choices=["sequential", "spark"], default="sequential")
     parser.add_argument("--spark-master", default="local[2]")
     parser.add_argument("--shard-size", type=int, default=250, help="rows per shard (one Spark task each)")
-    parser.add_argument("--out", type=Path, default=None, help="default bench/results/ingest[-spark].json")
+    parser.add_argument(
+        "--floor-docs",
+        type=int,
+        nargs="+",
+        default=None,
+        help="only the full ingest of these sizes against raw encode + plain store writes (separate store servers)",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="default bench/results/ingest[-spark|-floor].json")
     args = parser.parse_args()
     if args.out is None:
-        args.out = Path("bench/results/ingest-spark.json" if args.engine == "spark" else "bench/results/ingest.json")
+        name = "ingest-spark" if args.engine == "spark" else "ingest-floor" if args.floor_docs else "ingest"
+        args.out = Path(f"bench/results/{name}.json")
     # TERM (timeout, a stopped job) unwinds like Ctrl-C, so the SecantusDB started here is stopped by PID.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -490,6 +588,9 @@ def main() -> None:
                 "spark": spark,
             },
         )
+        return
+    if args.floor_docs:
+        _write(args.out, _floor_run(repo, args.model, args.floor_docs, contended=args.contended, load=load_before))
         return
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         work = Path(tmp)
@@ -531,6 +632,33 @@ def main() -> None:
         "mongo": mongo,
     }
     _write(args.out, result)
+
+
+def _floor_run(repo: Any, key: str, sizes: list[int], *, contended: bool, load: tuple[float, ...]) -> dict[str, Any]:
+    from tests.fixtures.ports import stop_process
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-ingest-floor-") as tmp:
+        work = Path(tmp)
+        mongo_proc, mongo_uri = start_secantus(work)
+        milvus_proc, milvus_uri = start_milvus_lite_server(work)
+        try:
+            for n in sizes:
+                log.info("floor: %d rows", n)
+                results.append(bench_floor(repo, key, n, work=work, mongo_uri=mongo_uri, milvus_uri=milvus_uri))
+                log.info("floor: %s", json.dumps(results[-1]))
+        finally:
+            stop_process(milvus_proc)
+            stop_process(mongo_proc)
+    return {
+        "benchmark": "ingest-floor",
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(contended=contended),
+        "load_average_at_start": list(load),
+        "model": key,
+        "stores": "milvus-lite server and SecantusDB, each its own process on this machine",
+        "results": results,
+    }
 
 
 def _write(out: Path, result: dict[str, Any]) -> None:

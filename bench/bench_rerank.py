@@ -8,8 +8,10 @@ SecantusDB, the demo FAQ ingested, the search service with the demo A/B config p
 experiments (rerankTopN 20 and 50, documentField answer, timeoutMs 10000 so that none falls back).
 
 Measured on the same service, alternating sides round by round, at concurrency 1 and 8: p50/p99 and QPS of POST
-/qa/user/{id} pinned to match.qa.base and the rank experiment: dummy (no rerank, the baseline), ce20 and ce50.
-Ratios: rerank p50 over the baseline's. Writes bench/results/rerank.json.
+/qa/user/{id} pinned to match.qa.base and the rank experiment: dummy (no rerank, the baseline), ce20 and ce50, and
+ce20_int8: the same cross-encoder exported with --int8 under a second key, served from its int8 graph (`serve model
+--variant`). Ratios: rerank p50 over the baseline's. Agreement of int8 with fp32: the served top 10 of both for
+the first `--agreement-queries` FAQ questions (overlap of the two top-10 id sets). Writes bench/results/rerank.json.
 
     .venv/bin/python -m bench.bench_rerank --seconds 10 --rounds 3
 """
@@ -35,7 +37,8 @@ from bench.machine import machine_info
 log = logging.getLogger("bench.rerank")
 CONCURRENCY = (1, 8)
 CE = "bench-ce"
-SIDES = {"dummy": "rank.qa.dummy", "ce20": "rank.qa.ce20", "ce50": "rank.qa.ce50"}
+CE_INT8 = "bench-ce-int8"  # the same weights, served from the int8 graph
+SIDES = {"dummy": "rank.qa.dummy", "ce20": "rank.qa.ce20", "ce50": "rank.qa.ce50", "ce20_int8": "rank.qa.ce20i8"}
 
 
 def bench_config(base: str) -> str:
@@ -43,17 +46,46 @@ def bench_config(base: str) -> str:
     cfg = doc["scene-config"]
     qa = next(s for s in cfg["scenes"] if s["name"] == "questionAnswer")
     rank = next(la for la in qa["layers"] if la["name"] == "rank.qa")
-    for n in (20, 50):
-        rank["normalLayerArgs"].append({"experimentName": f"rank.qa.ce{n}", "ratio": 0.1})
-        args = {"rankerName": "cross_encoder", "modelName": CE, "documentField": "answer", "rerankTopN": n}
+    for name, model, n in (("ce20", CE, 20), ("ce50", CE, 50), ("ce20i8", CE_INT8, 20)):
+        rank["normalLayerArgs"].append({"experimentName": f"rank.qa.{name}", "ratio": 0.1})
+        args = {"rankerName": "cross_encoder", "modelName": model, "documentField": "answer", "rerankTopN": n}
         cfg["experiments"].append(
             {
                 "layerName": "rank.qa",
-                "experimentName": f"rank.qa.ce{n}",
+                "experimentName": f"rank.qa.{name}",
                 "extraExperimentArgs": {**args, "timeoutMs": 10_000},
             }
         )
     return str(yaml.safe_dump(doc))
+
+
+async def top10_agreement(url: str, queries: list[str]) -> dict[str, Any]:
+    """The served top 10 of ce20 (fp32) and ce20_int8 for each query: the overlap of their id sets (1 = the same
+    ten documents) and whether the order is the same."""
+    import httpx
+
+    async def top10(http: httpx.AsyncClient, query: str, side: str) -> list[str]:
+        pins = {"match.qa": "match.qa.base", "rank.qa": SIDES[side]}
+        body = {"query": query, "topK": 10, "useDebug": True, "specifiedLayerAndExperiment": pins}
+        r = await http.post("/qa/user/0", json=body)
+        r.raise_for_status()
+        reply = r.json()
+        if reply["debug"].get("fallbacks"):
+            raise RuntimeError(f"the rank stage fell back for {query!r}: {reply['debug']['fallbacks']}")
+        return [str(i["id"]) for i in reply["searchItemModels"][0]]
+
+    overlaps, same_order = [], 0
+    async with httpx.AsyncClient(base_url=url, timeout=60) as http:
+        for q in queries:
+            fp32, int8 = await top10(http, q, "ce20"), await top10(http, q, "ce20_int8")
+            overlaps.append(len(set(fp32) & set(int8)) / max(1, len(fp32)))
+            same_order += fp32 == int8
+    return {
+        "queries": len(queries),
+        "mean_overlap": round(sum(overlaps) / len(overlaps), 4),
+        "min_overlap": min(overlaps),
+        "same_order_share": round(same_order / len(queries), 4),
+    }
 
 
 def main() -> None:
@@ -61,6 +93,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0, help="Measuring time per side, concurrency and round.")
     ap.add_argument("--rounds", type=int, default=3, help="Rounds, sides alternating; medians are reported.")
     ap.add_argument("--repo", type=Path, default=Path("var/bench/models"), help="Model repository (built if missing).")
+    ap.add_argument("--agreement-queries", type=int, default=100, help="FAQ questions for int8 vs fp32 agreement.")
     ap.add_argument("--out", type=Path, default=Path("bench/results/rerank.json"))
     ap.add_argument("--contended", action="store_true", help="Other work shares the CPU during this run.")
     args = ap.parse_args()
@@ -70,6 +103,7 @@ def main() -> None:
     load_before = os.getloadavg()[0]
 
     from offline.export.cross_encoder import export_cross_encoder
+    from offline.export.variants import VariantRequest
     from tests.fixtures.models import write_classifier
     from tests.fixtures.search import AB_CONFIG, ingest_faq
 
@@ -77,8 +111,12 @@ def main() -> None:
     raw: dict[str, dict[str, list[dict[str, Any]]]] = {side: {str(c): [] for c in CONCURRENCY} for side in SIDES}
     with ExitStack() as stack, tempfile.TemporaryDirectory(prefix="bench-rerank-") as tmp:
         work = Path(tmp)
+        source = str(write_classifier(work / "ce-src", labels=1, seed=0))
         if CE not in repo:
-            export_cross_encoder(str(write_classifier(work / "ce-src", labels=1, seed=0)), repo, CE)
+            export_cross_encoder(source, repo, CE)
+        if CE_INT8 not in repo:
+            export_cross_encoder(source, repo, CE_INT8, variants=VariantRequest(int8=True))
+        os.environ["MMSEARCH_MODEL_SERVER__VARIANTS"] = json.dumps({CE_INT8: "int8"})  # read by the model server
         stores = start_stores(stack, work)
         faq = ingest_faq(repo, stores.milvus_uri, stores.mongo_uri, work / "ingest")
         queries = list(faq.questions.values())
@@ -91,11 +129,13 @@ def main() -> None:
                     got = asyncio.run(service_run(url, queries, c, args.seconds, pins))
                     raw[side][str(c)].append(got)
                     log.info("round %d c=%d %s: p50 %.1f ms, %.1f q/s", n + 1, c, side, got["p50_ms"], got["qps"])
+        agreement = asyncio.run(top10_agreement(url, queries[: args.agreement_queries]))
+        log.info("int8 vs fp32 top-10 overlap: %s", agreement)
     results = {side: {c: median_of(rounds, "rank.qa") for c, rounds in by_c.items()} for side, by_c in raw.items()}
     ratios = {
         f"c{c}_p50_{side}_over_dummy": ratio(results[side][str(c)]["p50_ms"], results["dummy"][str(c)]["p50_ms"])
         for c in CONCURRENCY
-        for side in ("ce20", "ce50")
+        for side in ("ce20", "ce50", "ce20_int8")
     }
     out = {
         "benchmark": "rerank",
@@ -112,6 +152,7 @@ def main() -> None:
         },
         "results": results,
         "ratios": ratios,
+        "int8_vs_fp32_top10": agreement,
         "machine": machine_info(contended=args.contended or load_before > 1.0),
         "load_average_before": round(load_before, 2),
     }

@@ -25,10 +25,12 @@ def milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = N
 
 def async_milvus_client(settings: MilvusSettings, *, timeout_seconds: float | None = None) -> Any:
     """pymilvus' asyncio client (AsyncMilvusClient) with milvus_client's connection, options and credentials. It
-    connects on its first call, in the event loop of that call, and serves only that loop."""
+    connects on its first call, in the event loop of that call, and serves only that loop. Its channel is its own
+    (pymilvus shares one per address otherwise): closing the client closes it, so a client made after a failure
+    connects afresh."""
     from pymilvus import AsyncMilvusClient
 
-    return AsyncMilvusClient(**_milvus_kwargs(settings, timeout_seconds))
+    return AsyncMilvusClient(**_milvus_kwargs(settings, timeout_seconds), dedicated=True)
 
 
 def _milvus_kwargs(settings: MilvusSettings, timeout_seconds: float | None) -> dict[str, Any]:
