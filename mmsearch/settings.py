@@ -132,9 +132,9 @@ class SearchSettings(BaseModel):
     max_offset: int = 1000
     max_upload_mb: int = 8
     stage_timeout_seconds: float = 3.0
-    # Threads of each blocking store client (Milvus, MongoDB documents): searches beyond this many at once wait
-    # for one before their store call starts. 32 against 8 at 32 concurrent searches on a real Milvus: 1.10x QPS,
-    # p50 0.86x (bench_store_threads, bench/RESULTS.md).
+    # Threads of each blocking store client (Milvus and MongoDB writes, admin calls, keys, journal): calls beyond
+    # this many at once wait for one. Searches and document fetches use the asyncio clients and need none
+    # (bench_store_clients); 32 was chosen when searches used these threads (bench_store_threads, RESULTS.md).
     store_threads: int = Field(default=32, ge=1)
     # Online outcomes (collections exposures and events in mongo.database). Off: no exposure documents (the log
     # line stays) and POST /feedback answers 503 outcomes_disabled.

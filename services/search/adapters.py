@@ -102,7 +102,7 @@ class GrpcQueryModels:
         await self.models.close()
 
 
-class BlockingStore:
+class StoreClients:
     """A store's clients, each made on first use and dropped after a failure so the next call reconnects: an
     asyncio-native client for the query path (`arun`, where subclasses have one: no thread hop per search, ~0.7 ms
     less CPU per Milvus search than from a thread pool; bench/RESULTS.md) and a blocking client used from a bounded
@@ -262,7 +262,7 @@ def _hit(h: Any, distance: float, vector: np.ndarray | None) -> AnnHit:
     )
 
 
-class MilvusVectorStore(BlockingStore):
+class MilvusVectorStore(StoreClients):
     dep: Dependency = "milvus"
 
     def __init__(
@@ -436,7 +436,7 @@ class MilvusVectorStore(BlockingStore):
         await self.arun(lambda client: client.list_collections(timeout=self.timeout))
 
 
-class MongoStore(BlockingStore):
+class MongoStore(StoreClients):
     """A MongoDB database of the stack (settings.mongo) behind the blocking-client pool."""
 
     dep: Dependency = "mongodb"
