@@ -21,7 +21,6 @@ import numpy as np
 from mmsearch.chunking import CHUNK_FIELDS, DOCUMENT_FIELD, PASSAGE_FIELD, POSITION_FIELD
 from mmsearch.collection_meta import PRIMARY_KEY, CollectionMeta, from_properties
 from mmsearch.grpc_common.client import ClientTls, ServiceCallError
-from mmsearch.model_repo import ModelRepository
 from mmsearch.settings import Settings
 from mmsearch.stores import async_milvus_client, async_mongo_client, milvus_client, mongo_client
 from services.model_server.client import Embedding, ModelServerClient
@@ -57,7 +56,6 @@ class GrpcQueryModels:
         tls = ClientTls.from_settings(s.grpc_tls_ca_file, s.grpc_tls_server_name)
         self.tokenizer = TokenizerClient(s.tokenizer_target, timeout=self.timeout, tls=tls)
         self.models = ModelServerClient(s.model_server_target, timeout=self.timeout, tls=tls)
-        self.repo = ModelRepository(settings.model_repo)
 
     async def _call(self, dep: Dependency, make: Awaitable[T]) -> T:
         try:
