@@ -60,17 +60,19 @@ SCENE_I2I = "imageToImage"
 UserId = Annotated[str, Path(min_length=1, max_length=128, description="Caller's user id (bucketing is sticky on it).")]
 
 
-def _service(request: Request) -> SearchService:
+# The dependencies are `async def`: FastAPI runs a plain `def` dependency on a worker thread, two thread hops per
+# search for reading app state (a profile of the service at c=32 found them; bench/RESULTS.md).
+async def _service(request: Request) -> SearchService:
     svc: SearchService = request.app.state.service
     return svc
 
 
-def _feedback(request: Request) -> FeedbackService:
+async def _feedback(request: Request) -> FeedbackService:
     fb: FeedbackService = request.app.state.feedback
     return fb
 
 
-def _principal(request: Request) -> Principal:
+async def _principal(request: Request) -> Principal:
     principal: Principal = request.state.principal
     return principal
 

@@ -30,7 +30,7 @@ Version = Annotated[
 ]
 
 
-def _service(request: Request) -> DocumentsService:
+async def _service(request: Request) -> DocumentsService:  # async: no worker thread per request (app.py)
     svc: DocumentsService = request.app.state.documents
     return svc
 
