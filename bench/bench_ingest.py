@@ -229,7 +229,7 @@ def bench_floor(repo: Any, key: str, docs: int, *, work: Path, mongo_uri: str, m
     encoder.encode_texts(texts[:256], batch_size=32)  # warm-up
     vectors: list[Any] = []
     encode_s = _timed(lambda: vectors.append(encoder.encode_texts(texts, batch_size=32)))
-    milvus_s = _timed(lambda: _plain_milvus_load(milvus_uri, f"floor_{docs}", vectors[0]))
+    milvus_s = _timed(lambda: plain_milvus_load(milvus_uri, f"floor_{docs}", vectors[0]))
     mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
     try:
         coll = mongo[f"floor_{uuid.uuid4().hex[:8]}"]["rows"]
@@ -259,7 +259,7 @@ def bench_floor(repo: Any, key: str, docs: int, *, work: Path, mongo_uri: str, m
     }
 
 
-def _plain_milvus_load(uri: str, name: str, vectors: Any) -> None:
+def plain_milvus_load(uri: str, name: str, vectors: Any, field: str = "question_emb") -> None:
     """What a hand-written loader does: create, insert in batches of 1000, flush, index (push's HNSW), load."""
     from pymilvus import DataType, MilvusClient
 
@@ -269,14 +269,14 @@ def _plain_milvus_load(uri: str, name: str, vectors: Any) -> None:
             client.drop_collection(name)
         schema = client.create_schema(auto_id=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("question_emb", DataType.FLOAT_VECTOR, dim=int(vectors.shape[1]))
+        schema.add_field(field, DataType.FLOAT_VECTOR, dim=int(vectors.shape[1]))
         client.create_collection(name, schema=schema)
         for s in range(0, len(vectors), 1000):
             batch = vectors[s : s + 1000]
-            client.insert(name, [{"id": s + i + 1, "question_emb": v.tolist()} for i, v in enumerate(batch)])
+            client.insert(name, [{"id": s + i + 1, field: v.tolist()} for i, v in enumerate(batch)])
         client.flush(name)
         index = client.prepare_index_params()
-        index.add_index("question_emb", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
+        index.add_index(field, index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
         client.create_index(name, index)
         client.load_collection(name)
     finally:

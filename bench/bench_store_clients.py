@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.bench_ingest import plain_milvus_load
 from bench.bench_search import start_stores
 from bench.machine import machine_info
 
@@ -46,29 +47,12 @@ def _cpu() -> float:
 
 
 def load(milvus_uri: str, mongo_uri: str, rows: int) -> np.ndarray:
-    from pymilvus import DataType, MilvusClient
     from pymongo import MongoClient
 
     rng = np.random.default_rng(0)
     vectors = rng.normal(size=(rows, 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    client = MilvusClient(uri=milvus_uri)
-    try:
-        if client.has_collection(COLLECTION):
-            client.drop_collection(COLLECTION)
-        schema = client.create_schema(auto_id=False)
-        schema.add_field("id", DataType.INT64, is_primary=True)
-        schema.add_field("v", DataType.FLOAT_VECTOR, dim=384)
-        client.create_collection(COLLECTION, schema=schema)
-        for s in range(0, rows, 1000):
-            client.insert(COLLECTION, [{"id": s + i, "v": v.tolist()} for i, v in enumerate(vectors[s : s + 1000])])
-        client.flush(COLLECTION)
-        index = client.prepare_index_params()
-        index.add_index("v", index_type="HNSW", metric_type="IP", params={"M": 16, "efConstruction": 200})
-        client.create_index(COLLECTION, index)
-        client.load_collection(COLLECTION)
-    finally:
-        client.close()
+    plain_milvus_load(milvus_uri, COLLECTION, vectors, field="v")
     mongo: MongoClient[dict[str, Any]] = MongoClient(mongo_uri)
     try:
         coll = mongo["mmsearch"][COLLECTION]
