@@ -94,12 +94,25 @@ class ModelSource(_Frozen):
     note: str | None = None  # e.g. "random weights from config" in tests
 
 
+class RankAgreement(_Frozen):
+    """How much of the fp32 graph's top k a lower-precision cross-encoder keeps on a ranking sample, and the gate
+    its export was held to (offline/export/rank_agreement.py)."""
+
+    k: int
+    mean_overlap: float  # mean over the sample's queries of |top k (variant) & top k (fp32)| / k
+    min_overlap: float
+    queries: int
+    inputs: str  # which sample, e.g. "100 queries x 20 documents from faq-top20.jsonl"
+    gate: float  # the export refused a variant below this mean overlap
+
+
 class Parity(_Frozen):
     variant: str  # "fp32", "int8", "fp16"; "fp32:query-prompt" / "fp32:document-prompt" for prompted texts
     max_abs_diff: float
     min_cosine: float
     n_inputs: int
     inputs: str  # what was compared, e.g. "8 texts, en+zh, padded batch"
+    rank: RankAgreement | None = None  # a cross-encoder's lower-precision variants only
 
 
 class ModelManifest(_Frozen):

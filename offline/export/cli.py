@@ -15,6 +15,7 @@ import click
 from mmsearch.model_repo import ModelKind, ModelManifest, ModelRepoError, ModelRepository
 from mmsearch.settings import load_settings
 from offline.errors import reported
+from offline.export.rank_agreement import DEFAULT_GATE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -159,6 +160,21 @@ def export_clip_command(
     default=None,
     help="With several labels, the one whose value is the score (default: 1, the usual 'relevant'; 0 with one).",
 )
+@click.option(
+    "--rank-sample",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help='Ranking sample for the rank gate of --int8 / --fp16: jsonl lines {"query": "...", "documents": [more '
+    "than 10 strings]}, best the candidates your recall returns. Default: the export's parity texts.",
+)
+@click.option(
+    "--min-top10-overlap",
+    type=click.FloatRange(0.0, 1.0),
+    default=DEFAULT_GATE,
+    show_default=True,
+    help="Rank gate: an --int8 / --fp16 variant must keep at least this share of the fp32 graph's top 10 on the "
+    "ranking sample (mean over its queries), else nothing is published. 0 publishes whatever it keeps.",
+)
 def export_cross_encoder_command(
     *,
     source: str,
@@ -170,20 +186,25 @@ def export_cross_encoder_command(
     revision: str | None,
     activation: str | None,
     score_label: int | None,
+    rank_sample: Path | None,
+    min_top10_overlap: float,
 ) -> None:
     """A cross-encoder (sentence-transformers CrossEncoder or any *ForSequenceClassification model) that scores
     (query, document) pairs, for the rank stage's `cross_encoder` ranker.
 
     Inputs as the tokenizer names them, output `logits` [batch, labels], dynamic batch and sequence axes,
     tokenizer.json beside it; the manifest records the activation. Parity: logits within 1e-3 of PyTorch and in
-    the same order on fixed pairs. Example:
+    the same order on fixed pairs. A lower-precision variant must also keep the fp32 graph's top 10 on a ranking
+    sample (the rank gate, recorded in the manifest). Example:
 
       mmsearch export cross-encoder --source cross-encoder/ms-marco-MiniLM-L-6-v2 --key ms-marco-minilm
     """
     from offline.export.cross_encoder import export_cross_encoder
+    from offline.export.rank_agreement import load_rank_sample
     from offline.export.variants import VariantRequest
 
     with reported():
+        sample = load_rank_sample(rank_sample) if rank_sample is not None else None
         manifest = export_cross_encoder(
             source,
             _open_repo(repo),
@@ -193,6 +214,8 @@ def export_cross_encoder_command(
             revision=revision,
             activation=activation,  # type: ignore[arg-type]  # click.Choice checked it
             score_label=score_label,
+            rank_sample=sample,
+            min_top10_overlap=min_top10_overlap,
         )
     _report([manifest])
 
@@ -202,6 +225,12 @@ def _report(manifests: list[Any]) -> None:
         if m.activation is not None:
             figures = ", ".join(f"{p.variant} max abs diff {p.max_abs_diff:.2e}" for p in m.parity)
             click.echo(f"exported {m.key} ({m.kind}, {m.embedding_dim} label(s), {m.activation}): {figures}")
+            for p in m.parity:
+                if p.rank is not None:
+                    click.echo(
+                        f"  {p.variant} keeps {p.rank.mean_overlap:.2f} of fp32's top {p.rank.k} "
+                        f"(gate {p.rank.gate:g}) on {p.rank.inputs}"
+                    )
             continue
         figures = ", ".join(f"{p.variant} min cosine {p.min_cosine:.6f}" for p in m.parity)
         click.echo(f"exported {m.key} ({m.kind}, {m.embedding_dim}-d): {figures}")

@@ -30,11 +30,12 @@ from mmsearch.model_repo import (
 )
 from offline.export.errors import ExportError
 from offline.export.graph_io import declare_output_shapes
-from offline.export.parity import ParityCase
+from offline.export.parity import PARITY_TEXTS, ParityCase, ort_session
 from offline.export.provenance import export_onnx, export_record
+from offline.export.rank_agreement import DEFAULT_GATE, RankSample, enforce_gate, rank_agreement
 from offline.export.source import WEIGHT_FILES, require_files, resolve_source
 from offline.export.text_inputs import normalizer_lowercases
-from offline.export.variants import VariantRequest, write_variants
+from offline.export.variants import VariantRequest, VariantResult, write_variants
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +73,15 @@ def export_cross_encoder(
     revision: str | None = None,
     activation: Activation | None = None,
     score_label: int | None = None,
+    rank_sample: RankSample | None = None,
+    min_top10_overlap: float = DEFAULT_GATE,
 ) -> ModelManifest:
     """Export, check parity and publish `key`; raises ExportError (nothing published) on any problem.
 
     activation / score_label: the arguments win, else the model's own sentence-transformers config
     (`activation_fn`), else sigmoid for one label and softmax over label 1 for two or more.
+    rank_sample / min_top10_overlap: the rank gate of the int8 / fp16 variants (rank_agreement.py); the default
+    sample ranks the parity texts.
     """
     validate_key(key)
     if key in repo and not force:
@@ -133,10 +138,15 @@ def export_cross_encoder(
         log.info("parity fp32: max abs diff %.2e", parity.max_abs_diff)
         _enforce(parity, key, reference, onnx_path, inputs)
         extra = write_variants(onnx_path, variants or VariantRequest(), case)
+        sample = rank_sample or builtin_rank_sample()
+        ranked = [
+            _rank_gated(key, v, fp32=onnx_path, staging=staging, draft=draft, sample=sample, gate=min_top10_overlap)
+            for v in extra
+        ]
         manifest = draft.model_copy(
             update={
                 "variants": {v.name: v.file for v in extra},
-                "parity": [parity, *(v.parity for v in extra)],
+                "parity": [parity, *ranked],
                 "export": export_record(
                     architecture=(config.get("architectures") or ["?"])[0],
                     labels=labels,
@@ -147,6 +157,58 @@ def export_cross_encoder(
         write_manifest(staging, ModelManifest.model_validate(manifest.model_dump()))
     log.info("published cross-encoder %s (%d label(s), %s) in %s", key, labels, chosen, repo.root)
     return manifest
+
+
+def builtin_rank_sample() -> RankSample:
+    """Every parity text and document ranked against each parity query and text: the default rank sample. The
+    document longer than the model's window is left out: padded to it, every query's batch would cost 512 tokens a
+    pair for nothing the gate needs."""
+    texts = [*PARITY_TEXTS, *(d for _, docs in PARITY_QUERY_DOCS for d in docs)]
+    pool = list(dict.fromkeys(t for t in texts if len(t) < 1000))
+    queries = list(dict.fromkeys([*(q for q, _ in PARITY_QUERY_DOCS), *PARITY_TEXTS]))
+    return RankSample(
+        [(q, pool) for q in queries],
+        f"{len(queries)} queries x {len(pool)} documents: the export's parity texts, each ranked against all",
+    )
+
+
+def _rank_gated(
+    key: str,
+    variant: VariantResult,
+    *,
+    fp32: Path,
+    staging: Path,
+    draft: ModelManifest,
+    sample: RankSample,
+    gate: float,
+) -> Parity:
+    from tokenizers import Tokenizer
+
+    from mmsearch.runtime.pair_scores import pair_scores
+    from mmsearch.runtime.text import TextPreprocessor
+
+    prep = TextPreprocessor(Tokenizer.from_file(str(staging / TOKENIZER_FILE)), draft)
+    sessions: dict[Path, Any] = {}
+
+    def score(path: Path, query: str, docs: list[str]) -> npt.NDArray[Any]:
+        if path not in sessions:
+            sessions[path] = ort_session(path)
+        inputs = prep.prep_pairs([(query, d) for d in docs]).tensors
+        (logits,) = sessions[path].run(["logits"], {i.name: inputs[i.name] for i in sessions[path].get_inputs()})
+        return pair_scores(np.asarray(logits, dtype=np.float32), draft)
+
+    agreement = rank_agreement(score, fp32, staging / variant.file, sample=sample, gate=gate)
+    log.info(
+        "rank agreement %s: keeps %.2f of fp32's top %d (lowest %.2f) on %s; gate %g",
+        variant.name,
+        agreement.mean_overlap,
+        agreement.k,
+        agreement.min_overlap,
+        agreement.inputs,
+        gate,
+    )
+    enforce_gate(key, variant.name, agreement)
+    return variant.parity.model_copy(update={"rank": agreement})
 
 
 def pair_tensors(

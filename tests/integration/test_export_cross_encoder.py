@@ -47,11 +47,12 @@ def onnx_logits(repo: ModelRepository, key: str, query: str, docs: list[str], va
 def test_a_one_label_cross_encoder_orders_pairs_exactly_as_pytorch(tmp_path: Path) -> None:
     source = write_classifier(tmp_path / "ce-1", labels=1, seed=3)
     repo = ModelRepository(tmp_path / "models")
-    result = CliRunner().invoke(
-        cli, ["export", "cross-encoder", "--source", str(source), "--key", "ce", "--repo", str(repo.root), "--int8"]
-    )
+    # Random weights keep fewer than 0.95 of fp32's top 10 under int8 (the rank gate's test below): gate off here.
+    command = ["export", "cross-encoder", "--source", str(source), "--key", "ce", "--repo", str(repo.root), "--int8"]
+    result = CliRunner().invoke(cli, [*command, "--min-top10-overlap", "0"])
     assert result.exit_code == 0, result.output
     assert "exported ce (cross_encoder, 1 label(s), sigmoid)" in result.output
+    assert "the export's parity texts, each ranked against all" in result.output  # the default rank sample
     m = repo.manifest("ce")
     assert (m.kind, m.activation, m.score_label, m.embedding_dim) == (ModelKind.CROSS_ENCODER, "sigmoid", 0, 1)
     assert m.input_names == ["input_ids", "token_type_ids", "attention_mask"]
@@ -76,6 +77,46 @@ def test_a_one_label_cross_encoder_orders_pairs_exactly_as_pytorch(tmp_path: Pat
     batch = TextPreprocessor.from_repo(repo, "ce").prep_pairs([(QUERY, DOCS[2])])
     assert batch.truncated == [True]
     assert batch.tensors["input_ids"].shape[1] == 512
+
+
+def test_the_rank_gate_refuses_an_int8_graph_that_changes_fp32s_top_10_and_records_what_it_kept(
+    tmp_path: Path,
+) -> None:
+    """Random weights put a query's logits within ~0.01 of each other, so int8's rounding reorders them: below the
+    default gate (0.95 of fp32's top 10) nothing is published; with the gate lowered the manifest records the
+    overlap, which the two published graphs reproduce on the sample."""
+    import json
+
+    source = write_classifier(tmp_path / "ce-1", labels=1, seed=3)
+    repo = ModelRepository(tmp_path / "models")
+    topics = ["permits", "opening hours", "fees", "parking", "noise", "trees", "waste", "water"]
+    docs = [f"A note on {t}, number {n}: the city office handles {t} requests." for t in topics for n in range(3)]
+    groups = [(f"who handles {t}?", docs) for t in topics]
+    sample = tmp_path / "rank-sample.jsonl"
+    sample.write_text("".join(json.dumps({"query": q, "documents": d}) + "\n" for q, d in groups), encoding="utf-8")
+    command = ["export", "cross-encoder", "--source", str(source), "--key", "ce", "--repo", str(repo.root), "--int8"]
+
+    refused = CliRunner().invoke(cli, [*command, "--rank-sample", str(sample)])
+    assert refused.exit_code != 0
+    assert "the int8 variant of 'ce' keeps 0." in refused.output, refused.output
+    assert "of the fp32 graph's top 10" in refused.output
+    assert "8 queries x 24 documents from rank-sample.jsonl; the gate is 0.95" in refused.output
+    assert "ce" not in repo
+
+    result = CliRunner().invoke(cli, [*command, "--rank-sample", str(sample), "--min-top10-overlap", "0"])
+    assert result.exit_code == 0, result.output
+    rank = next(p for p in repo.manifest("ce").parity if p.variant == "int8").rank
+    assert rank is not None
+    assert (rank.k, rank.queries, rank.gate) == (10, 8, 0.0)
+    assert f"int8 keeps {rank.mean_overlap:.2f} of fp32's top 10 (gate 0)" in result.output
+    kept = []
+    for query, candidates in groups:
+        fp32 = onnx_logits(repo, "ce", query, candidates)[:, 0]
+        int8 = onnx_logits(repo, "ce", query, candidates, variant="int8")[:, 0]
+        kept.append(len(set(np.argsort(-fp32)[:10]) & set(np.argsort(-int8)[:10])) / 10)
+    assert rank.mean_overlap == pytest.approx(float(np.mean(kept)), abs=1e-4)
+    assert rank.min_overlap == pytest.approx(min(kept), abs=1e-4)
+    assert rank.mean_overlap < 0.95
 
 
 def test_two_labels_score_the_relevant_label_by_softmax(tmp_path: Path) -> None:

@@ -185,7 +185,8 @@ def test_the_model_server_serves_a_models_int8_variant_when_told(
     from offline.export.variants import VariantRequest
 
     repo = ModelRepository(tmp_path_factory.mktemp("ce-int8-repo"))
-    manifest = export_cross_encoder(str(ce_source), repo, CE, variants=VariantRequest(int8=True))
+    # Gate off: random weights keep fewer than 0.95 of fp32's top 10 under int8 (test_export_cross_encoder).
+    manifest = export_cross_encoder(str(ce_source), repo, CE, variants=VariantRequest(int8=True), min_top10_overlap=0)
     assert "int8" in manifest.variants
     logs = tmp_path_factory.mktemp("ce-int8-logs")
     flags = ("--intra-op-threads", "1", "--variant", f"{CE}=int8")
