@@ -65,6 +65,11 @@ def stack_env(plan: StackPlan) -> dict[str, str]:
     return env
 
 
+# The stores: stopped only once every other process has (supervisor.py), so what the services write while they
+# stop (the search service's last exposures, a live write in flight) still reaches them.
+STOPPED_LAST = frozenset({"milvus", "mongo"})
+
+
 def processes(plan: StackPlan) -> list[ProcessSpec]:
     b = plan.bin_dir
     q = shlex.quote

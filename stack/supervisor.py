@@ -11,6 +11,10 @@ its output relays. So the printer stops writing to a terminal or pipe that is go
 every line), each child's PID is recorded under var/local/pids/ as it starts, and whatever ends the loop, every
 recorded child is stopped before `run` returns. `mmsearch local down` uses the same records when the supervisor
 itself does not answer.
+
+Every stop goes in two steps: the services first, the stores (procfile.STOPPED_LAST) once the services are gone.
+Stopped together, MongoDB went away while the search service was still writing its last exposures, and they were
+lost ("stopped with 1 exposures not written to MongoDB" after a Ctrl-C right after a search).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import honcho.manager
 import honcho.process
 from honcho.printer import Printer
 
-from stack.procfile import ProcessSpec
+from stack.procfile import STOPPED_LAST, ProcessSpec
 
 STOP_GRACE_SECONDS = 20
 PIDS_DIR = "pids"
@@ -136,17 +140,24 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
             raise
 
 
+def _wait_gone(pgids: list[int], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while any(group_alive(p) for p in pgids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def stop_children(run_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> list[str]:
-    """TERM every recorded child still running, KILL what is left after `grace`; returns the names it stopped.
+    """TERM every recorded child still running, the stores last; KILL what is left after `grace`; returns the
+    names it stopped.
 
     The records are removed once their process group is gone.
     """
     children = {n: p for n, p in recorded_children(run_dir).items() if group_alive(p)}
-    for pgid in children.values():
-        _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while any(group_alive(p) for p in children.values()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    for step in _in_stop_order(list(children)):
+        for name in step:
+            _signal_group(children[name], signal.SIGTERM)
+        _wait_gone([children[n] for n in step], deadline - time.monotonic())
     for pgid in children.values():
         if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
@@ -157,6 +168,31 @@ def stop_children(run_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> list[s
         if not group_alive(pid):
             (run_dir / PIDS_DIR / name).unlink(missing_ok=True)
     return sorted(children)
+
+
+def _in_stop_order(names: list[str]) -> list[list[str]]:
+    """The services, then the stores; an empty step is left out."""
+    steps = [[n for n in names if n not in STOPPED_LAST], [n for n in names if n in STOPPED_LAST]]
+    return [step for step in steps if step]
+
+
+class _StoresLastManager(honcho.manager.Manager):  # type: ignore[misc]  # honcho is untyped
+    """honcho's manager with its TERM step in stop order: it TERMs the services, waits (within the stop grace) until
+    their process groups are gone, then TERMs the stores. honcho's KILL after the grace is unchanged."""
+
+    def _killall(self, force: bool = False) -> None:
+        if force:
+            super()._killall(force=True)
+            return
+        running = {n: p["pid"] for n, p in self._processes.items() if "returncode" not in p and p.get("pid")}
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for n, step in enumerate(_in_stop_order(list(running))):
+            if n > 0:
+                self._system_print("the services have stopped; stopping the stores\n")
+            for name in step:
+                self._system_print(f"sending SIGTERM to {name} (pid {running[name]})\n")
+                self._procmgr.terminate(running[name])
+            _wait_gone([running[name] for name in step], deadline - time.monotonic())
 
 
 def run(specs: list[ProcessSpec], *, env: dict[str, str], cwd: Path, logs_dir: Path, run_dir: Path) -> int:
@@ -171,7 +207,7 @@ def run(specs: list[ProcessSpec], *, env: dict[str, str], cwd: Path, logs_dir: P
         stale.unlink()
     honcho.manager.KILL_WAIT = STOP_GRACE_SECONDS
     printer = TeePrinter(sys.stdout, logs_dir)
-    manager = honcho.manager.Manager(printer)
+    manager = _StoresLastManager(printer)
     full_env = {**os.environ, **env}
     for spec in specs:
         process = manager.add_process(spec.name, spec.command, env=full_env, cwd=str(cwd))

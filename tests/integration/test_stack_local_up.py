@@ -14,18 +14,9 @@ import pytest
 from mmsearch.model_repo import ModelRepository
 from tests.fixtures.models import CLIP_CONFIG_DIR, hf_cache_snapshot, write_clip_folder
 from tests.fixtures.ports import pid_running
-from tests.fixtures.stack import LocalStack, child_pids, model_repo_with_minilm, start_local_stack
+from tests.fixtures.stack import LocalStack, child_pids, model_repo_with_minilm, post_json, start_local_stack
 
 pytestmark = pytest.mark.integration
-
-
-def post_json(url: str, body: dict[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310 - loopback URL of our own stack
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 - loopback URL of our own stack
-        data: dict[str, Any] = json.loads(resp.read())
-    return data
 
 
 def assert_reference_item(item: dict[str, Any]) -> None:

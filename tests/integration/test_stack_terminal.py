@@ -20,10 +20,17 @@ from pathlib import Path
 import pytest
 
 from mmsearch.model_repo import ModelRepository
-from stack.plan import READY_FILE
+from stack.plan import READY_FILE, ReadyReport
 from stack.supervisor import STOP_GRACE_SECONDS, group_alive, recorded_children, stop_children
 from tests.fixtures.ports import pid_running, wait_until
-from tests.fixtures.stack import ROOT, local_up_command, local_up_env, model_repo_with_minilm, start_local_stack
+from tests.fixtures.stack import (
+    ROOT,
+    local_up_command,
+    local_up_env,
+    model_repo_with_minilm,
+    post_json,
+    start_local_stack,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -94,7 +101,10 @@ def test_ctrl_c_with_output_piped_to_tee_stops_every_process(
     children = recorded_children(run_dir)
     assert set(children) == PROCESSES
     supervisor_pid = int((run_dir / "up.pid").read_text())
+    ready_report = ReadyReport.model_validate_json((run_dir / READY_FILE).read_text(encoding="utf-8"))
     try:
+        # A search just before Ctrl-C: its exposure is still queued (written in batches) when the stop begins.
+        assert post_json(f"{ready_report.search_url}/qa/user/10", {"query": "building permit"})["searchItemModels"]
         _press_ctrl_c_and_check_everything_stops(terminal, tmp_path, var_dir, children, supervisor_pid)
     finally:
         stop_children(run_dir, grace=5)  # a failed check must not leave the stack running
@@ -120,6 +130,10 @@ def _press_ctrl_c_and_check_everything_stops(
     assert recorded_children(run_dir) == {}
     honcho_log = (var_dir / "logs" / "honcho.log").read_text(encoding="utf-8")
     assert "SIGINT received" in honcho_log  # the log file got the line the dead pipe could not
+    # The stores stopped after the services, so the search service's last exposures reached MongoDB.
+    assert "the services have stopped; stopping the stores" in honcho_log
+    search_log = (var_dir / "logs" / "search.log").read_text(encoding="utf-8")
+    assert "not written to MongoDB" not in search_log, search_log[-2000:]
     down = subprocess.run(
         [str(Path(sys.executable).parent / "mmsearch"), "local", "down", "--var-dir", str(var_dir)],
         capture_output=True,

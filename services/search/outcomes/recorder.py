@@ -61,7 +61,7 @@ class ExposureRecorder:
 
     async def stop(self, timeout: float = 3.0) -> None:
         """Write what is queued (within `timeout`), then stop; what is left is counted as lost. A few seconds: a
-        reachable MongoDB takes a full queue in less, and when the local stack stops, MongoDB is going away too."""
+        reachable MongoDB takes a full queue in less (the local stack stops its stores after this service)."""
         self._stopping = True
         if self._task is None:
             return
