@@ -191,7 +191,7 @@ async def service_run(
 ) -> dict[str, Any]:
     """POST /qa/user/{i} in a closed loop from `concurrency` clients for `seconds`; `pins` (layer -> experiment,
     default the dummy ranker) make every request do the same work; `headers` go with each (an API key)."""
-    import httpx
+    from bench.http_load import JsonConnection
 
     latencies: list[float] = []
     stages: dict[str, list[float]] = {}
@@ -200,34 +200,34 @@ async def service_run(
     deadline = time.perf_counter() + seconds
     counter = iter(range(10**9))
 
-    async def worker(http: httpx.AsyncClient) -> None:
+    async def worker() -> None:
         nonlocal errors, fallbacks
-        while time.perf_counter() < deadline:
-            i = next(counter)
-            body = {
-                "query": queries[i % len(queries)],
-                "topK": TOP_K,
-                "useDebug": True,
-                "specifiedLayerAndExperiment": pins or {"rank.qa": "rank.qa.dummy"},
-            }
-            t0 = time.perf_counter()
-            r = await http.post(f"/qa/user/{i % 1000}", json=body)
-            dt = time.perf_counter() - t0
-            if r.status_code != 200:
-                errors += 1
-                continue
-            latencies.append(dt)
-            debug = r.json()["debug"]
-            fallbacks += bool(debug.get("fallbacks"))
-            for k, v in debug["stageMs"].items():
-                stages.setdefault(k, []).append(v)
+        async with JsonConnection(url, headers) as http:
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                body = {
+                    "query": queries[i % len(queries)],
+                    "topK": TOP_K,
+                    "useDebug": True,
+                    "specifiedLayerAndExperiment": pins or {"rank.qa": "rank.qa.dummy"},
+                }
+                t0 = time.perf_counter()
+                status, raw = await http.post(f"/qa/user/{i % 1000}", body)
+                dt = time.perf_counter() - t0
+                if status != 200:
+                    errors += 1
+                    continue
+                latencies.append(dt)
+                debug = json.loads(raw)["debug"]
+                fallbacks += bool(debug.get("fallbacks"))
+                for k, v in debug["stageMs"].items():
+                    stages.setdefault(k, []).append(v)
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits, headers=headers) as http:
-        await http.post("/qa/user/0", json={"query": "warm up"})
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - t0
+    async with JsonConnection(url, headers) as warm:
+        await warm.post("/qa/user/0", {"query": "warm up"})
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
     out: dict[str, Any] = summary(latencies, elapsed)
     out["errors"] = errors
     out["fallbacks"] = fallbacks

@@ -46,6 +46,8 @@ def load_rank_sample(path: Path, k: int = TOP_K) -> RankSample:
         lines = path.read_text(encoding="utf-8").splitlines()
     except OSError as exc:
         raise ExportError(f"--rank-sample {path}: cannot read it: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"--rank-sample {path}: not UTF-8 text (byte {exc.start})") from exc
     groups: QueryDocs = []
     for n, line in enumerate(lines, start=1):
         if not line.strip():

@@ -81,3 +81,7 @@ def test_a_rank_sample_file_is_read_and_its_mistakes_are_named_by_line(tmp_path:
             load_rank_sample(bad)
     with pytest.raises(ExportError, match="cannot read it"):
         load_rank_sample(tmp_path)  # a folder
+    binary = tmp_path / "sample.bin"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ExportError, match=r"not UTF-8 text \(byte 0\)"):
+        load_rank_sample(binary)
