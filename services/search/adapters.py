@@ -37,6 +37,11 @@ MAX_HITS = 16_384  # Milvus' largest search limit
 # A search reads the collection's layout (a document corpus? see stages/chunks.py) from a cache this old at most:
 # a corpus re-ingested as documents is searched as documents within seconds, without a describe per request.
 LAYOUT_SECONDS = 5.0
+# An asyncio client that missed this many deadlines in a row is replaced by a fresh one. pymongo's asyncio client
+# wedged for good after a server selection cancelled while MongoDB was down (RuntimeError "Lock is not acquired",
+# then no answer to any call after MongoDB was back: the resilience tier, 2026-12-04); a few misses in a row cost a
+# reconnect at most.
+WEDGED_AFTER_MISSES = 3
 
 
 async def _bounded(dep: Dependency, make: Awaitable[T], timeout: float, metrics: SearchMetrics | None) -> T:
@@ -117,6 +122,8 @@ class StoreClients:
         # The asyncio client and the loop it serves (a client's channel and sockets belong to one event loop).
         self._aclient: Any = None
         self._aloop: asyncio.AbstractEventLoop | None = None
+        self._amisses = 0  # deadlines the asyncio client missed in a row
+        self._closing: set[asyncio.Task[None]] = set()  # dropped asyncio clients still closing
 
     def _connect(self) -> Any:
         raise NotImplementedError
@@ -150,11 +157,20 @@ class StoreClients:
 
     async def _adrop(self, client: Any) -> None:
         if self._aclient is client:
-            self._aclient = None
+            self._aclient, self._amisses = None, 0
         try:
             await client.close()
         except Exception:
             log.debug("closing the %s asyncio client failed", self.dep, exc_info=True)
+
+    def _adrop_later(self, client: Any) -> None:
+        """Drop now, close in the background: closing a wedged client may wait on its own time-outs, which the
+        request that found it wedged should not."""
+        if self._aclient is client:  # now: the next call must get a new client, not this one closing
+            self._aclient, self._amisses = None, 0
+        task = asyncio.get_running_loop().create_task(self._adrop(client))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _is_unavailable(self, exc: Exception) -> bool:
         raise NotImplementedError
@@ -195,8 +211,13 @@ class StoreClients:
         """`run` with the asyncio client, on the event loop: the same deadline, the same 503s, the same reconnect."""
         client = self._aget()
         try:
-            return await _bounded(self.dep, fn(client), self.timeout, self.metrics)
-        except DependencyUnavailableError:
+            result = await _bounded(self.dep, fn(client), self.timeout, self.metrics)
+        except DependencyUnavailableError:  # the deadline passed
+            if client is self._aclient:
+                self._amisses += 1
+                if self._amisses >= WEDGED_AFTER_MISSES:
+                    log.warning("%s: %d deadlines missed in a row; reconnecting", self.dep, self._amisses)
+                    self._adrop_later(client)
             raise
         except Exception as exc:
             if self._is_unavailable(exc):
@@ -205,6 +226,9 @@ class StoreClients:
             if unavailable is None:
                 raise
             raise unavailable from exc
+        if client is self._aclient:
+            self._amisses = 0
+        return result
 
     def close(self) -> None:
         with self._lock:
@@ -218,7 +242,20 @@ class StoreClients:
         client, self._aclient = self._aclient, None
         if client is not None and self._aloop is asyncio.get_running_loop():
             await self._adrop(client)
+        if self._closing:
+            await asyncio.gather(*self._closing)
         await asyncio.to_thread(self.close)
+
+
+def raised_in(exc: BaseException, package: str) -> bool:
+    """Whether `exc` was raised by the code of `package` (its traceback's innermost frame), not by ours."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = str(tb.tb_frame.f_globals.get("__name__", ""))
+    return module == package or module.startswith(f"{package}.")
 
 
 def _settle_pymilvus_scipy_check() -> None:
@@ -455,9 +492,13 @@ class MongoStore(StoreClients):
         return mongo_client(self.settings, appname=self.appname)
 
     def _is_unavailable(self, exc: Exception) -> bool:
-        from pymongo.errors import ConnectionFailure, ExecutionTimeout, ServerSelectionTimeoutError
+        from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, ServerSelectionTimeoutError
 
-        return isinstance(exc, ConnectionFailure | ServerSelectionTimeoutError | ExecutionTimeout | OSError)
+        if isinstance(exc, ConnectionFailure | ServerSelectionTimeoutError | ExecutionTimeout | OSError):
+            return True
+        # pymongo failing inside itself (not one of its errors: its asyncio lock's RuntimeError after a cancelled
+        # server selection): the client cannot be trusted any more, so it is replaced, and the search gets a 503.
+        return not isinstance(exc, PyMongoError) and raised_in(exc, "pymongo")
 
     def _is_store_error(self, exc: Exception) -> bool:
         from pymongo.errors import PyMongoError

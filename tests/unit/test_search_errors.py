@@ -161,3 +161,57 @@ def test_openapi_documents_one_error_shape(tmp_path: Path) -> None:
         for status in ("404", "413", "415", "422", "503"):
             ref = responses[status]["content"]["application/json"]["schema"]["$ref"]
             assert ref == "#/components/schemas/ErrorBody", (path, status)
+
+
+def test_an_asyncio_client_that_keeps_missing_its_deadline_is_replaced(tmp_path: Path, silent_peer: str) -> None:
+    """A silent MongoDB (it accepts, never answers) with pymongo's own waits far longer than the stage timeout: each
+    fetch is a 503 at the deadline, and after WEDGED_AFTER_MISSES in a row the client is dropped, so the next
+    call reaches MongoDB through a fresh one (pymongo's asyncio client could wedge for good; see adapters.py)."""
+    from services.search.adapters import WEDGED_AFTER_MISSES
+
+    settings = _settings(tmp_path, tokenizer=silent_peer, model=silent_peer)
+    settings = settings.model_copy(
+        update={
+            "mongo": MongoSettings(uri=f"mongodb://{silent_peer}", timeout_ms=2_000),
+            "search": settings.search.model_copy(update={"stage_timeout_seconds": 0.3}),
+        }
+    )
+
+    async def go() -> tuple[list[object], list[str]]:
+        docs = MongoDocumentStore(settings)
+        clients, messages = [], []
+        for _ in range(WEDGED_AFTER_MISSES + 1):
+            clients.append(docs._aget())
+            with pytest.raises(DependencyUnavailableError) as info:
+                await docs.fetch("faq_qa", ["1"], ["question"])
+            messages.append(info.value.message)
+        await docs.aclose()
+        return clients, messages
+
+    clients, messages = asyncio.run(go())
+    assert all("no answer within 0.3s" in m for m in messages), messages
+    assert all(c is clients[0] for c in clients[:WEDGED_AFTER_MISSES])  # kept while it only missed a few
+    assert clients[WEDGED_AFTER_MISSES] is not clients[0]  # replaced after the misses in a row
+
+
+def test_a_failure_inside_pymongo_itself_is_told_apart_from_ours() -> None:
+    from pymongo import MongoClient
+
+    from services.search.adapters import raised_in
+
+    try:
+        MongoClient(port="not a port")  # type: ignore[arg-type]  # pymongo raises a TypeError of its own
+    except TypeError as exc:
+        theirs: Exception = exc
+    try:
+        raise RuntimeError("Lock is not acquired")  # the same kind of error, raised by our code
+    except RuntimeError as exc:
+        ours: Exception = exc
+    assert raised_in(theirs, "pymongo")
+    assert not raised_in(ours, "pymongo")
+    assert not raised_in(RuntimeError("never raised"), "pymongo")
+    settings = Settings(mongo=MongoSettings(uri="mongodb://127.0.0.1:1"))
+    store = MongoDocumentStore(settings)
+    assert store._is_unavailable(theirs)  # replaced and a 503, not a 500
+    assert not store._is_unavailable(ours)
+    store.close()
