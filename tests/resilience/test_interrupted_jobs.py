@@ -125,10 +125,18 @@ def _upserted(log: Path) -> int:
 
 
 def test_push_milvus_killed_mid_way_then_rerun_serves_exact_counts(
-    fault_stack: FaultStack, corpus_file: tuple[Path, int], vectors_dir: Path, tmp_path: Path
+    fault_stack: FaultStack,
+    corpus_file: tuple[Path, int],
+    vectors_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     total = corpus_file[1]
-    cmd = _mmsearch("push", "milvus", "--vectors", str(vectors_dir), "--corpus", CORPUS, "--batch-size", "5",
+    # The kill waits for the progress bar to show part of the upsert. tqdm prints at most every 0.1 s to a file, and
+    # on a fast machine 503 rows went in between two prints (the push ended before it could be killed): every
+    # update is printed here, and one row per batch makes the upsert long enough to be caught in the middle.
+    monkeypatch.setenv("TQDM_MININTERVAL", "0")
+    cmd = _mmsearch("push", "milvus", "--vectors", str(vectors_dir), "--corpus", CORPUS, "--batch-size", "1",
                     "--index", "FLAT", "--milvus-uri", fault_stack.milvus_uri)  # fmt: skip
     log = tmp_path / "push-milvus.log"
     killed_after = _kill_after_progress(cmd, log, lambda: 0 < _upserted(log) < total)
