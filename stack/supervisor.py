@@ -25,6 +25,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -140,10 +141,23 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
             raise
 
 
-def _wait_gone(pgids: list[int], seconds: float) -> None:
+def _term_in_stop_order(children: dict[str, int], seconds: float, say: Callable[[str], None] | None = None) -> None:
+    """TERM the services (name -> process group), wait until their groups are gone, then TERM the stores and wait
+    for them: `seconds` in all. `say` gets a line per step (honcho's system output)."""
     deadline = time.monotonic() + seconds
-    while any(group_alive(p) for p in pgids) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    services = [n for n in children if n not in STOPPED_LAST]
+    stores = [n for n in children if n in STOPPED_LAST]
+    for step in (services, stores):
+        if not step:
+            continue
+        if step is stores and services and say:
+            say("the services have stopped; stopping the stores\n")
+        for name in step:
+            if say:
+                say(f"sending SIGTERM to {name} (pid {children[name]})\n")
+            _signal_group(children[name], signal.SIGTERM)
+        while any(group_alive(children[n]) for n in step) and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def stop_children(run_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> list[str]:
@@ -153,11 +167,7 @@ def stop_children(run_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> list[s
     The records are removed once their process group is gone.
     """
     children = {n: p for n, p in recorded_children(run_dir).items() if group_alive(p)}
-    deadline = time.monotonic() + grace
-    for step in _in_stop_order(list(children)):
-        for name in step:
-            _signal_group(children[name], signal.SIGTERM)
-        _wait_gone([children[n] for n in step], deadline - time.monotonic())
+    _term_in_stop_order(children, grace)
     for pgid in children.values():
         if group_alive(pgid):
             _signal_group(pgid, signal.SIGKILL)
@@ -170,12 +180,6 @@ def stop_children(run_dir: Path, *, grace: float = STOP_GRACE_SECONDS) -> list[s
     return sorted(children)
 
 
-def _in_stop_order(names: list[str]) -> list[list[str]]:
-    """The services, then the stores; an empty step is left out."""
-    steps = [[n for n in names if n not in STOPPED_LAST], [n for n in names if n in STOPPED_LAST]]
-    return [step for step in steps if step]
-
-
 class _StoresLastManager(honcho.manager.Manager):  # type: ignore[misc]  # honcho is untyped
     """honcho's manager with its TERM step in stop order: it TERMs the services, waits (within the stop grace) until
     their process groups are gone, then TERMs the stores. honcho's KILL after the grace is unchanged."""
@@ -185,14 +189,7 @@ class _StoresLastManager(honcho.manager.Manager):  # type: ignore[misc]  # honch
             super()._killall(force=True)
             return
         running = {n: p["pid"] for n, p in self._processes.items() if "returncode" not in p and p.get("pid")}
-        deadline = time.monotonic() + STOP_GRACE_SECONDS
-        for n, step in enumerate(_in_stop_order(list(running))):
-            if n > 0:
-                self._system_print("the services have stopped; stopping the stores\n")
-            for name in step:
-                self._system_print(f"sending SIGTERM to {name} (pid {running[name]})\n")
-                self._procmgr.terminate(running[name])
-            _wait_gone([running[name] for name in step], deadline - time.monotonic())
+        _term_in_stop_order(running, STOP_GRACE_SECONDS, self._system_print)
 
 
 def run(specs: list[ProcessSpec], *, env: dict[str, str], cwd: Path, logs_dir: Path, run_dir: Path) -> int:

@@ -155,9 +155,13 @@ class StoreClients:
             self._aclient, self._aloop = self._aconnect(), loop
         return self._aclient
 
-    async def _adrop(self, client: Any) -> None:
+    def _forget(self, client: Any) -> None:
+        """The next call makes a new asyncio client (if `client` is still the current one)."""
         if self._aclient is client:
             self._aclient, self._amisses = None, 0
+
+    async def _adrop(self, client: Any) -> None:
+        self._forget(client)
         try:
             await client.close()
         except Exception:
@@ -166,8 +170,7 @@ class StoreClients:
     def _adrop_later(self, client: Any) -> None:
         """Drop now, close in the background: closing a wedged client may wait on its own time-outs, which the
         request that found it wedged should not."""
-        if self._aclient is client:  # now: the next call must get a new client, not this one closing
-            self._aclient, self._amisses = None, 0
+        self._forget(client)  # now: the next call must get a new client, not this one closing
         task = asyncio.get_running_loop().create_task(self._adrop(client))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
